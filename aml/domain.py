@@ -1,0 +1,420 @@
+"""Domain types shared by every part of the product.
+
+Framework-free: no Ray, Sanic, NiceGUI or pymongo here. Money is integer minor units plus an ISO
+currency code; every datetime is timezone-aware UTC; statuses are ``StrEnum``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from aml.money import to_major
+
+
+def utcnow() -> datetime:
+    """Wall-clock now in UTC. Only entry points and services call this; features never do."""
+    return datetime.now(UTC)
+
+
+def ensure_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class TransactionType(StrEnum):
+    DEPOSIT = "deposit"
+    WITHDRAWAL = "withdrawal"
+    TRANSFER = "transfer"
+    LOAN_DISBURSEMENT = "loan_disbursement"
+    LOAN_REPAYMENT = "loan_repayment"
+    PAYMENT = "payment"
+    CHARGE = "charge"
+    FEE = "fee"
+    SHARE_PURCHASE = "share_purchase"
+    SHARE_REDEMPTION = "share_redemption"
+    FIXED_DEPOSIT = "fixed_deposit"
+    RECURRING_DEPOSIT = "recurring_deposit"
+    REVERSAL = "reversal"
+    OTHER = "other"
+
+
+class Direction(StrEnum):
+    """Money flow relative to ``Transaction.account_id``."""
+
+    IN = "in"
+    OUT = "out"
+    NONE = "none"
+
+
+class TransactionStatus(StrEnum):
+    PENDING = "pending"  # stored, waiting for a decision
+    SCORED = "scored"  # decision stored
+    REJECTED = "rejected"  # Fineract command failed: an attempt, never a money movement
+    CORRECTION = "correction"  # reversal / undo / adjust: recorded, not scored as new money
+
+
+class ActorType(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    MERCHANT = "merchant"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    UNDER_REVIEW = "under_review"
+    ESCALATED = "escalated"
+    CLOSED_LEGITIMATE = "closed_legitimate"
+    CLOSED_SUSPICIOUS = "closed_suspicious"
+    CLOSED_FRAUD = "closed_fraud"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (AlertStatus.OPEN, AlertStatus.UNDER_REVIEW, AlertStatus.ESCALATED)
+
+
+class AnalystDecision(StrEnum):
+    """An analyst's verdict on an alert; stored as a training label."""
+
+    LEGITIMATE = "legitimate"
+    SUSPICIOUS = "suspicious"
+    CONFIRMED_FRAUD = "confirmed_fraud"
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    INVESTIGATING = "investigating"
+    ESCALATED = "escalated"
+    CLOSED_NO_ACTION = "closed_no_action"
+    CLOSED_SAR_FILED = "closed_sar_filed"
+
+
+class Role(StrEnum):
+    ANALYST = "analyst"
+    SENIOR_ANALYST = "senior_analyst"
+    ML_ENGINEER = "ml_engineer"
+    ADMIN = "admin"
+
+
+class CreditTier(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+    E = "E"
+
+
+class CreditRecommendation(StrEnum):
+    APPROVE = "approve"
+    REVIEW_CAREFULLY = "review_carefully"
+    REJECT = "reject"
+
+
+class CreditRequestStatus(StrEnum):
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class IngestOutcome(StrEnum):
+    ACCEPTED = "accepted"  # became a transaction
+    DUPLICATE = "duplicate"  # same dedupe key seen before
+    REJECTED_COMMAND = "rejected_command"  # Fineract reported the command failed
+    CORRECTION = "correction"  # reversal / adjust recorded
+    UNSUPPORTED = "unsupported"  # unknown entity/action: stored raw and counted
+    INVALID = "invalid"  # bad input, answered with 4xx
+
+
+def stable_id(*parts: object) -> str:
+    """Deterministic 24-hex id from the given parts (used for ids derived from dedupe keys)."""
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transaction:
+    """A money movement (or a recorded attempt/correction) as the product sees it.
+
+    ``account_id`` and ``counterparty_account_id`` are qualified by product kind
+    (``"savings:12"``, ``"loan:21"``) because Fineract savings and loan ids share no id space.
+    All ids are only unique within ``tenant``.
+    """
+
+    id: str
+    tenant: str
+    dedupe_key: str
+    source: str  # "fineract", "generic", "sweep", "import"
+    type: TransactionType
+    direction: Direction
+    amount_minor: int
+    currency: str
+    occurred_at: datetime  # value date/time of the movement (transaction's own time)
+    received_at: datetime  # when this product first stored it
+    account_id: str
+    status: TransactionStatus = TransactionStatus.PENDING
+    external_id: str | None = None  # Fineract transaction id (resourceId / subResourceId)
+    client_id: str | None = None
+    office_id: str | None = None
+    group_id: str | None = None
+    loan_id: str | None = None
+    counterparty_account_id: str | None = None
+    counterparty_client_id: str | None = None
+    counterparty_name: str | None = None
+    actor_type: ActorType = ActorType.CUSTOMER
+    agent_id: str | None = None
+    branch_id: str | None = None
+    merchant_id: str | None = None
+    device_id: str | None = None
+    ip_address: str | None = None
+    country_code: str | None = None
+    kyc_level: int | None = None
+    description: str | None = None
+    reverses_external_id: str | None = None  # for corrections: what was undone, when known
+    reversed: bool = False
+    enriched: bool = False
+    running_balance_minor: int | None = None
+    account_no: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def amount(self) -> float:
+        """Amount in major units (for features and display only; never for bookkeeping)."""
+        return to_major(self.amount_minor, self.currency)
+
+    @property
+    def customer_key(self) -> str:
+        """Key of the per-customer state: tenant plus the account."""
+        return f"{self.tenant}|{self.account_id}"
+
+    def replace(self, **changes: Any) -> Transaction:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleHit:
+    """One rule that fired, with the values that made it fire."""
+
+    rule_id: str
+    category: str
+    severity: float  # in [0, 1]
+    values: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureContribution:
+    feature: str
+    value: float
+    contribution: float  # signed; for anomaly: standardised distance from the customer's baseline
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScorerResult:
+    """What one scorer said about one transaction.
+
+    ``available`` is False when the scorer is missing, down or has no model; its score is then
+    ``None`` and the decision records it as absent (never as 0).
+    """
+
+    scorer: str  # "rules", "anomaly", "xgboost"
+    available: bool
+    score: float | None = None
+    model_version: str | None = None
+    reason: str | None = None  # why unavailable, e.g. "no model"
+    contributions: tuple[FeatureContribution, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    transaction_id: str
+    tenant: str
+    score: float
+    risk_level: RiskLevel
+    alert: bool
+    decided_at: datetime
+    scorers: tuple[ScorerResult, ...]
+    rule_hits: tuple[RuleHit, ...] = ()
+    feature_set_version: str = ""
+    rule_config_version: int = 0
+    shadow_scores: Mapping[str, float] = field(default_factory=dict)
+    explanation: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """An alert on a customer; repeated risky transactions of the same customer while the alert
+    is open are grouped onto it."""
+
+    id: str
+    tenant: str
+    customer_key: str
+    account_id: str
+    client_id: str | None
+    status: AlertStatus
+    risk_level: RiskLevel
+    score: float
+    transaction_ids: tuple[str, ...]
+    rule_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    sla_due_at: datetime
+    title: str = ""
+    assignee: str | None = None
+    decision: AnalystDecision | None = None
+    decision_note: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    case_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseNote:
+    author: str
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Case:
+    id: str
+    number: str  # human reference, e.g. CASE-2026-000123
+    tenant: str
+    title: str
+    status: CaseStatus
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    sla_due_at: datetime
+    alert_ids: tuple[str, ...] = ()
+    transaction_ids: tuple[str, ...] = ()
+    notes: tuple[CaseNote, ...] = ()
+    assignee: str | None = None
+    client_id: str | None = None
+    approved_by: str | None = None  # four-eyes approver of escalation / SAR closure
+    pending_status: CaseStatus | None = None  # requested transition awaiting a second user
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    id: str
+    username: str
+    role: Role
+    password_hash: str
+    active: bool
+    created_at: datetime
+    full_name: str = ""
+    email: str | None = None
+    token_version: int = 0  # bumped on deactivation / password change: old tokens stop working
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """Append-only, hash-chained record of an action."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    details: Mapping[str, Any]
+    ip: str | None
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditProfile:
+    tenant: str
+    client_id: str
+    score: float
+    tier: CreditTier
+    limit_minor: int
+    currency: str
+    components: Mapping[str, float]
+    features: Mapping[str, float | None]
+    computed_at: datetime
+    window_days: int = 180
+    reasons: tuple[str, ...] = ()
+    cluster_id: int | None = None
+    cluster_tier: CreditTier | None = None
+    needs_review: bool = False  # cluster tier and rule tier disagree by more than one tier
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditRequest:
+    id: str
+    tenant: str
+    client_id: str
+    amount_minor: int
+    currency: str
+    status: CreditRequestStatus
+    recommendation: CreditRecommendation
+    reasons: tuple[str, ...]
+    score_at_request: float
+    tier_at_request: CreditTier
+    limit_at_request_minor: int
+    inflation_flag: bool
+    submitted_by: str
+    submitted_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRecord:
+    id: str
+    kind: str  # "xgboost", "anomaly", "credit_kmeans"
+    version: str
+    feature_set_version: str
+    features: tuple[str, ...]
+    metrics: Mapping[str, float]
+    artifact_uri: str
+    stage: str  # "candidate", "champion", "shadow", "archived"
+    created_at: datetime
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleConfigVersion:
+    version: int
+    config: Mapping[str, Any]
+    created_by: str
+    created_at: datetime
+    active: bool
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestRecord:
+    """One received event as it arrived (raw body kept for inspection and replay)."""
+
+    id: str
+    tenant: str
+    source: str
+    received_at: datetime
+    outcome: IngestOutcome
+    entity: str | None = None
+    action: str | None = None
+    dedupe_key: str | None = None
+    transaction_id: str | None = None
+    error: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""

@@ -1,0 +1,1 @@
+"""One repository module per collection. Repositories take and return ``aml`` domain types."""

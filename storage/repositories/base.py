@@ -1,0 +1,56 @@
+"""Shared pieces of the repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+Document = dict[str, Any]
+
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class BulkInsertResult:
+    """Outcome of an unordered bulk insert on a unique key."""
+
+    inserted: tuple[int, ...]  # positions in the input that were stored now
+    duplicates: tuple[int, ...]  # positions rejected by a unique index (already stored)
+
+
+class Repository:
+    """Base: one collection, its indexes."""
+
+    collection_name: str = ""
+    indexes: Sequence[IndexModel] = ()
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.col: AsyncCollection[Document] = db[self.collection_name]
+
+    async def ensure_indexes(self) -> None:
+        """Idempotent: creating an existing index with the same spec is a no-op."""
+        if self.indexes:
+            await self.col.create_indexes(list(self.indexes))
+
+    async def insert_unordered(self, docs: Sequence[Document]) -> BulkInsertResult:
+        """Insert ``docs`` in one unordered bulk write; duplicates on unique keys are reported,
+        not raised. Any other write error is raised."""
+        if not docs:
+            return BulkInsertResult((), ())
+        try:
+            await self.col.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            dup = {int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY}
+            if len(dup) != len(errors):
+                raise
+            ok = tuple(i for i in range(len(docs)) if i not in dup)
+            return BulkInsertResult(ok, tuple(sorted(dup)))
+        return BulkInsertResult(tuple(range(len(docs))), ())

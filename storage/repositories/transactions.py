@@ -1,0 +1,152 @@
+"""``transactions``: every money movement, attempt and correction, one per dedupe key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from aml.domain import Transaction, TransactionStatus
+from storage.codec import from_doc, to_doc
+from storage.repositories.base import BulkInsertResult, Repository
+
+
+class TransactionRepository(Repository):
+    collection_name = "transactions"
+    indexes = (
+        IndexModel([("tenant", ASCENDING), ("dedupe_key", ASCENDING)], unique=True),
+        IndexModel([("tenant", ASCENDING), ("account_id", ASCENDING), ("occurred_at", ASCENDING)]),
+        IndexModel(
+            [
+                ("tenant", ASCENDING),
+                ("counterparty_account_id", ASCENDING),
+                ("occurred_at", ASCENDING),
+            ]
+        ),
+        IndexModel([("tenant", ASCENDING), ("client_id", ASCENDING), ("occurred_at", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("received_at", ASCENDING)]),
+        IndexModel([("occurred_at", DESCENDING)]),
+    )
+
+    async def insert_many(self, txs: Sequence[Transaction]) -> BulkInsertResult:
+        """Store new transactions; ones whose (tenant, dedupe_key) exists are reported as
+        duplicates and left untouched."""
+        return await self.insert_unordered([to_doc(t) for t in txs])
+
+    async def get(self, tx_id: str) -> Transaction | None:
+        doc = await self.col.find_one({"_id": tx_id})
+        return from_doc(Transaction, doc) if doc else None
+
+    async def get_many(self, tx_ids: Sequence[str]) -> list[Transaction]:
+        cursor = self.col.find({"_id": {"$in": list(tx_ids)}})
+        return [from_doc(Transaction, d) async for d in cursor]
+
+    async def get_by_dedupe_key(self, tenant: str, dedupe_key: str) -> Transaction | None:
+        doc = await self.col.find_one({"tenant": tenant, "dedupe_key": dedupe_key})
+        return from_doc(Transaction, doc) if doc else None
+
+    async def set_status(
+        self,
+        tx_ids: Sequence[str],
+        status: TransactionStatus,
+        *,
+        only_from: TransactionStatus | None = None,
+    ) -> int:
+        query: dict[str, Any] = {"_id": {"$in": list(tx_ids)}}
+        if only_from is not None:
+            query["status"] = only_from.value
+        result = await self.col.update_many(query, {"$set": {"status": status.value}})
+        return int(result.modified_count)
+
+    async def update_fields(self, tx_id: str, **fields: Any) -> Transaction | None:
+        """Set enrichment fields (currency, balance, counterparty, reversed...)."""
+        doc = await self.col.find_one_and_update(
+            {"_id": tx_id},
+            {"$set": to_doc_fields(fields)},
+            return_document=ReturnDocument.AFTER,
+        )
+        return from_doc(Transaction, doc) if doc else None
+
+    async def list_pending(self, *, older_than: datetime, limit: int = 500) -> list[Transaction]:
+        """Transactions stored but not yet scored, oldest first (the sweeper retries them)."""
+        cursor = (
+            self.col.find(
+                {"status": TransactionStatus.PENDING.value, "received_at": {"$lt": older_than}}
+            )
+            .sort("received_at", ASCENDING)
+            .limit(limit)
+        )
+        return [from_doc(Transaction, d) async for d in cursor]
+
+    async def history(
+        self,
+        tenant: str,
+        account_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]:
+        """Movements touching ``account_id`` (as owner or as counterparty) in [since, until),
+        ordered by the transactions' own time. Attempts and corrections are excluded."""
+        time_q: dict[str, Any] = {"$gte": since}
+        if until is not None:
+            time_q["$lt"] = until
+        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
+        query = {
+            "tenant": tenant,
+            "$or": [{"account_id": account_id}, {"counterparty_account_id": account_id}],
+            "occurred_at": time_q,
+            "status": {"$in": statuses},
+        }
+        cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
+        return [from_doc(Transaction, d) async for d in cursor]
+
+    async def search(
+        self,
+        *,
+        tenant: str | None = None,
+        account_id: str | None = None,
+        client_id: str | None = None,
+        min_amount_minor: int | None = None,
+        max_amount_minor: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Transaction], int]:
+        query: dict[str, Any] = {}
+        if tenant:
+            query["tenant"] = tenant
+        if account_id:
+            query["account_id"] = account_id
+        if client_id:
+            query["client_id"] = client_id
+        amount: dict[str, int] = {}
+        if min_amount_minor is not None:
+            amount["$gte"] = min_amount_minor
+        if max_amount_minor is not None:
+            amount["$lte"] = max_amount_minor
+        if amount:
+            query["amount_minor"] = amount
+        when: dict[str, datetime] = {}
+        if since is not None:
+            when["$gte"] = since
+        if until is not None:
+            when["$lt"] = until
+        if when:
+            query["occurred_at"] = when
+        total = await self.col.count_documents(query)
+        cursor = self.col.find(query).sort("occurred_at", DESCENDING).skip(skip).limit(limit)
+        return [from_doc(Transaction, d) async for d in cursor], int(total)
+
+    async def count(self, query: dict[str, Any] | None = None) -> int:
+        return int(await self.col.count_documents(query or {}))
+
+
+def to_doc_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    from storage.codec import _encode
+
+    return {k: _encode(v) for k, v in fields.items()}
