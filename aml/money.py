@@ -50,7 +50,7 @@ def to_minor(amount: Decimal | int | str, currency: str) -> int:
 
 def to_major(amount_minor: int, currency: str) -> float:
     """Major units as float, for features and display."""
-    return amount_minor / (10 ** exponent(currency))
+    return float(amount_minor) / float(10 ** exponent(currency))
 
 
 def to_major_decimal(amount_minor: int, currency: str) -> Decimal:

@@ -50,20 +50,20 @@ def _decode(tp: Any, value: Any) -> Any:
         return None
     origin = get_origin(tp)
     if origin is Union or origin is types.UnionType:
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _decode(args[0], value)
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            return _decode(members[0], value)
         return value
     if origin in (tuple,):
-        args = get_args(tp)
-        inner = args[0] if args else Any
+        targs = get_args(tp)
+        inner = targs[0] if targs else Any
         return tuple(_decode(inner, v) for v in value)
     if origin in (list,):
         (inner,) = get_args(tp) or (Any,)
         return [_decode(inner, v) for v in value]
     if origin in (dict, Mapping) or tp is Mapping:
-        args = get_args(tp)
-        inner = args[1] if len(args) == 2 else Any
+        margs = get_args(tp)
+        inner = margs[1] if len(margs) == 2 else Any
         return {k: _decode(inner, v) for k, v in value.items()}
     if isinstance(tp, type):
         if issubclass(tp, enum.Enum):
@@ -81,7 +81,7 @@ def _decode(tp: Any, value: Any) -> Any:
 
 def from_doc(cls: type[T], doc: Mapping[str, Any], *, id_field: str = "id") -> T:
     """Decode a document into ``cls``; unknown keys are ignored, missing ones use defaults."""
-    hints = _hints(cls)
+    hints = _hints(cls)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         key = "_id" if (id_field and f.name == id_field) else f.name

@@ -1,0 +1,101 @@
+"""Point-in-time context handed to features and rules for one transaction.
+
+Everything here is strictly *before* the transaction's own ``occurred_at`` (ties broken by
+``Transaction.id`` so that replays are deterministic) and never includes the transaction itself.
+Serving builds it from actor-held windows; training and backtests build it from the store or a
+file with :func:`build_context` over a time-sorted frame. Both paths produce the same object, so
+features and rules compute the same values (parity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from aml.domain import Transaction
+
+# Longest look-back any feature or rule needs. Loan monitoring looks 7 days after a disbursement.
+MAX_LOOKBACK = timedelta(days=7)
+COUNTERPARTY_LOOKBACK = timedelta(days=7)
+AGENT_LOOKBACK = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEdge:
+    """A directed money edge between two accounts of one tenant (for cycle/chain search)."""
+
+    src: str
+    dst: str
+    amount: float  # major units
+    at: datetime
+    tx_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryContext:
+    """What was known about the transaction's surroundings just before it happened.
+
+    Attributes:
+        account: transactions touching ``tx.account_id`` (as owner or counterparty) in
+            ``[tx.occurred_at - MAX_LOOKBACK, tx.occurred_at)``, time-ordered.
+        counterparty: transactions touching ``tx.counterparty_account_id`` in
+            ``[tx.occurred_at - COUNTERPARTY_LOOKBACK, tx.occurred_at)``, time-ordered
+            (empty when there is no counterparty).
+        agent: transactions of ``tx.agent_id`` in ``[tx.occurred_at - AGENT_LOOKBACK, ...)``.
+        edges: recent transfer edges of the tenant around the account (both directions, up to the
+            search's hop limit), time-ordered, for bounded cycle and layering-chain search.
+    """
+
+    account: Sequence[Transaction] = ()
+    counterparty: Sequence[Transaction] = ()
+    agent: Sequence[Transaction] = ()
+    edges: Sequence[TransferEdge] = field(default_factory=tuple)
+
+
+def _before(tx: Transaction, other: Transaction) -> bool:
+    """True when ``other`` happened strictly before ``tx`` in the point-in-time order."""
+    return (other.occurred_at, other.id) < (tx.occurred_at, tx.id)
+
+
+def window(items: Sequence[Transaction], end: datetime, span: timedelta) -> list[Transaction]:
+    """Items with ``end - span <= occurred_at < end`` (items need not be sorted)."""
+    start = end - span
+    return [t for t in items if start <= t.occurred_at < end]
+
+
+def build_context(
+    tx: Transaction,
+    candidates: Sequence[Transaction],
+    *,
+    edges: Sequence[TransferEdge] = (),
+) -> HistoryContext:
+    """Point-in-time context for ``tx`` from any superset of candidate transactions.
+
+    ``candidates`` may contain later transactions and ``tx`` itself (out-of-order arrival,
+    replays); they are filtered out here, which is what makes late events score correctly.
+    """
+    t = tx.occurred_at
+    acct, cp, agent = [], [], []
+    cp_id = tx.counterparty_account_id
+    for o in candidates:
+        if o.id == tx.id or o.tenant != tx.tenant or not _before(tx, o):
+            continue
+        age = t - o.occurred_at
+        touches_acct = tx.account_id in (o.account_id, o.counterparty_account_id)
+        if touches_acct and age <= MAX_LOOKBACK:
+            acct.append(o)
+        if (
+            cp_id
+            and cp_id in (o.account_id, o.counterparty_account_id)
+            and age <= COUNTERPARTY_LOOKBACK
+        ):
+            cp.append(o)
+        if tx.agent_id and o.agent_id == tx.agent_id and age <= AGENT_LOOKBACK:
+            agent.append(o)
+    key = lambda o: (o.occurred_at, o.id)  # noqa: E731
+    acct.sort(key=key)
+    cp.sort(key=key)
+    agent.sort(key=key)
+    pit_edges = tuple(e for e in edges if (e.at, e.tx_id) < (t, tx.id))
+    return HistoryContext(account=acct, counterparty=cp, agent=agent, edges=pit_edges)
