@@ -1,0 +1,348 @@
+"""Per-customer sliding windows and the point-in-time context built from them (no Ray here).
+
+A transaction is *observed* by up to three keys, each of which may live on a different shard:
+the owner account, the counterparty account and the agent. Each key keeps an exact, time-sorted
+window of the transactions that touch it, so the three parts of a
+:class:`~aml.history.HistoryContext` come from three windows and are merged by the caller
+(:func:`merge_views`). Every shard is called once per batch with all of its roles at once
+(:func:`route`), never once per transaction.
+
+The context equals :func:`aml.history.build_context` over the same transactions (parity test):
+strictly before ``(occurred_at, id)``, never the transaction itself, same look-backs.
+
+Memory is bounded twice: entries older than the longest look-back (plus a slack for late events)
+relative to the newest time a shard has seen are evicted, and each shard keeps at most
+``max_keys`` windows (least recently used first out). A window that was never loaded, was evicted,
+or does not reach back far enough for a late event is reported by :meth:`ShardState.missing` and
+rebuilt from the store by the actor before the batch is answered.
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from aml.domain import Transaction
+from aml.history import (
+    AGENT_LOOKBACK,
+    COUNTERPARTY_LOOKBACK,
+    MAX_LOOKBACK,
+    HistoryContext,
+    TransferEdge,
+)
+
+# How late an event may arrive (relative to the newest one a shard has seen) and still find its
+# full look-back in memory; later ones trigger a rebuild of the window from the store.
+DEFAULT_LATE_SLACK = timedelta(days=1)
+DEFAULT_MAX_KEYS = 200_000
+
+_Key = tuple[datetime, str]
+
+
+class Role(StrEnum):
+    """Why a shard receives a transaction."""
+
+    ACCOUNT = "account"  # owner account: the shard answers the account view
+    COUNTERPARTY = "counterparty"  # counterparty account: answers the counterparty view
+    AGENT = "agent"  # agent: answers the agent view
+
+
+@dataclass(frozen=True, slots=True)
+class WindowKey:
+    """Identity of one window: ``kind`` is ``"account"`` or ``"agent"``."""
+
+    kind: str
+    tenant: str
+    name: str
+
+    @property
+    def shard_token(self) -> str:
+        return f"{self.kind}\x1f{self.tenant}\x1f{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """Aggregates over one window (what a dashboard or a quick rule reads without features)."""
+
+    count: int
+    total: float  # major units
+    max_amount: float
+    distinct_counterparties: int
+    distinct_devices: int
+    distinct_ips: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildRequest:
+    """A window the shard needs from the store before it can answer: all movements touching
+    ``key`` since ``since``."""
+
+    key: WindowKey
+    since: datetime
+
+
+def shard_of(key: WindowKey, n_shards: int) -> int:
+    """Stable shard index for a window key (the same in every process, unlike ``hash``)."""
+    return zlib.crc32(key.shard_token.encode()) % n_shards
+
+
+def keys_for(tx: Transaction) -> list[tuple[Role, WindowKey]]:
+    """The windows a transaction belongs to, with the role each answers for it."""
+    out = [(Role.ACCOUNT, WindowKey("account", tx.tenant, tx.account_id))]
+    cp = tx.counterparty_account_id
+    if cp and cp != tx.account_id:
+        out.append((Role.COUNTERPARTY, WindowKey("account", tx.tenant, cp)))
+    if tx.agent_id:
+        out.append((Role.AGENT, WindowKey("agent", tx.tenant, tx.agent_id)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ShardItem:
+    """One (transaction, role) pair sent to a shard; ``index`` is the position in the batch."""
+
+    index: int
+    role: Role
+    key: WindowKey
+    tx: Transaction
+
+
+def route(batch: Sequence[Transaction], n_shards: int) -> dict[int, list[ShardItem]]:
+    """Split a batch into one list of items per shard (one call per shard per batch)."""
+    plan: dict[int, list[ShardItem]] = {}
+    for i, tx in enumerate(batch):
+        for role, key in keys_for(tx):
+            plan.setdefault(shard_of(key, n_shards), []).append(ShardItem(i, role, key, tx))
+    return plan
+
+
+def merge_views(
+    batch: Sequence[Transaction],
+    answers: Iterable[tuple[Sequence[ShardItem], Sequence[tuple[Transaction, ...]]]],
+    edges: Sequence[Sequence[TransferEdge]] | None = None,
+) -> list[HistoryContext]:
+    """Assemble one context per transaction from the shards' per-role views."""
+    acct: list[tuple[Transaction, ...]] = [() for _ in batch]
+    cp: list[tuple[Transaction, ...]] = [() for _ in batch]
+    agent: list[tuple[Transaction, ...]] = [() for _ in batch]
+    for items, views in answers:
+        for item, view in zip(items, views, strict=True):
+            target = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent}[item.role]
+            target[item.index] = view
+    out = []
+    for i, tx in enumerate(batch):
+        # A self-transfer has no separate counterparty item: its counterparty view is its own.
+        cp_view = acct[i] if tx.counterparty_account_id == tx.account_id else cp[i]
+        out.append(
+            HistoryContext(
+                account=list(acct[i]),
+                counterparty=list(cp_view),
+                agent=list(agent[i]),
+                edges=tuple(edges[i]) if edges is not None else (),
+            )
+        )
+    return out
+
+
+class CustomerState:
+    """Exact sliding window of the transactions touching one account (or one agent).
+
+    Entries are kept sorted by ``(occurred_at, id)`` with bisect inserts, so out-of-order
+    arrivals land in the right place; a transaction seen twice is kept once.
+    """
+
+    __slots__ = ("_ids", "_keys", "_txs", "complete_since", "key")
+
+    def __init__(self, key: WindowKey, *, complete_since: datetime | None) -> None:
+        """Args:
+        key: whose window this is.
+        complete_since: every transaction at or after this time is in the window
+            (``None``: complete since the beginning, i.e. nothing is missing).
+        """
+        self.key = key
+        self.complete_since = complete_since
+        self._keys: list[_Key] = []
+        self._txs: list[Transaction] = []
+        self._ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def add(self, tx: Transaction) -> bool:
+        """Insert ``tx`` in time order. Returns False when it was already there."""
+        if tx.id in self._ids:
+            return False
+        k = (tx.occurred_at, tx.id)
+        pos = bisect_left(self._keys, k)
+        self._keys.insert(pos, k)
+        self._txs.insert(pos, tx)
+        self._ids.add(tx.id)
+        return True
+
+    def covers(self, start: datetime) -> bool:
+        """True when the window holds everything from ``start`` on."""
+        return self.complete_since is None or self.complete_since <= start
+
+    def before(self, tx: Transaction, span: timedelta) -> tuple[Transaction, ...]:
+        """Entries with ``tx.occurred_at - span <= occurred_at`` strictly before ``tx``."""
+        lo = bisect_left(self._keys, (tx.occurred_at - span, ""))
+        hi = bisect_left(self._keys, (tx.occurred_at, tx.id))
+        return tuple(self._txs[lo:hi])
+
+    def evict(self, older_than: datetime) -> int:
+        """Drop entries before ``older_than``; the window is then complete only from there."""
+        cut = bisect_left(self._keys, (older_than, ""))
+        if cut:
+            for t in self._txs[:cut]:
+                self._ids.discard(t.id)
+            del self._keys[:cut]
+            del self._txs[:cut]
+        if self.complete_since is None or self.complete_since < older_than:
+            self.complete_since = older_than
+        return cut
+
+    def summary(self, end: datetime, span: timedelta = MAX_LOOKBACK) -> WindowSummary:
+        """Counts, sums, max and distinct counterparties/devices/IPs in ``[end - span, end)``."""
+        lo = bisect_left(self._keys, (end - span, ""))
+        hi = bisect_left(self._keys, (end, ""))
+        items = self._txs[lo:hi]
+        amounts = [t.amount for t in items]
+        return WindowSummary(
+            count=len(items),
+            total=float(sum(amounts)),
+            max_amount=max(amounts, default=0.0),
+            distinct_counterparties=len(
+                {t.counterparty_account_id for t in items if t.counterparty_account_id}
+            ),
+            distinct_devices=len({t.device_id for t in items if t.device_id}),
+            distinct_ips=len({t.ip_address for t in items if t.ip_address}),
+        )
+
+
+_SPAN = {
+    Role.ACCOUNT: MAX_LOOKBACK,
+    Role.COUNTERPARTY: COUNTERPARTY_LOOKBACK,
+    Role.AGENT: AGENT_LOOKBACK,
+}
+
+
+class ShardState:
+    """All windows of one shard, LRU-bounded, with eviction by time.
+
+    Agent windows are kept in memory only: the store has no index by agent, and the agent
+    look-back is 24 hours, so after a restart the agent view refills within a day (documented
+    trade-off: a query per agent per batch would cost more than the view is worth). Account
+    windows (owner and counterparty views) are rebuilt exactly from the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        late_slack: timedelta = DEFAULT_LATE_SLACK,
+        cold_start_complete: bool = False,
+    ) -> None:
+        """Args:
+        max_keys: most windows kept in memory (least recently used are dropped first).
+        late_slack: how far behind the newest event a late event may be and still be
+            answered from memory.
+        cold_start_complete: True when there is no store behind the shard, so an unknown
+            window is empty rather than missing.
+        """
+        self.max_keys = max_keys
+        self.retention = MAX_LOOKBACK + late_slack
+        self.cold_start_complete = cold_start_complete
+        self.windows: OrderedDict[WindowKey, CustomerState] = OrderedDict()
+        self.newest: datetime | None = None
+        self.rebuilds = 0
+
+    def _lookback_start(self, item: ShardItem) -> datetime:
+        return item.tx.occurred_at - _SPAN[item.role]
+
+    def missing(self, items: Sequence[ShardItem]) -> list[RebuildRequest]:
+        """Account windows that must be (re)loaded from the store before :meth:`answer`."""
+        if self.cold_start_complete:
+            return []
+        need: dict[WindowKey, datetime] = {}
+        for item in items:
+            if item.key.kind != "account":
+                continue
+            start = self._lookback_start(item)
+            win = self.windows.get(item.key)
+            if win is not None and win.covers(start):
+                continue
+            if item.key not in need or start < need[item.key]:
+                need[item.key] = start
+        return [RebuildRequest(k, since) for k, since in need.items()]
+
+    def load(self, request: RebuildRequest, txs: Iterable[Transaction]) -> None:
+        """Install a window rebuilt from the store (merging what is already in memory)."""
+        old = self.windows.pop(request.key, None)
+        win = CustomerState(request.key, complete_since=request.since)
+        for t in txs:
+            win.add(t)
+        if old is not None:
+            for t in old._txs:
+                win.add(t)
+        self.windows[request.key] = win
+        self.rebuilds += 1
+
+    def _window(self, key: WindowKey, start: datetime) -> CustomerState:
+        win = self.windows.get(key)
+        if win is None:
+            # No store (or an agent window): an unknown key starts empty and is complete from
+            # the point it was first needed.
+            since = None if self.cold_start_complete else start
+            win = CustomerState(key, complete_since=since)
+            self.windows[key] = win
+        else:
+            self.windows.move_to_end(key)
+        return win
+
+    def answer(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
+        """Observe every item, then return each item's view (in the order of ``items``).
+
+        Observing first means transactions of the same batch see each other in time order,
+        exactly as :func:`aml.history.build_context` over the whole stream would.
+        """
+        touched: dict[WindowKey, CustomerState] = {}
+        for item in items:
+            win = self._window(item.key, self._lookback_start(item))
+            win.add(item.tx)
+            touched[item.key] = win
+            if self.newest is None or item.tx.occurred_at > self.newest:
+                self.newest = item.tx.occurred_at
+        views = [touched[item.key].before(item.tx, _SPAN[item.role]) for item in items]
+        if self.newest is not None:
+            cutoff = self.newest - self.retention
+            for win in touched.values():
+                win.evict(cutoff)
+        while len(self.windows) > self.max_keys:
+            self.windows.popitem(last=False)
+        return views
+
+    def summary(self, key: WindowKey, end: datetime) -> WindowSummary | None:
+        win = self.windows.get(key)
+        return win.summary(end) if win is not None else None
+
+
+class LocalContextBuilder:
+    """Contexts from in-process shards (no Ray): the fallback and the reference for tests."""
+
+    def __init__(self, shards: Sequence[ShardState]) -> None:
+        self.shards = list(shards)
+
+    def contexts(
+        self,
+        batch: Sequence[Transaction],
+        edges: Sequence[Sequence[TransferEdge]] | None = None,
+    ) -> list[HistoryContext]:
+        """Contexts for a batch; windows needing the store must have been loaded first."""
+        plan = route(batch, len(self.shards))
+        answers = [(items, self.shards[s].answer(items)) for s, items in plan.items()]
+        return merge_views(batch, answers, edges)
