@@ -1,0 +1,157 @@
+"""Ray actors for per-customer state: the one place ``ray.remote`` is applied to state classes.
+
+Windows are sharded by a stable hash of (tenant, account) (:func:`actors.customer_state.shard_of`).
+A batch costs one actor call per shard it touches, never one per transaction.
+
+Crash safety: shard actors restart without limit (``max_restarts=-1``) and in-flight calls are
+retried (``max_task_retries=-1``). A restarted shard starts empty and rebuilds each window from
+the store on first use; transactions are stored before they are scored, so a retried call sees
+them all and no decision is lost.
+
+Counterparty and agent views: each transaction is also sent, in the same per-shard call, to the
+shard owning its counterparty account and its agent, which keep those windows (an in-memory index
+per key) instead of the scorer querying the store per transaction. Account windows are exact
+after a restart (rebuilt from the store); agent windows are memory-only and refill within their
+24-hour look-back (see :class:`actors.customer_state.ShardState`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import ray
+
+from actors.customer_state import (
+    DEFAULT_LATE_SLACK,
+    DEFAULT_MAX_KEYS,
+    ShardItem,
+    ShardState,
+    merge_views,
+    route,
+)
+from aml.domain import Transaction
+from aml.history import HistoryContext
+from storage.store import Store, open_store
+
+NAMESPACE = "fineract-aml"
+SHARD_NAME = "aml-state-{group}-{index}-of-{count}"
+
+
+class StateShard:
+    """One shard of customer windows, backed by the store for rebuilds (run as a Ray actor)."""
+
+    def __init__(
+        self,
+        mongo_uri: str | None,
+        db_name: str,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        late_slack_s: float = DEFAULT_LATE_SLACK.total_seconds(),
+    ) -> None:
+        """Args:
+        mongo_uri: store to rebuild windows from; ``None`` keeps state in memory only.
+        db_name: database name in that store.
+        max_keys: most windows held (least recently used are dropped, then rebuilt).
+        late_slack_s: lateness answered from memory before a window is rebuilt.
+        """
+        self.state = ShardState(
+            max_keys=max_keys,
+            late_slack=timedelta(seconds=late_slack_s),
+            cold_start_complete=mongo_uri is None,
+        )
+        self._uri = mongo_uri
+        self._db_name = db_name
+        self._store: Store | None = None
+
+    def _get_store(self) -> Store:
+        if self._store is None:
+            assert self._uri is not None
+            # Opened lazily inside the actor's own event loop; each actor has its own client.
+            self._store = open_store(self._uri, self._db_name, appname="fineract-aml-state")
+        return self._store
+
+    async def observe_and_views(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
+        """Observe the items and return each one's view (see ``ShardState.answer``)."""
+        need = self.state.missing(items)
+        if need:
+            store = self._get_store()
+            loaded = await asyncio.gather(
+                *(store.transactions.history(r.key.tenant, r.key.name, since=r.since) for r in need)
+            )
+            for req, txs in zip(need, loaded, strict=True):
+                self.state.load(req, txs)
+        return self.state.answer(items)
+
+    def stats(self) -> dict[str, Any]:
+        """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
+        return {
+            "pid": os.getpid(),
+            "windows": len(self.state.windows),
+            "entries": sum(len(w) for w in self.state.windows.values()),
+            "rebuilds": self.state.rebuilds,
+            "newest": self.state.newest.isoformat() if self.state.newest else None,
+        }
+
+    def ping(self) -> bool:
+        return True
+
+
+# Concurrency 1: a shard's windows are mutated across an ``await`` (store rebuild), so calls
+# must not interleave; throughput comes from batching and from the number of shards.
+StateShardActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(StateShard)
+
+
+def create_state_shards(
+    count: int,
+    *,
+    mongo_uri: str | None,
+    db_name: str,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    group: str = "default",
+    namespace: str = NAMESPACE,
+    detached: bool = True,
+) -> list[Any]:
+    """Get or create the ``count`` named shard actors (shared by every pipeline replica).
+
+    Detached named actors outlive the replica that created them, so a pipeline replica restart
+    does not drop the windows; ``get_if_exists`` makes concurrent creation by several replicas
+    safe. ``group`` separates independent sets of shards (one per database in tests).
+    """
+    handles = []
+    for i in range(count):
+        opts: dict[str, Any] = {
+            "name": SHARD_NAME.format(group=group, index=i, count=count),
+            "namespace": namespace,
+            "get_if_exists": True,
+            "max_concurrency": 1,
+        }
+        if detached:
+            opts["lifetime"] = "detached"
+        handles.append(
+            StateShardActor.options(**opts).remote(mongo_uri, db_name, max_keys=max_keys)  # type: ignore[attr-defined]
+        )
+    return handles
+
+
+class ShardedState:
+    """Caller side of the shards: one call per touched shard per batch, views merged."""
+
+    def __init__(self, shards: Sequence[Any]) -> None:
+        self.shards = list(shards)
+
+    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
+        """Observe ``batch`` and return each transaction's point-in-time context."""
+        if not batch:
+            return []
+        plan = route(batch, len(self.shards))
+        order = list(plan.items())
+        results = await asyncio.gather(
+            *(self.shards[s].observe_and_views.remote(items) for s, items in order)
+        )
+        return merge_views(
+            batch, [(items, res) for (_, items), res in zip(order, results, strict=True)]
+        )
