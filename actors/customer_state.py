@@ -19,6 +19,7 @@ rebuilt from the store by the actor before the batch is answered.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from bisect import bisect_left
 from collections import OrderedDict
@@ -26,8 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
-from aml.domain import Transaction
+from aml.domain import Direction, Transaction
+from aml.graph import EdgeIndex
 from aml.history import (
     AGENT_LOOKBACK,
     COUNTERPARTY_LOOKBACK,
@@ -331,18 +334,114 @@ class ShardState:
         return win.summary(end) if win is not None else None
 
 
+class HistorySource(Protocol):
+    """Where windows are rebuilt from (``store.transactions`` satisfies it)."""
+
+    async def history(
+        self,
+        tenant: str,
+        account_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]: ...
+
+
+async def observe_with_rebuild(
+    state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
+) -> list[tuple[Transaction, ...]]:
+    """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer."""
+    need = state.missing(items)
+    if need and source is not None:
+        loaded = await asyncio.gather(
+            *(source.history(r.key.tenant, r.key.name, since=r.since) for r in need)
+        )
+        for req, txs in zip(need, loaded, strict=True):
+            state.load(req, txs)
+    return state.answer(items)
+
+
+DEFAULT_GRAPH_HOPS = 3
+DEFAULT_GRAPH_WINDOW = MAX_LOOKBACK
+
+
+def transfer_edge(tx: Transaction) -> TransferEdge | None:
+    """The money edge of a transfer between two accounts (``None`` for anything else)."""
+    cp = tx.counterparty_account_id
+    if not cp or cp == tx.account_id or tx.direction is Direction.NONE:
+        return None
+    src, dst = (tx.account_id, cp) if tx.direction is Direction.OUT else (cp, tx.account_id)
+    return TransferEdge(src=src, dst=dst, amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+
+
+class TransferGraph:
+    """Recent transfer edges per tenant (one :class:`~aml.graph.EdgeIndex` each).
+
+    The graph is not sharded by account: a cycle crosses accounts that live on different
+    shards. It is memory-only: after a restart the edges refill within the index window, so
+    cycle/chain rules may miss a cycle whose older legs arrived before the restart (documented
+    trade-off; account windows, by contrast, are rebuilt exactly).
+    """
+
+    def __init__(
+        self, *, hops: int = DEFAULT_GRAPH_HOPS, window: timedelta = DEFAULT_GRAPH_WINDOW
+    ) -> None:
+        self.hops = hops
+        self.window = window
+        self.indexes: dict[str, EdgeIndex] = {}
+
+    def observe_and_edges(self, batch: Sequence[Transaction]) -> list[list[TransferEdge]]:
+        """Add the batch's edges, then return each transaction's point-in-time neighbourhood."""
+        for tx in batch:
+            edge = transfer_edge(tx)
+            if edge is not None:
+                index = self.indexes.get(tx.tenant)
+                if index is None:
+                    index = self.indexes[tx.tenant] = EdgeIndex(self.window)
+                index.add(edge)
+        out: list[list[TransferEdge]] = []
+        for tx in batch:
+            index = self.indexes.get(tx.tenant)
+            if index is None:
+                out.append([])
+                continue
+            out.append(index.edges_near(tx.account_id, self.hops, before=(tx.occurred_at, tx.id)))
+        return out
+
+
 class LocalContextBuilder:
     """Contexts from in-process shards (no Ray): the fallback and the reference for tests."""
 
-    def __init__(self, shards: Sequence[ShardState]) -> None:
+    def __init__(
+        self,
+        shards: Sequence[ShardState],
+        *,
+        source: HistorySource | None = None,
+        graph: TransferGraph | None = None,
+    ) -> None:
         self.shards = list(shards)
+        self.source = source
+        self.graph = graph
 
     def contexts(
         self,
         batch: Sequence[Transaction],
         edges: Sequence[Sequence[TransferEdge]] | None = None,
     ) -> list[HistoryContext]:
-        """Contexts for a batch; windows needing the store must have been loaded first."""
+        """Contexts for a batch from memory only (no store behind the shards)."""
         plan = route(batch, len(self.shards))
         answers = [(items, self.shards[s].answer(items)) for s, items in plan.items()]
+        if edges is None and self.graph is not None:
+            edges = self.graph.observe_and_edges(batch)
+        return merge_views(batch, answers, edges)
+
+    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
+        """Contexts for a batch, rebuilding windows from the store as needed."""
+        plan = route(batch, len(self.shards))
+        answers = [
+            (items, await observe_with_rebuild(self.shards[s], items, self.source))
+            for s, items in plan.items()
+        ]
+        edges = self.graph.observe_and_edges(batch) if self.graph is not None else None
         return merge_views(batch, answers, edges)

@@ -30,7 +30,9 @@ from actors.customer_state import (
     DEFAULT_MAX_KEYS,
     ShardItem,
     ShardState,
+    TransferGraph,
     merge_views,
+    observe_with_rebuild,
     route,
 )
 from aml.domain import Transaction
@@ -76,15 +78,8 @@ class StateShard:
 
     async def observe_and_views(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
         """Observe the items and return each one's view (see ``ShardState.answer``)."""
-        need = self.state.missing(items)
-        if need:
-            store = self._get_store()
-            loaded = await asyncio.gather(
-                *(store.transactions.history(r.key.tenant, r.key.name, since=r.since) for r in need)
-            )
-            for req, txs in zip(need, loaded, strict=True):
-                self.state.load(req, txs)
-        return self.state.answer(items)
+        source = self._get_store().transactions if self._uri is not None else None
+        return await observe_with_rebuild(self.state, items, source)
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
@@ -103,6 +98,25 @@ class StateShard:
 # Concurrency 1: a shard's windows are mutated across an ``await`` (store rebuild), so calls
 # must not interleave; throughput comes from batching and from the number of shards.
 StateShardActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(StateShard)
+
+
+GraphActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(TransferGraph)
+GRAPH_NAME = "aml-graph-{group}"
+
+
+def create_graph(
+    *, group: str = "default", namespace: str = NAMESPACE, detached: bool = True, hops: int = 3
+) -> Any:
+    """Get or create the named transfer-graph actor (one per group, all tenants inside)."""
+    opts: dict[str, Any] = {
+        "name": GRAPH_NAME.format(group=group),
+        "namespace": namespace,
+        "get_if_exists": True,
+        "max_concurrency": 1,
+    }
+    if detached:
+        opts["lifetime"] = "detached"
+    return GraphActor.options(**opts).remote(hops=hops)  # type: ignore[attr-defined]
 
 
 def create_state_shards(
@@ -138,10 +152,12 @@ def create_state_shards(
 
 
 class ShardedState:
-    """Caller side of the shards: one call per touched shard per batch, views merged."""
+    """Caller side of the shards: one call per touched shard per batch, views merged; the
+    transfer graph (when given) is asked in parallel with the shards."""
 
-    def __init__(self, shards: Sequence[Any]) -> None:
+    def __init__(self, shards: Sequence[Any], graph: Any | None = None) -> None:
         self.shards = list(shards)
+        self.graph = graph
 
     async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
         """Observe ``batch`` and return each transaction's point-in-time context."""
@@ -149,9 +165,10 @@ class ShardedState:
             return []
         plan = route(batch, len(self.shards))
         order = list(plan.items())
-        results = await asyncio.gather(
-            *(self.shards[s].observe_and_views.remote(items) for s, items in order)
-        )
-        return merge_views(
-            batch, [(items, res) for (_, items), res in zip(order, results, strict=True)]
-        )
+        calls = [self.shards[s].observe_and_views.remote(items) for s, items in order]
+        if self.graph is not None:
+            calls.append(self.graph.observe_and_edges.remote(list(batch)))
+        results = await asyncio.gather(*calls)
+        edges = results.pop() if self.graph is not None else None
+        answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
+        return merge_views(batch, answers, edges)

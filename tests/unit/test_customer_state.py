@@ -11,6 +11,7 @@ from actors.customer_state import (
     CustomerState,
     LocalContextBuilder,
     ShardState,
+    TransferGraph,
     WindowKey,
     route,
     shard_of,
@@ -130,3 +131,25 @@ def test_shard_assignment_is_stable_and_spreads_keys() -> None:
     shards = [shard_of(k, 4) for k in keys]
     assert shards == [shard_of(k, 4) for k in keys]
     assert all(150 < shards.count(s) < 350 for s in range(4))
+
+
+def test_graph_gives_point_in_time_neighbourhood_across_accounts() -> None:
+    def transfer(src: str, dst: str, minute: int) -> Transaction:
+        return make_tx(
+            account_id=src,
+            counterparty_account_id=dst,
+            type=TransactionType.TRANSFER,
+            direction=Direction.OUT,
+            occurred_at=T0 + timedelta(minutes=minute),
+        )
+
+    a_b, b_c, c_a = transfer("A", "B", 1), transfer("B", "C", 2), transfer("C", "A", 3)
+    builder = LocalContextBuilder(
+        [ShardState(cold_start_complete=True) for _ in range(3)], graph=TransferGraph(hops=2)
+    )
+    builder.contexts([a_b, b_c])
+    (ctx,) = builder.contexts([c_a])
+    # B->C touches neither end of C->A's owner A directly; it is two hops away: cycle visible.
+    assert [e.tx_id for e in ctx.edges] == [a_b.id, b_c.id]
+    (late,) = builder.contexts([transfer("A", "B", 0)])
+    assert late.edges == ()  # nothing happened before it
