@@ -1,0 +1,549 @@
+"""Transaction features: one definition for serving (row path) and training (frame path).
+
+Every feature is a pure function of the transaction, its point-in-time :class:`HistoryContext`
+(strictly earlier transactions only, see :mod:`aml.history`) and :class:`FeatureParams`. Nothing
+here reads a clock or does I/O, so a late event scores the same as if it had arrived on time,
+and training rebuilt from history computes exactly what serving computed.
+
+Conventions:
+    * All values are floats and never NaN; when something is unknown a documented neutral value
+      is used (0.5 for "new IP/device/country/KYC" flags, the cap for "minutes since").
+    * Windows are relative to the transaction's own ``occurred_at``: ``[t - span, t)``.
+    * Money aggregates use only history in the transaction's currency; counts use all history.
+    * History excludes rejected attempts and corrections (they never moved money).
+    * Hours and weekdays are local to ``FeatureParams.timezone`` (default Africa/Douala).
+    * The account's view of a history transaction is direction-aware: a transfer recorded on the
+      counterparty's account with this account as counterparty counts as the opposite direction
+      here, and a counterparty-side record that merely mirrors one of the account's own records
+      (same other account, amount, currency and direction within ``MIRROR_TOLERANCE``) is
+      counted once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
+from aml.history import AGENT_LOOKBACK, COUNTERPARTY_LOOKBACK, MAX_LOOKBACK, HistoryContext
+from aml.money import exponent
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aml.settings import Settings
+
+RATIO_CAP = 50.0
+MINUTES_CAP = MAX_LOOKBACK.total_seconds() / 60.0  # 7 days: "never seen in the look-back"
+MIRROR_TOLERANCE = timedelta(minutes=5)
+_HOUR = timedelta(hours=1)
+_DAY = timedelta(hours=24)
+_WEEK = timedelta(days=7)
+_UNKNOWN = 0.5
+
+# Population floor (major units) under which an amount ratio's denominator never falls, so that a
+# first small deposit does not look like a 50x spike. Roughly 15 EUR worth per currency.
+DEFAULT_AMOUNT_FLOORS: Mapping[str, float] = {
+    "XAF": 10_000.0,
+    "XOF": 10_000.0,
+    "EUR": 15.0,
+    "USD": 15.0,
+    "GBP": 15.0,
+    "KES": 2_000.0,
+    "NGN": 20_000.0,
+    "GHS": 200.0,
+    "UGX": 60_000.0,
+    "RWF": 20_000.0,
+}
+
+_DEPOSIT_TYPES = frozenset(
+    {TransactionType.DEPOSIT, TransactionType.FIXED_DEPOSIT, TransactionType.RECURRING_DEPOSIT}
+)
+_NOT_MONEY_STATUSES = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
+_FLIP = {Direction.IN: Direction.OUT, Direction.OUT: Direction.IN, Direction.NONE: Direction.NONE}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """A registered feature. Bump ``version`` whenever its definition changes."""
+
+    name: str
+    description: str
+    version: int = 1
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    # Transaction level.
+    FeatureSpec("amount", "Amount in major units."),
+    FeatureSpec("amount_log", "log1p(amount)."),
+    FeatureSpec("is_deposit", "1 for deposits (incl. fixed/recurring deposits)."),
+    FeatureSpec("is_withdrawal", "1 for withdrawals."),
+    FeatureSpec("is_transfer", "1 for transfers."),
+    FeatureSpec("hour_sin", "sin(2*pi*h/24), h = local fractional hour.", 2),
+    FeatureSpec("hour_cos", "cos(2*pi*h/24), h = local fractional hour.", 2),
+    FeatureSpec("day_of_week", "Local weekday, 0 = Monday.", 2),
+    FeatureSpec("is_weekend", "1 on local Saturday/Sunday.", 2),
+    FeatureSpec("is_night", "1 when the local hour is in the configured night window.", 2),
+    FeatureSpec("is_round_hundred", "1 when amount >= 100 and a multiple of 100."),
+    FeatureSpec("is_round_thousand", "1 when amount >= 1000 and a multiple of 1000."),
+    # Account, last hour / 24 hours (history only, the transaction itself excluded).
+    FeatureSpec("tx_count_1h", "Earlier transactions of the account in the last hour.", 2),
+    FeatureSpec("tx_count_24h", "Earlier transactions of the account in the last 24 h.", 2),
+    FeatureSpec("total_amount_1h", "Sum of earlier amounts in the last hour.", 2),
+    FeatureSpec("total_amount_24h", "Sum of earlier amounts in the last 24 h.", 2),
+    FeatureSpec("avg_amount_24h", "Mean earlier amount in 24 h (0 when none).", 2),
+    FeatureSpec("max_amount_24h", "Max earlier amount in 24 h (0 when none).", 2),
+    FeatureSpec("amount_vs_avg_ratio", "amount / max(avg_24h, floor[currency]), capped 50.", 2),
+    FeatureSpec("unique_counterparties_24h", "Distinct counterparties in 24 h.", 2),
+    FeatureSpec("same_type_ratio_24h", "Share of 24 h history of this type (0 when none).", 2),
+    FeatureSpec("is_new_ip_for_account", "IP unseen in 7 d: 1 new, 0 known, 0.5 unknown.", 2),
+    FeatureSpec("unique_ips_24h", "Distinct IPs of the account's own records in 24 h.", 2),
+    FeatureSpec("is_new_device", "Device unseen in 7 d: 1 new, 0 known, 0.5 unknown.", 2),
+    # Account, 7 days.
+    FeatureSpec("tx_count_7d", "Earlier transactions of the account in 7 d.", 2),
+    FeatureSpec("total_amount_7d", "Sum of earlier amounts in 7 d.", 2),
+    FeatureSpec("avg_amount_7d", "Mean earlier amount in 7 d (0 when none).", 2),
+    FeatureSpec("max_amount_7d", "Max earlier amount in 7 d (0 when none).", 2),
+    FeatureSpec("unique_counterparties_7d", "Distinct counterparties in 7 d.", 2),
+    FeatureSpec("amount_vs_7d_avg_ratio", "amount / max(avg_7d, floor[currency]), capped 50.", 2),
+    FeatureSpec("tx_velocity_trend", "count_24h / (count_7d / 7); 1 when no 7 d history.", 2),
+    FeatureSpec("receiver_diversity_7d", "unique_counterparties_7d / count_7d (0 when none).", 2),
+    FeatureSpec(
+        "geo_distance_from_usual", "Country vs 7 d modal: 1 differs, 0 same, 0.5 unknown.", 2
+    ),
+    FeatureSpec("has_loan_disbursement_7d", "1 when a loan disbursement touched it in 7 d.", 2),
+    # Actor.
+    FeatureSpec("is_agent", "1 when an agent performed it."),
+    FeatureSpec("is_merchant", "1 when a merchant performed it."),
+    FeatureSpec("kyc_level_norm", "KYC level / 4 in [0, 1]; 0.5 when unknown."),
+    FeatureSpec("is_new_kyc", "1 when KYC level is 1; 0.5 when unknown.", 2),
+    # Direction-aware.
+    FeatureSpec("is_incoming", "1 when money flows into the account."),
+    FeatureSpec("inflow_24h", "Earlier money into the account in 24 h."),
+    FeatureSpec("outflow_24h", "Earlier money out of the account in 24 h."),
+    FeatureSpec("net_flow_24h", "inflow_24h - outflow_24h."),
+    FeatureSpec("unique_senders_7d", "Distinct counterparties that paid in, 7 d."),
+    FeatureSpec("unique_receivers_7d", "Distinct counterparties paid out to, 7 d."),
+    FeatureSpec("minutes_since_last_tx", "Minutes since the previous transaction, cap 7 d."),
+    FeatureSpec("minutes_since_loan_disbursement", "Minutes since a disbursement, cap 7 d."),
+    FeatureSpec("amount_vs_max_7d", "amount / max(max_7d, floor[currency]), capped 50."),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FEATURES)
+
+
+def _feature_set_version(specs: Sequence[FeatureSpec]) -> str:
+    raw = "\n".join(f"{s.name}:{s.version}" for s in specs).encode()
+    return "fs-" + hashlib.sha256(raw).hexdigest()[:8]
+
+
+FEATURE_SET_VERSION: str = _feature_set_version(FEATURES)
+
+
+@lru_cache(maxsize=32)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureParams:
+    """Deployment parameters of the feature definitions.
+
+    Attributes:
+        timezone: IANA zone in which hours and weekdays are read (the customers' local time).
+        amount_floors: population floor per ISO currency (major units) for amount ratios.
+        default_amount_floor: floor for currencies missing from ``amount_floors``.
+        night_start_hour: first local hour of the night window (inclusive).
+        night_end_hour: local hour at which the night window ends (exclusive); the window wraps
+            midnight when ``night_start_hour > night_end_hour``.
+    """
+
+    timezone: str = "Africa/Douala"
+    amount_floors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_AMOUNT_FLOORS))
+    default_amount_floor: float = 15.0
+    night_start_hour: int = 22
+    night_end_hour: int = 6
+
+    def __post_init__(self) -> None:
+        try:
+            _zone(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        for hour in (self.night_start_hour, self.night_end_hour):
+            if not 0 <= hour <= 23:
+                raise ValueError(f"night hours must be within 0..23, got {hour}")
+        floors = [self.default_amount_floor, *self.amount_floors.values()]
+        if any(not f > 0 or not math.isfinite(f) for f in floors):
+            raise ValueError("amount floors must be positive and finite")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> FeatureParams:
+        """Parameters for a process: the configured time zone plus any explicit overrides."""
+        values: dict[str, object] = {"timezone": settings.timezone, **overrides}
+        return cls(**values)  # type: ignore[arg-type]
+
+    def amount_floor(self, currency: str) -> float:
+        """Population floor for ``currency`` in major units."""
+        return float(self.amount_floors.get(currency.upper(), self.default_amount_floor))
+
+    def is_night(self, hour: int) -> bool:
+        """Whether a local hour falls in the night window."""
+        start, end = self.night_start_hour, self.night_end_hour
+        if start > end:
+            return hour >= start or hour < end
+        return start <= hour < end
+
+
+def local_time(at: datetime, params: FeatureParams) -> datetime:
+    """``at`` in the configured local time zone (for hour/weekday features and rules)."""
+    return at.astimezone(_zone(params.timezone))
+
+
+@dataclass(slots=True)
+class _Seen:
+    """One history transaction as the account sees it."""
+
+    age: timedelta
+    amount: float | None  # None when in another currency
+    direction: Direction
+    counterparty: str | None
+    type: TransactionType
+    own: bool  # recorded on this account (so IP/device/country are this customer's)
+    ip: str | None
+    device: str | None
+    country: str | None
+
+
+def _account_view(tx: Transaction, history: Sequence[Transaction]) -> list[_Seen]:
+    acct = tx.account_id
+    t = tx.occurred_at
+    # Own records with a counterparty, by what their mirror on the other account would look like.
+    own_keys: dict[tuple[str, int, str, Direction], list[datetime]] = defaultdict(list)
+    if tx.counterparty_account_id and tx.counterparty_account_id != acct:
+        own_keys[(tx.counterparty_account_id, tx.amount_minor, tx.currency, tx.direction)].append(t)
+    money = [
+        o
+        for o in history
+        if o.status not in _NOT_MONEY_STATUSES and o.type is not TransactionType.REVERSAL
+    ]
+    for o in money:
+        if o.account_id == acct and o.counterparty_account_id and o.counterparty_account_id != acct:
+            key = (o.counterparty_account_id, o.amount_minor, o.currency, o.direction)
+            own_keys[key].append(o.occurred_at)
+
+    seen: list[_Seen] = []
+    for o in money:
+        own = o.account_id == acct
+        if own:
+            direction, other = o.direction, o.counterparty_account_id
+        elif o.counterparty_account_id == acct:
+            direction, other = _FLIP[o.direction], o.account_id
+            mirrors = own_keys.get((other, o.amount_minor, o.currency, direction), ())
+            if any(abs(m - o.occurred_at) <= MIRROR_TOLERANCE for m in mirrors):
+                continue
+        else:
+            continue  # does not touch this account: not part of its history
+        seen.append(
+            _Seen(
+                age=t - o.occurred_at,
+                amount=o.amount if o.currency == tx.currency else None,
+                direction=direction,
+                counterparty=other if other != acct else None,
+                type=o.type,
+                own=own,
+                ip=o.ip_address if own else None,
+                device=o.device_id if own else None,
+                country=o.country_code if own else None,
+            )
+        )
+    return seen
+
+
+def _novelty(value: str | None, known: set[str]) -> float:
+    if not value or not known:
+        return _UNKNOWN
+    return 0.0 if value in known else 1.0
+
+
+def _ratio(amount: float, reference: float, floor: float) -> float:
+    return min(amount / max(reference, floor), RATIO_CAP)
+
+
+def _minutes(age: timedelta | None) -> float:
+    if age is None:
+        return MINUTES_CAP
+    return min(age.total_seconds() / 60.0, MINUTES_CAP)
+
+
+def compute_features(
+    tx: Transaction, ctx: HistoryContext, *, params: FeatureParams
+) -> dict[str, float]:
+    """All registered features of one transaction, keyed and ordered as ``FEATURE_NAMES``.
+
+    Args:
+        tx: the transaction being scored.
+        ctx: its point-in-time history (only transactions strictly before ``tx``).
+        params: deployment parameters (time zone, amount floors, night window).
+
+    Returns:
+        ``{name: value}`` for every registered feature; all values finite floats.
+    """
+    amount = max(tx.amount, 0.0)
+    minor = tx.amount_minor
+    unit = 10 ** exponent(tx.currency)
+    floor = params.amount_floor(tx.currency)
+    local = local_time(tx.occurred_at, params)
+    hour_frac = local.hour + local.minute / 60.0 + local.second / 3600.0
+    angle = 2.0 * math.pi * hour_frac / 24.0
+
+    seen = _account_view(tx, ctx.account)
+    count_1h = count_24h = count_7d = 0
+    total_1h = total_24h = total_7d = 0.0
+    n_amt_24h = n_amt_7d = 0
+    max_24h = max_7d = 0.0
+    same_type_24h = 0
+    inflow_24h = outflow_24h = 0.0
+    cps_24h: set[str] = set()
+    cps_7d: set[str] = set()
+    senders: set[str] = set()
+    receivers: set[str] = set()
+    ips_24h: set[str] = set()
+    ips_7d: set[str] = set()
+    devices_7d: set[str] = set()
+    countries: Counter[str] = Counter()
+    last_age: timedelta | None = None
+    loan_age: timedelta | None = None
+
+    for s in seen:
+        if s.age > _WEEK:
+            continue
+        count_7d += 1
+        if last_age is None or s.age < last_age:
+            last_age = s.age
+        if s.amount is not None:
+            n_amt_7d += 1
+            total_7d += s.amount
+            max_7d = max(max_7d, s.amount)
+        if s.counterparty is not None:
+            cps_7d.add(s.counterparty)
+            if s.direction is Direction.IN:
+                senders.add(s.counterparty)
+            elif s.direction is Direction.OUT:
+                receivers.add(s.counterparty)
+        if s.ip:
+            ips_7d.add(s.ip)
+        if s.device:
+            devices_7d.add(s.device)
+        if s.country:
+            countries[s.country] += 1
+        if s.type is TransactionType.LOAN_DISBURSEMENT and (loan_age is None or s.age < loan_age):
+            loan_age = s.age
+        if s.age > _DAY:
+            continue
+        count_24h += 1
+        if s.type is tx.type:
+            same_type_24h += 1
+        if s.counterparty is not None:
+            cps_24h.add(s.counterparty)
+        if s.ip:
+            ips_24h.add(s.ip)
+        if s.amount is not None:
+            n_amt_24h += 1
+            total_24h += s.amount
+            max_24h = max(max_24h, s.amount)
+            if s.direction is Direction.IN:
+                inflow_24h += s.amount
+            elif s.direction is Direction.OUT:
+                outflow_24h += s.amount
+        if s.age > _HOUR:
+            continue
+        count_1h += 1
+        if s.amount is not None:
+            total_1h += s.amount
+
+    avg_24h = total_24h / n_amt_24h if n_amt_24h else 0.0
+    avg_7d = total_7d / n_amt_7d if n_amt_7d else 0.0
+    if tx.country_code and countries:
+        top = max(countries.values())
+        modal = {c for c, n in countries.items() if n == top}
+        geo = 0.0 if tx.country_code in modal else 1.0
+    else:
+        geo = _UNKNOWN
+    kyc = tx.kyc_level
+
+    return {
+        "amount": amount,
+        "amount_log": math.log1p(amount),
+        "is_deposit": float(tx.type in _DEPOSIT_TYPES),
+        "is_withdrawal": float(tx.type is TransactionType.WITHDRAWAL),
+        "is_transfer": float(tx.type is TransactionType.TRANSFER),
+        "hour_sin": math.sin(angle),
+        "hour_cos": math.cos(angle),
+        "day_of_week": float(local.weekday()),
+        "is_weekend": float(local.weekday() >= 5),
+        "is_night": float(params.is_night(local.hour)),
+        "is_round_hundred": float(minor >= 100 * unit and minor % (100 * unit) == 0),
+        "is_round_thousand": float(minor >= 1000 * unit and minor % (1000 * unit) == 0),
+        "tx_count_1h": float(count_1h),
+        "tx_count_24h": float(count_24h),
+        "total_amount_1h": total_1h,
+        "total_amount_24h": total_24h,
+        "avg_amount_24h": avg_24h,
+        "max_amount_24h": max_24h,
+        "amount_vs_avg_ratio": _ratio(amount, avg_24h, floor),
+        "unique_counterparties_24h": float(len(cps_24h)),
+        "same_type_ratio_24h": same_type_24h / count_24h if count_24h else 0.0,
+        "is_new_ip_for_account": _novelty(tx.ip_address, ips_7d),
+        "unique_ips_24h": float(len(ips_24h)),
+        "is_new_device": _novelty(tx.device_id, devices_7d),
+        "tx_count_7d": float(count_7d),
+        "total_amount_7d": total_7d,
+        "avg_amount_7d": avg_7d,
+        "max_amount_7d": max_7d,
+        "unique_counterparties_7d": float(len(cps_7d)),
+        "amount_vs_7d_avg_ratio": _ratio(amount, avg_7d, floor),
+        "tx_velocity_trend": count_24h / (count_7d / 7.0) if count_7d else 1.0,
+        "receiver_diversity_7d": len(cps_7d) / count_7d if count_7d else 0.0,
+        "geo_distance_from_usual": geo,
+        "has_loan_disbursement_7d": float(loan_age is not None),
+        "is_agent": float(tx.actor_type is ActorType.AGENT),
+        "is_merchant": float(tx.actor_type is ActorType.MERCHANT),
+        "kyc_level_norm": _UNKNOWN if kyc is None else min(max(kyc / 4.0, 0.0), 1.0),
+        "is_new_kyc": _UNKNOWN if kyc is None else float(kyc == 1),
+        "is_incoming": float(tx.direction is Direction.IN),
+        "inflow_24h": inflow_24h,
+        "outflow_24h": outflow_24h,
+        "net_flow_24h": inflow_24h - outflow_24h,
+        "unique_senders_7d": float(len(senders)),
+        "unique_receivers_7d": float(len(receivers)),
+        "minutes_since_last_tx": _minutes(last_age),
+        "minutes_since_loan_disbursement": _minutes(loan_age),
+        "amount_vs_max_7d": _ratio(amount, max_7d, floor),
+    }
+
+
+def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParams) -> list[float]:
+    """The features of one transaction as a list in ``FEATURE_NAMES`` order (model input)."""
+    values = compute_features(tx, ctx, params=params)
+    return [values[name] for name in FEATURE_NAMES]
+
+
+class _Slice(Sequence[Transaction]):
+    """A read-only window onto a sorted list, without copying it (keeps the frame path linear)."""
+
+    __slots__ = ("_hi", "_items", "_lo")
+
+    def __init__(self, items: list[Transaction], lo: int, hi: int) -> None:
+        self._items, self._lo, self._hi = items, lo, max(lo, hi)
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def __iter__(self) -> Iterator[Transaction]:
+        return itertools.islice(self._items, self._lo, self._hi)
+
+    @overload
+    def __getitem__(self, index: int) -> Transaction: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Transaction]: ...
+
+    def __getitem__(self, index: int | slice) -> Transaction | Sequence[Transaction]:
+        if isinstance(index, slice):
+            return self._items[self._lo : self._hi][index]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(index)
+        return self._items[self._lo + index]
+
+
+_EMPTY: Sequence[Transaction] = ()
+
+
+class _SortedIndex:
+    """Per-key time-sorted transactions with bisectable ``(occurred_at, id)`` keys."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], list[Transaction]] = defaultdict(list)
+        self._keys: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+
+    def add(self, key: tuple[str, str], tx: Transaction) -> None:
+        self._items[key].append(tx)
+
+    def freeze(self) -> None:
+        for key, items in self._items.items():
+            self._keys[key] = [(o.occurred_at, o.id) for o in items]
+
+    def before(
+        self, key: tuple[str, str], tx: Transaction, span: timedelta
+    ) -> Sequence[Transaction]:
+        """Transactions under ``key`` in ``[t - span, t)``, strictly before ``tx``."""
+        keys = self._keys.get(key)
+        if not keys:
+            return _EMPTY
+        t = tx.occurred_at
+        lo = bisect.bisect_left(keys, (t - span, ""))
+        hi = bisect.bisect_left(keys, (t, tx.id))
+        return _Slice(self._items[key], lo, hi)
+
+
+def _order(tx: Transaction) -> tuple[datetime, str]:
+    return (tx.occurred_at, tx.id)
+
+
+def feature_frame(txs: Sequence[Transaction], *, params: FeatureParams) -> pd.DataFrame:
+    """Point-in-time features of a batch of transactions (training, backtests).
+
+    The batch may be unsorted and span many accounts and tenants. Each row is computed by
+    :func:`compute_features` from the same context :func:`aml.history.build_context` would build
+    from the whole batch (strictly earlier transactions only), found by bisecting per-account
+    time-sorted arrays, so the cost grows with the batch times the window size, not quadratically.
+
+    Args:
+        txs: the transactions; they are also each other's history. Ids are unique; a repeated id
+            is taken to be a replay of its first occurrence and ignored.
+        params: feature parameters.
+
+    Returns:
+        A float frame indexed by transaction id (in input order) with columns ``FEATURE_NAMES``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    unique: dict[str, Transaction] = {}
+    for tx in txs:
+        unique.setdefault(tx.id, tx)
+    accounts, agents = _SortedIndex(), _SortedIndex()
+    for o in sorted(unique.values(), key=_order):
+        for acct in {o.account_id, o.counterparty_account_id}:
+            if acct:
+                accounts.add((o.tenant, acct), o)
+        if o.agent_id:
+            agents.add((o.tenant, o.agent_id), o)
+    accounts.freeze()
+    agents.freeze()
+
+    rows = np.empty((len(unique), len(FEATURE_NAMES)), dtype=np.float64)
+    for i, tx in enumerate(unique.values()):
+        cp = tx.counterparty_account_id
+        ctx = HistoryContext(
+            account=accounts.before((tx.tenant, tx.account_id), tx, MAX_LOOKBACK),
+            counterparty=accounts.before((tx.tenant, cp), tx, COUNTERPARTY_LOOKBACK) if cp else (),
+            agent=agents.before((tx.tenant, tx.agent_id), tx, AGENT_LOOKBACK)
+            if tx.agent_id
+            else (),
+        )
+        rows[i] = feature_vector(tx, ctx, params=params)
+    index = pd.Index(list(unique), name="transaction_id", dtype=object)
+    return pd.DataFrame(rows, index=index, columns=list(FEATURE_NAMES))
