@@ -1,0 +1,1 @@
+"""Credit scoring: behavioural features, rule-based score and tiers, recommendation, calibration."""
