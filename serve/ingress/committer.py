@@ -1,0 +1,473 @@
+"""Durable acknowledgement with group commit.
+
+Requests put a ``Submission`` (the ``ingest_log`` record plus the transaction it became, if any)
+on a queue and wait for its ``Ack``. One flusher task takes up to ``batch_max`` submissions (waiting
+at most ``batch_wait`` for more), writes ONE unordered bulk insert into ``transactions`` and one
+into ``ingest_log``, then resolves every waiting request. A request is answered 2xx only after
+that write succeeded, or after the batch was ``fsync``-ed to the spool when the store is down.
+
+Duplicates are detected per document by the unique ``(tenant, dedupe_key)`` index and inside a
+batch before writing, so the same hook delivered N times yields one transaction and one hand-off.
+
+While the store is unreachable every batch goes to the spool; a drainer retries the store with
+back-off and replays the spool in order before events go straight to the store again. A process
+started with a non-empty spool drains it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pymongo
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from aml.domain import IngestOutcome, IngestRecord, Transaction, TransactionStatus
+from aml.errors import ServiceUnavailable
+from serve.ingress.handoff import HandoffDispatcher
+from serve.ingress.spool import Spool
+from serve.metrics import IngressMetrics
+from storage.codec import from_doc, to_doc
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+_SPOOL_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One received event: its log record (raw body, parser outcome) and its transaction."""
+
+    record: IngestRecord
+    transaction: Transaction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """What the sender is told once its event is durable."""
+
+    outcome: IngestOutcome
+    transaction_id: str | None
+    record_id: str
+    spooled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of the 200 response."""
+        body: dict[str, Any] = {
+            "status": self.outcome.value,
+            "transaction_id": self.transaction_id,
+            "event_id": self.record_id,
+        }
+        if self.spooled:
+            body["spooled"] = True
+        return body
+
+
+@dataclass(slots=True)
+class _Waiting:
+    submission: Submission
+    future: asyncio.Future[Ack]
+
+
+# --- spool (de)serialisation: JSON with tagged datetimes/decimals/bytes -------------------------
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$dec": str(value)}
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode()}
+    if isinstance(value, Mapping):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((tag, inner),) = value.items()
+            if tag == "$dt":
+                return datetime.fromisoformat(inner)
+            if tag == "$date":
+                return date.fromisoformat(inner)
+            if tag == "$dec":
+                return Decimal(inner)
+            if tag == "$b64":
+                return base64.b64decode(inner)
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def submissions_to_payload(subs: Sequence[Submission]) -> dict[str, Any]:
+    """A batch as one spool record."""
+    items = [
+        {
+            "record": _to_json(to_doc(s.record)),
+            "transaction": _to_json(to_doc(s.transaction)) if s.transaction else None,
+        }
+        for s in subs
+    ]
+    return {"v": _SPOOL_FORMAT, "items": items}
+
+
+def payload_to_submissions(payload: Mapping[str, Any]) -> list[Submission]:
+    """The batch of one spool record."""
+    subs = []
+    for item in payload.get("items", []):
+        record = from_doc(IngestRecord, _from_json(item["record"]))
+        tx_doc = item.get("transaction")
+        tx = from_doc(Transaction, _from_json(tx_doc)) if tx_doc else None
+        subs.append(Submission(record=record, transaction=tx))
+    return subs
+
+
+def _same_ms(a: datetime, b: datetime) -> bool:
+    # BSON dates keep milliseconds only.
+    return abs((a - b).total_seconds()) < 0.001
+
+
+class Committer:
+    """Group commit of received events to the store, with the spool as fallback.
+
+    Args:
+        store: the store written to.
+        spool: local durable fallback.
+        metrics: the ingress metrics.
+        dispatcher: hands newly accepted transactions to scoring in the background.
+        on_stored: called with every newly stored transaction (e.g. enrichment); must not block.
+        batch_max: most events per group commit.
+        batch_wait: how long the flusher waits for more events after the first one (seconds).
+        write_timeout: deadline of one store write (seconds); beyond it the batch is spooled.
+        retry_initial / retry_max: back-off of the drainer while the store is down (seconds).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        *,
+        metrics: IngressMetrics,
+        dispatcher: HandoffDispatcher,
+        on_stored: Callable[[Sequence[Transaction]], None] | None = None,
+        batch_max: int = 256,
+        batch_wait: float = 0.004,
+        write_timeout: float = 2.0,
+        retry_initial: float = 0.2,
+        retry_max: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._spool = spool
+        self._metrics = metrics
+        self._dispatcher = dispatcher
+        self._on_stored = on_stored
+        self._batch_max = batch_max
+        self._batch_wait = batch_wait
+        self._write_timeout = write_timeout
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+        self._spool_mode = False
+        self._drain_wanted = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    @property
+    def store_available(self) -> bool:
+        """False while events are being acknowledged from the spool."""
+        return not self._spool_mode
+
+    async def start(self, *, drain_timeout: float = 10.0) -> None:
+        """Start the flusher and the drainer; a non-empty spool is drained first (bounded by
+        ``drain_timeout``; if the store is still down, acks continue from the spool)."""
+        if not await asyncio.to_thread(self._spool.is_empty):
+            log.info("spool holds events from a previous run; draining before accepting new ones")
+            self._spool_mode = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._try_drain(), drain_timeout)
+            if self._spool_mode:
+                log.warning("store unreachable at start; acknowledging from the spool")
+        self._update_gauges()
+        self._flusher = asyncio.get_running_loop().create_task(self._run_flusher())
+        self._drainer = asyncio.get_running_loop().create_task(self._run_drainer())
+        if self._spool_mode:
+            self._drain_wanted.set()
+
+    async def close(self) -> None:
+        """Flush what is queued, stop the tasks and wait for hand-offs in flight."""
+        if self._flusher is not None:
+            await self._queue.join()  # everything queued is answered before stopping
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+        await self._dispatcher.wait_idle()
+        await asyncio.to_thread(self._spool.close)
+
+    async def submit(self, submission: Submission) -> Ack:
+        """Queue one event and wait until it is durable.
+
+        Raises:
+            ServiceUnavailable: neither the store nor the spool could take it.
+        """
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Waiting(submission, future))
+        return await future
+
+    async def submit_many(self, submissions: Sequence[Submission]) -> list[Ack]:
+        """Queue several events (e.g. a sweep) and wait until all are durable."""
+        return list(await asyncio.gather(*(self.submit(s) for s in submissions)))
+
+    # --- flusher -----------------------------------------------------------------------------
+
+    async def _run_flusher(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if self._queue.qsize() < self._batch_max - 1 and self._batch_wait > 0:
+                await asyncio.sleep(self._batch_wait)  # let concurrent requests join the batch
+            batch = [first]
+            while len(batch) < self._batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._flush(batch)
+            except Exception as exc:  # never leave a request hanging
+                log.exception("group commit failed unexpectedly")
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(
+                            ServiceUnavailable(
+                                "event could not be stored", reason=type(exc).__name__
+                            )
+                        )
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        self._metrics.batch_size.observe(len(batch))
+        subs = [w.submission for w in batch]
+        async with self._lock:
+            spool_mode = self._spool_mode
+            if spool_mode:
+                await self._spool_batch(batch)
+                return
+        started = time.perf_counter()
+        try:
+            acks, new = await self._store_batch(subs, replay=False)
+        except PyMongoError as exc:
+            self._metrics.store_failures.inc()
+            log.warning(
+                "store write failed (%s: %s); acknowledging from the spool",
+                type(exc).__name__,
+                exc,
+            )
+            async with self._lock:
+                self._spool_mode = True
+                await self._spool_batch(batch)
+            self._drain_wanted.set()
+            return
+        self._metrics.store_write.observe(time.perf_counter() - started)
+        for w, ack in zip(batch, acks, strict=True):
+            if not w.future.done():
+                w.future.set_result(ack)
+        self._after_stored(new)
+
+    async def _spool_batch(self, batch: list[_Waiting]) -> None:
+        payload = submissions_to_payload([w.submission for w in batch])
+        try:
+            await asyncio.to_thread(self._spool.append, payload)
+        except OSError as exc:
+            log.critical("spool write failed (%s); %d events NOT acknowledged", exc, len(batch))
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_exception(
+                        ServiceUnavailable("event could not be stored", reason="spool_unwritable")
+                    )
+            return
+        self._metrics.spooled_events.inc(len(batch))
+        self._update_gauges()
+        for w in batch:
+            sub = w.submission
+            ack = Ack(
+                outcome=sub.record.outcome,
+                transaction_id=sub.transaction.id if sub.transaction else None,
+                record_id=sub.record.id,
+                spooled=True,
+            )
+            if not w.future.done():
+                w.future.set_result(ack)
+
+    def _after_stored(self, new: list[Transaction]) -> None:
+        if not new:
+            return
+        to_score = [t for t in new if t.status is TransactionStatus.PENDING]
+        self._dispatcher.dispatch(to_score)
+        if self._on_stored is not None:
+            try:
+                self._on_stored(new)
+            except Exception:
+                log.exception("post-store callback failed")
+
+    # --- the one place that writes a batch -------------------------------------------------------
+
+    async def _store_batch(
+        self, subs: Sequence[Submission], *, replay: bool
+    ) -> tuple[list[Ack], list[Transaction]]:
+        """Write one batch: transactions (deduplicated), then the ingest log.
+
+        Returns the ack of every submission and the transactions stored by this call.
+        """
+        first_of: dict[tuple[str, str], int] = {}
+        batch_dup_of: dict[int, int] = {}
+        to_insert: list[int] = []
+        for i, sub in enumerate(subs):
+            tx = sub.transaction
+            if tx is None:
+                continue
+            key = (tx.tenant, tx.dedupe_key)
+            if key in first_of:
+                batch_dup_of[i] = first_of[key]
+            else:
+                first_of[key] = i
+                to_insert.append(i)
+
+        with pymongo.timeout(self._write_timeout):
+            result = await self._store.transactions.insert_many(
+                [subs[i].transaction for i in to_insert]  # type: ignore[misc]
+            )
+        stored_now = {to_insert[p] for p in result.inserted}
+        # Already stored before this call: the id that was stored, and whether it is this very
+        # event from an earlier, interrupted replay (then it counts as accepted, not duplicate).
+        existing_id: dict[int, str] = {}
+        ours: set[int] = set()
+        for p in result.duplicates:
+            i = to_insert[p]
+            tx = subs[i].transaction
+            assert tx is not None
+            with pymongo.timeout(self._write_timeout):
+                existing = await self._store.transactions.get_by_dedupe_key(
+                    tx.tenant, tx.dedupe_key
+                )
+            if existing is None:  # deleted in between: nothing to point at
+                existing_id[i] = tx.id
+                continue
+            existing_id[i] = existing.id
+            if replay and existing.id == tx.id and _same_ms(existing.received_at, tx.received_at):
+                ours.add(i)
+
+        acks: list[Ack] = []
+        records: list[IngestRecord] = []
+        new: list[Transaction] = []
+        for i, sub in enumerate(subs):
+            rec = sub.record
+            tx = sub.transaction
+            outcome = rec.outcome
+            tx_id: str | None = None
+            if tx is not None:
+                if i in stored_now or i in ours:
+                    tx_id = tx.id
+                    if i in stored_now and rec.outcome is IngestOutcome.ACCEPTED:
+                        new.append(tx)  # corrections and failed attempts are not new money
+                elif i in existing_id:
+                    outcome, tx_id = IngestOutcome.DUPLICATE, existing_id[i]
+                else:
+                    first = batch_dup_of[i]
+                    outcome = IngestOutcome.DUPLICATE
+                    tx_id = existing_id.get(first, subs[first].transaction.id)  # type: ignore[union-attr]
+            final = dataclasses.replace(rec, outcome=outcome, transaction_id=tx_id)
+            records.append(final)
+            acks.append(Ack(outcome=outcome, transaction_id=tx_id, record_id=rec.id))
+
+        with pymongo.timeout(self._write_timeout):
+            await self._store.ingest_log.insert_many(records)  # idempotent on the record id
+        for sub, ack in zip(subs, acks, strict=True):
+            self._metrics.events.labels(source=sub.record.source, outcome=ack.outcome.value).inc()
+        return acks, new
+
+    # --- drainer -----------------------------------------------------------------------------
+
+    async def _store_reachable(self) -> bool:
+        try:
+            with pymongo.timeout(self._write_timeout):
+                await self._store.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def _run_drainer(self) -> None:
+        while True:
+            await self._drain_wanted.wait()
+            delay = self._retry_initial
+            while self._spool_mode:
+                if await self._try_drain():
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+            self._drain_wanted.clear()
+
+    async def _try_drain(self) -> bool:
+        """Replay the spool into the store. True when the spool is empty and events go straight
+        to the store again; False when the store failed (retry later)."""
+        if not await self._store_reachable():
+            return False
+        while True:
+            async with self._lock:
+                await asyncio.to_thread(self._spool.rotate)
+                segments = await asyncio.to_thread(self._spool.closed_segments)
+                if not segments:
+                    self._spool_mode = False
+                    self._update_gauges()
+                    log.info("spool drained; events go straight to the store again")
+                    return True
+            for segment in segments:
+                contents = await asyncio.to_thread(self._spool.read_segment, segment)
+                for payload in contents.records:
+                    subs = payload_to_submissions(payload)
+                    try:
+                        _acks, new = await self._store_batch(subs, replay=True)
+                    except ConnectionFailure:
+                        return False
+                    except PyMongoError as exc:
+                        if getattr(exc, "timeout", False):
+                            return False
+                        moved = await asyncio.to_thread(self._spool.quarantine, segment)
+                        log.error(
+                            "store refuses spooled events (%s); segment moved to %s", exc, moved
+                        )
+                        break
+                    self._metrics.replayed_events.inc(len(subs))
+                    self._after_stored(new)
+                else:
+                    await asyncio.to_thread(self._spool.remove, segment)
+                self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self._metrics.store_available.set(0 if self._spool_mode else 1)
+        try:
+            self._metrics.spool_bytes.set(self._spool.pending_bytes())
+        except OSError:
+            pass

@@ -1,0 +1,188 @@
+"""Group commit: one write per batch, duplicates caught inside and across batches, one hand-off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aml.domain import IngestOutcome, IngestRecord, Transaction, TransactionStatus
+from serve.ingress import new_event_id, received_now
+from serve.ingress.committer import Ack, Committer, Submission
+from serve.ingress.handoff import HandoffDispatcher, PendingSweeper
+from serve.ingress.spool import Spool
+from serve.metrics import IngressMetrics
+from storage.store import Store
+from tests.factories import make_tx
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingHandoff:
+    """The simplest honest hand-off: remembers what it was given; can be told to fail."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.calls: list[list[Transaction]] = []
+        self.fail = fail
+
+    async def submit(self, txs: Sequence[Transaction]) -> None:
+        if self.fail:
+            raise RuntimeError("scoring is down")
+        self.calls.append(list(txs))
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.id for call in self.calls for t in call]
+
+
+def submission(
+    tx: Transaction | None,
+    outcome: IngestOutcome = IngestOutcome.ACCEPTED,
+    *,
+    received: datetime | None = None,
+) -> Submission:
+    received = received or received_now()
+    if tx is not None:
+        tx = tx.replace(received_at=received)
+    record = IngestRecord(
+        id=new_event_id(),
+        tenant=tx.tenant if tx else "default",
+        source="fineract",
+        received_at=received,
+        outcome=outcome,
+        dedupe_key=tx.dedupe_key if tx else None,
+        body='{"x":1}',
+    )
+    return Submission(record=record, transaction=tx)
+
+
+@pytest.fixture
+async def handoff() -> RecordingHandoff:
+    return RecordingHandoff()
+
+
+@pytest.fixture
+async def committer(
+    store: Store, tmp_path: Path, handoff: RecordingHandoff
+) -> AsyncIterator[Committer]:
+    metrics = IngressMetrics()
+    c = Committer(
+        store,
+        Spool(tmp_path / "spool"),
+        metrics=metrics,
+        dispatcher=HandoffDispatcher(handoff, metrics),
+        batch_max=64,
+        batch_wait=0.005,
+    )
+    await c.start()
+    yield c
+    await c.close()
+
+
+async def test_concurrent_identical_events_make_one_transaction_and_one_handoff(
+    committer: Committer, store: Store, handoff: RecordingHandoff
+) -> None:
+    tx = make_tx(dedupe_key="SAVINGSACCOUNT|DEPOSIT|345")
+    acks = await asyncio.gather(*(committer.submit(submission(tx)) for _ in range(20)))
+    await committer.close()
+
+    outcomes = sorted(a.outcome.value for a in acks)
+    assert outcomes == ["accepted"] + ["duplicate"] * 19
+    assert {a.transaction_id for a in acks} == {tx.id}
+    assert await store.transactions.count() == 1
+    assert handoff.ids == [tx.id]
+    by_outcome = await store.ingest_log.count_by_outcome()
+    assert by_outcome == {"accepted": 1, "duplicate": 19}
+
+
+async def test_sequential_duplicate_points_at_the_stored_transaction(
+    committer: Committer, store: Store, handoff: RecordingHandoff
+) -> None:
+    tx = make_tx(dedupe_key="LOAN|REPAYMENT|502")
+    first = await committer.submit(submission(tx))
+    # A different id for the same key (e.g. another parser version) must still be a duplicate.
+    again = await committer.submit(submission(tx.replace(id="another-id")))
+    assert first.outcome is IngestOutcome.ACCEPTED
+    assert again.outcome is IngestOutcome.DUPLICATE
+    assert again.transaction_id == tx.id
+    await committer.close()
+    assert handoff.ids == [tx.id]
+
+
+async def test_batch_of_many_events_is_stored_and_handed_off_once_each(
+    committer: Committer, store: Store, handoff: RecordingHandoff
+) -> None:
+    txs = [make_tx() for _ in range(150)]
+    acks = await committer.submit_many([submission(t) for t in txs])
+    await committer.close()
+    assert all(a.outcome is IngestOutcome.ACCEPTED for a in acks)
+    assert await store.transactions.count() == 150
+    assert sorted(handoff.ids) == sorted(t.id for t in txs)
+    assert len(handoff.calls) < 150  # grouped, not one call per event
+
+
+async def test_corrections_and_rejected_attempts_are_stored_but_not_scored(
+    committer: Committer, store: Store, handoff: RecordingHandoff
+) -> None:
+    correction = make_tx(status=TransactionStatus.CORRECTION)
+    acks = await committer.submit_many(
+        [
+            submission(correction, IngestOutcome.CORRECTION),
+            submission(None, IngestOutcome.REJECTED_COMMAND),
+            submission(None, IngestOutcome.UNSUPPORTED),
+        ]
+    )
+    await committer.close()
+    assert [a.outcome for a in acks] == [
+        IngestOutcome.CORRECTION,
+        IngestOutcome.REJECTED_COMMAND,
+        IngestOutcome.UNSUPPORTED,
+    ]
+    assert await store.transactions.count() == 1
+    assert handoff.calls == []
+    assert await store.ingest_log.count_by_outcome() == {
+        "correction": 1,
+        "rejected_command": 1,
+        "unsupported": 1,
+    }
+
+
+async def test_failed_handoff_leaves_pending_and_the_sweeper_resubmits(
+    store: Store, tmp_path: Path
+) -> None:
+    metrics = IngressMetrics()
+    down = RecordingHandoff(fail=True)
+    c = Committer(
+        store,
+        Spool(tmp_path / "spool"),
+        metrics=metrics,
+        dispatcher=HandoffDispatcher(down, metrics),
+    )
+    await c.start()
+    tx = make_tx()
+    # Received a while ago (the sweeper leaves fresh transactions to the normal hand-off).
+    await c.submit(submission(tx, received=received_now() - timedelta(minutes=5)))
+    await c.close()
+    stored = await store.transactions.get(tx.id)
+    assert stored is not None and stored.status is TransactionStatus.PENDING
+
+    up = RecordingHandoff()
+    sweeper = PendingSweeper(store, up, grace=timedelta(minutes=1))
+    assert await sweeper.run_once() == 1
+    assert up.ids == [tx.id]
+
+
+def test_ack_body_names_status_and_transaction() -> None:
+    tx = make_tx()
+    sub = submission(tx)
+    ack = Ack(outcome=IngestOutcome.ACCEPTED, transaction_id=tx.id, record_id=sub.record.id)
+    assert ack.to_dict() == {
+        "status": "accepted",
+        "transaction_id": tx.id,
+        "event_id": sub.record.id,
+    }
+    assert dataclasses.replace(ack, spooled=True).to_dict()["spooled"] is True

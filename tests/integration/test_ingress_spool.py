@@ -1,0 +1,190 @@
+"""Store down: events are acknowledged from an fsync-ed local spool and replayed exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aml.domain import IngestOutcome
+from serve.ingress.committer import Committer, Submission, submissions_to_payload
+from serve.ingress.handoff import HandoffDispatcher
+from serve.ingress.spool import Spool, decode_line, encode_record
+from serve.metrics import IngressMetrics
+from storage import embedded
+from storage.store import Store, open_store
+from tests.factories import make_tx
+from tests.integration.test_ingress_committer import RecordingHandoff, submission
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A dedicated embedded store that the test may stop and restart (same port, same data)."""
+    data_dir = tmp_path / "store"
+    server = embedded.start(data_dir)
+    try:
+        yield data_dir, server.port
+    finally:
+        embedded.stop(data_dir)
+
+
+def make_committer(store: Store, spool_dir: Path, handoff: RecordingHandoff) -> Committer:
+    metrics = IngressMetrics()
+    return Committer(
+        store,
+        Spool(spool_dir),
+        metrics=metrics,
+        dispatcher=HandoffDispatcher(handoff, metrics),
+        batch_wait=0.002,
+        write_timeout=0.5,
+        retry_initial=0.05,
+        retry_max=0.3,
+    )
+
+
+async def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_spool_skips_a_torn_last_record(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append({"n": 1})
+    spool.append({"n": 2})
+    spool.close()
+    (segment,) = spool.closed_segments()
+    with open(segment, "ab") as fh:
+        fh.write(encode_record({"n": 3})[:-7])  # crash in the middle of the third write
+    corrupt: list[int] = []
+    contents = Spool(tmp_path, on_corrupt=corrupt.append).read_segment(segment)
+    assert [r["n"] for r in contents.records] == [1, 2]
+    assert contents.corrupt == 1 and corrupt == [1]
+
+
+def test_spool_rejects_a_flipped_byte() -> None:
+    line = bytearray(encode_record({"amount": 100}))
+    assert decode_line(bytes(line)) == {"amount": 100}
+    line[-3] = ord("9")
+    assert decode_line(bytes(line)) is None
+
+
+def test_new_process_never_appends_behind_an_old_segment(tmp_path: Path) -> None:
+    Spool(tmp_path).append({"n": 1})
+    again = Spool(tmp_path)
+    again.append({"n": 2})
+    again.rotate()
+    assert [again.read_segment(p).records for p in again.closed_segments()] == [
+        [{"n": 1}],
+        [{"n": 2}],
+    ]
+
+
+async def test_store_down_acks_from_spool_and_drains_exactly_once(
+    own_server: tuple[Path, int], tmp_path: Path
+) -> None:
+    data_dir, port = own_server
+    store = open_store(f"mongodb://127.0.0.1:{port}/", "spooled", timeout_ms=500)
+    await store.ensure_indexes()
+    handoff = RecordingHandoff()
+    committer = make_committer(store, tmp_path / "spool", handoff)
+    await committer.start()
+    try:
+        before = make_tx()
+        assert (await committer.submit(submission(before))).outcome is IngestOutcome.ACCEPTED
+
+        embedded.stop(data_dir)
+        during = [make_tx() for _ in range(10)]
+        subs = [submission(t) for t in during]
+        subs += [submission(during[0]), submission(before)]  # duplicates while down
+        started = time.monotonic()
+        acks = await committer.submit_many(subs)
+        assert time.monotonic() - started < 5  # acked within Fineract's 10 s budget
+        assert all(a.spooled for a in acks)
+        assert not committer.store_available
+        assert (tmp_path / "spool").is_dir() and not Spool(tmp_path / "spool").is_empty()
+        more = make_tx()
+        assert (await committer.submit(submission(more))).spooled  # stays in spool mode
+
+        embedded.start(data_dir, port=port)
+        await wait_for(lambda: committer.store_available)
+        await committer.close()
+
+        assert await store.transactions.count() == 12  # before + 10 during + more
+        assert sum((await store.ingest_log.count_by_outcome()).values()) == 14
+        assert await store.ingest_log.count_by_outcome() == {"accepted": 12, "duplicate": 2}
+        assert sorted(handoff.ids) == sorted(t.id for t in [before, *during, more])
+        assert Spool(tmp_path / "spool").is_empty()
+    finally:
+        await store.client.drop_database("spooled")
+        await store.close()
+
+
+async def test_restart_with_a_non_empty_spool_drains_before_new_events(
+    own_server: tuple[Path, int], tmp_path: Path
+) -> None:
+    _data_dir, port = own_server
+    spool_dir = tmp_path / "spool"
+    spooled = [make_tx() for _ in range(5)]
+    # What a previous process left behind: two batches, the second one torn by a crash.
+    spool = Spool(spool_dir)
+    spool.append(submissions_to_payload([submission(t) for t in spooled[:3]]))
+    torn = encode_record(submissions_to_payload([submission(t) for t in spooled[3:]]))
+    spool.close()
+    (segment,) = spool.closed_segments()
+    with open(segment, "ab") as fh:
+        fh.write(torn[: len(torn) // 2])
+
+    store = open_store(f"mongodb://127.0.0.1:{port}/", "restarted", timeout_ms=500)
+    await store.ensure_indexes()
+    handoff = RecordingHandoff()
+    committer = make_committer(store, spool_dir, handoff)
+    try:
+        await committer.start()
+        assert committer.store_available
+        assert await store.transactions.count() == 3  # drained during start, torn one ignored
+        assert Spool(spool_dir).is_empty()
+        fresh = make_tx()
+        ack = await committer.submit(submission(fresh))
+        assert ack.outcome is IngestOutcome.ACCEPTED and not ack.spooled
+        await committer.close()
+        assert sorted(handoff.ids) == sorted(t.id for t in [*spooled[:3], fresh])
+    finally:
+        await store.client.drop_database("restarted")
+        await store.close()
+
+
+async def test_replaying_a_segment_twice_stores_nothing_twice(
+    own_server: tuple[Path, int], tmp_path: Path
+) -> None:
+    """A crash after replay but before the segment was deleted: the next start replays it again."""
+    _data_dir, port = own_server
+    store = open_store(f"mongodb://127.0.0.1:{port}/", "replayed", timeout_ms=500)
+    await store.ensure_indexes()
+    txs = [make_tx() for _ in range(4)]
+    subs: list[Submission] = [submission(t) for t in txs]
+    payload = submissions_to_payload(subs)
+    try:
+        for attempt in range(2):
+            spool = Spool(tmp_path / "spool")
+            spool.append(payload)
+            spool.close()
+            handoff = RecordingHandoff()
+            committer = make_committer(store, tmp_path / "spool", handoff)
+            await committer.start()
+            await committer.close()
+            assert await store.transactions.count() == 4
+            assert await store.ingest_log.count_by_outcome() == {"accepted": 4}
+            # Only the first replay stored them, so only it hands them to scoring.
+            assert len(handoff.ids) == (4 if attempt == 0 else 0)
+    finally:
+        await store.client.drop_database("replayed")
+        await store.close()
