@@ -1,0 +1,862 @@
+"""Every rule: a pure function of (transaction, point-in-time history, configuration).
+
+Rules never read the clock: windows end at ``tx.occurred_at`` and the history handed in holds
+only what happened strictly before the transaction, so the current transaction is counted once,
+explicitly, where a rule includes it.
+
+Money moves are looked at from one account's side. The same transfer can reach the product
+twice (the debit on the sender's account and the credit on the receiver's); :func:`movements`
+folds such mirrored records into one so that nothing is counted twice.
+
+Rule ids are stable: they are stored with decisions, alerts and rule configuration versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
+from aml.graph import find_chains, find_cycles
+from aml.history import HistoryContext, TransferEdge
+from aml.rules.config import CurrencyThresholds, RuleParams
+
+_FLIP = {Direction.IN: Direction.OUT, Direction.OUT: Direction.IN, Direction.NONE: Direction.NONE}
+_CASH_TYPES = frozenset({TransactionType.DEPOSIT, TransactionType.WITHDRAWAL})
+_TRANSFER_TYPES = frozenset({TransactionType.TRANSFER, TransactionType.PAYMENT})
+# Money leaving after a loan that is not the borrower moving it on.
+_LOAN_SERVICING = frozenset(
+    {TransactionType.LOAN_REPAYMENT, TransactionType.FEE, TransactionType.CHARGE}
+)
+
+
+def is_scorable(tx: Transaction) -> bool:
+    """Whether ``tx`` is a money movement rules look at (not an attempt or a correction)."""
+    return (
+        tx.status not in (TransactionStatus.REJECTED, TransactionStatus.CORRECTION)
+        and tx.type is not TransactionType.REVERSAL
+        and not tx.reversed
+    )
+
+
+def flow(tx: Transaction) -> tuple[str, str] | None:
+    """``(source, destination)`` accounts of a transfer-like transaction, if both are known."""
+    cp = tx.counterparty_account_id
+    if not cp or cp == tx.account_id:
+        return None
+    if tx.direction is Direction.OUT:
+        return tx.account_id, cp
+    if tx.direction is Direction.IN:
+        return cp, tx.account_id
+    return None
+
+
+def edge_of(tx: Transaction) -> TransferEdge | None:
+    """The transfer edge a transaction adds to the graph (``None`` when it is not a transfer)."""
+    f = flow(tx)
+    if f is None or not is_scorable(tx):
+        return None
+    return TransferEdge(src=f[0], dst=f[1], amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One money movement seen from ``account``'s side."""
+
+    direction: Direction  # relative to the account
+    counterparty: str | None
+    amount: float
+    currency: str
+    at: datetime
+    tx: Transaction
+
+
+def _movement(account: str, o: Transaction) -> Movement | None:
+    if o.account_id == account:
+        return Movement(
+            o.direction, o.counterparty_account_id, o.amount, o.currency, o.occurred_at, o
+        )
+    if o.counterparty_account_id == account:
+        return Movement(_FLIP[o.direction], o.account_id, o.amount, o.currency, o.occurred_at, o)
+    return None
+
+
+def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
+    """Scorable movements of ``account`` in ``txs`` with mirrored records folded into one."""
+    out: list[Movement] = []
+    seen: set[tuple[Any, ...]] = set()
+    for o in txs:
+        if not is_scorable(o):
+            continue
+        m = _movement(account, o)
+        if m is None:
+            continue
+        if m.counterparty:
+            key: tuple[Any, ...] = (m.direction, m.counterparty, o.amount_minor, m.currency, m.at)
+        else:
+            key = (o.id,)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(m)
+    return out
+
+
+class RuleInput:
+    """What a rule sees: the transaction, its history, the knobs and its currency's thresholds.
+
+    Derived views (movements, windows) are computed once per transaction and shared by rules.
+    """
+
+    def __init__(
+        self,
+        tx: Transaction,
+        ctx: HistoryContext,
+        params: RuleParams,
+        thresholds: CurrencyThresholds | None,
+    ) -> None:
+        self.tx = tx
+        self.ctx = ctx
+        self.p = params
+        self.th = thresholds
+        self.amount = tx.amount
+
+    @cached_property
+    def moves(self) -> list[Movement]:
+        """Prior movements of the transaction's account (7 days, time-ordered)."""
+        return movements(self.tx.account_id, self.ctx.account)
+
+    @cached_property
+    def current(self) -> Movement | None:
+        return _movement(self.tx.account_id, self.tx)
+
+    @cached_property
+    def edge(self) -> TransferEdge | None:
+        return edge_of(self.tx)
+
+    @cached_property
+    def agent_txs(self) -> list[Transaction]:
+        return [o for o in self.ctx.agent if is_scorable(o)]
+
+    def since(self, span: timedelta) -> list[Movement]:
+        start = self.tx.occurred_at - span
+        return [m for m in self.moves if m.at >= start]
+
+    def same_currency(self, items: Sequence[Movement]) -> list[Movement]:
+        return [m for m in items if m.currency == self.tx.currency]
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A rule's finding before the engine applies overrides."""
+
+    severity: float
+    values: dict[str, Any]
+    description: str
+
+
+RuleFn = Callable[[RuleInput], Fired | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A registered rule.
+
+    Attributes:
+        needs_thresholds: the rule compares money with per-currency thresholds and is skipped
+            for a currency without them.
+    """
+
+    rule_id: str
+    category: str
+    fn: RuleFn
+    needs_thresholds: bool = False
+    enabled_by_default: bool = True
+
+
+def _clip(value: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    return max(lo, min(hi, value))
+
+
+def _th(ri: RuleInput) -> CurrencyThresholds:
+    # Only called by rules registered with needs_thresholds=True.
+    assert ri.th is not None
+    return ri.th
+
+
+def _money(value: float) -> float:
+    return round(value, 2)
+
+
+# --- amount ----------------------------------------------------------------------------------
+
+
+def large_amount(ri: RuleInput) -> Fired | None:
+    limit = _th(ri).large_amount
+    if ri.amount < limit:
+        return None
+    return Fired(
+        _clip(ri.amount / (2 * limit)),
+        {"amount": ri.amount, "threshold": limit, "currency": ri.tx.currency},
+        f"amount {ri.amount:,.2f} {ri.tx.currency} at or above {limit:,.0f}",
+    )
+
+
+def structuring(ri: RuleInput) -> Fired | None:
+    th = _th(ri)
+    if not th.structuring_floor <= ri.amount < th.large_amount:
+        return None
+    return Fired(
+        0.6,
+        {"amount": ri.amount, "floor": th.structuring_floor, "threshold": th.large_amount},
+        f"amount just below the {th.large_amount:,.0f} {ri.tx.currency} reporting threshold",
+    )
+
+
+def round_number(ri: RuleInput) -> Fired | None:
+    unit = _th(ri).round_unit
+    if ri.amount < unit or ri.amount % unit != 0:
+        return None
+    return Fired(0.3, {"amount": ri.amount, "unit": unit}, f"round amount (multiple of {unit:g})")
+
+
+def cash_threshold_report(ri: RuleInput) -> Fired | None:
+    """Cash at or above the CTR threshold, singly or as the same local day's aggregate.
+
+    Fires once per day: on the transaction that takes the day's cash total over the threshold.
+    """
+    tx = ri.tx
+    if tx.type not in _CASH_TYPES:
+        return None
+    limit = _th(ri).ctr_threshold
+    tz = ZoneInfo(ri.p.timezone)
+    day = tx.occurred_at.astimezone(tz).date()
+    prior = sum(
+        m.amount
+        for m in ri.same_currency(ri.moves)
+        if m.tx.account_id == tx.account_id
+        and m.tx.type in _CASH_TYPES
+        and m.at.astimezone(tz).date() == day
+    )
+    total = prior + ri.amount
+    if ri.amount < limit and not prior < limit <= total:
+        return None
+    return Fired(
+        0.1,
+        {"amount": ri.amount, "day_total": _money(total), "threshold": limit, "day": str(day)},
+        f"cash of {total:,.2f} {tx.currency} on {day} reaches the CTR threshold {limit:,.0f}",
+    )
+
+
+def high_value_anonymous_payment(ri: RuleInput) -> Fired | None:
+    tx = ri.tx
+    merchant = tx.type is TransactionType.PAYMENT or tx.actor_type is ActorType.MERCHANT
+    merchant = merchant or tx.merchant_id is not None
+    anonymous = not (tx.counterparty_account_id or tx.counterparty_client_id)
+    anonymous = anonymous and not tx.counterparty_name
+    limit = _th(ri).anonymous_payment
+    if not (merchant and anonymous and ri.amount >= limit):
+        return None
+    return Fired(
+        0.5,
+        {"amount": ri.amount, "threshold": limit},
+        "merchant payment without any counterparty information",
+    )
+
+
+# --- velocity --------------------------------------------------------------------------------
+
+
+def rapid_transactions(ri: RuleInput) -> Fired | None:
+    n = ri.p.rapid_count
+    span = timedelta(minutes=ri.p.rapid_window_minutes)
+    count = len(ri.since(span)) + 1
+    if count < n:
+        return None
+    return Fired(
+        _clip(count / (2 * n)),
+        {"count": count, "threshold": n, "window_minutes": ri.p.rapid_window_minutes},
+        f"{count} transactions within {ri.p.rapid_window_minutes} minutes",
+    )
+
+
+def high_velocity_volume(ri: RuleInput) -> Fired | None:
+    limit = ri.p.volume_multiple * _th(ri).large_amount
+    span = timedelta(minutes=ri.p.rapid_window_minutes)
+    total = sum(m.amount for m in ri.same_currency(ri.since(span))) + ri.amount
+    if total < limit:
+        return None
+    return Fired(
+        _clip(total / (2 * limit)),
+        {"total": _money(total), "threshold": limit, "window_minutes": ri.p.rapid_window_minutes},
+        f"{total:,.2f} {ri.tx.currency} moved within {ri.p.rapid_window_minutes} minutes",
+    )
+
+
+def unusual_hours(ri: RuleInput) -> Fired | None:
+    local = ri.tx.occurred_at.astimezone(ZoneInfo(ri.p.timezone))
+    start, end = ri.p.unusual_start_hour, ri.p.unusual_end_hour % 24
+    h = local.hour
+    inside = start <= h < end if start < end else (h >= start or h < end)
+    if not inside:
+        return None
+    return Fired(
+        0.4,
+        {"local_hour": h, "start_hour": start, "end_hour": ri.p.unusual_end_hour},
+        f"at {local:%H:%M} local time ({ri.p.timezone})",
+    )
+
+
+# --- transfers -------------------------------------------------------------------------------
+
+
+def new_counterparty(ri: RuleInput) -> Fired | None:
+    """Outgoing transfer to an account never seen in the account's available history.
+
+    An account with fewer than ``new_counterparty_min_prior`` earlier outgoing transfers has no
+    payee baseline yet, so its first transfers never fire.
+    """
+    cur = ri.current
+    if ri.tx.type not in _TRANSFER_TYPES or cur is None or cur.direction is not Direction.OUT:
+        return None
+    if not cur.counterparty:
+        return None
+    prior_out = [m for m in ri.moves if m.direction is Direction.OUT and m.counterparty]
+    if len(prior_out) < ri.p.new_counterparty_min_prior:
+        return None
+    known = {m.counterparty for m in ri.moves if m.counterparty}
+    if cur.counterparty in known:
+        return None
+    return Fired(
+        0.4,
+        {
+            "counterparty": cur.counterparty,
+            "known_counterparties": len(known),
+            "prior_transfers": len(prior_out),
+        },
+        f"first transfer to {cur.counterparty} after {len(prior_out)} transfers to others",
+    )
+
+
+def rapid_pair_transfers(ri: RuleInput) -> Fired | None:
+    cur = ri.current
+    if ri.tx.type not in _TRANSFER_TYPES or cur is None or not cur.counterparty:
+        return None
+    hours = ri.p.pair_window_hours
+    same = [m for m in ri.since(timedelta(hours=hours)) if m.counterparty == cur.counterparty]
+    count = len(same) + 1
+    if count < ri.p.pair_count:
+        return None
+    return Fired(
+        _clip(count / (2 * ri.p.pair_count)),
+        {"counterparty": cur.counterparty, "count": count, "window_hours": hours},
+        f"{count} transfers with {cur.counterparty} within {hours} h",
+    )
+
+
+def _history_of(ri: RuleInput, account: str) -> list[Movement]:
+    if account == ri.tx.account_id:
+        return ri.moves
+    if account == ri.tx.counterparty_account_id:
+        return movements(account, ri.ctx.counterparty)
+    return []
+
+
+def cross_account_structuring(ri: RuleInput) -> Fired | None:
+    """Several senders pay one account, each below the threshold, together reaching it."""
+    f = flow(ri.tx)
+    limit = _th(ri).large_amount
+    if f is None or ri.amount >= limit:
+        return None
+    sender, collector = f
+    start = ri.tx.occurred_at - timedelta(hours=ri.p.cross_structuring_window_hours)
+    inflows = [
+        m
+        for m in _history_of(ri, collector)
+        if m.direction is Direction.IN
+        and m.counterparty
+        and m.at >= start
+        and m.currency == ri.tx.currency
+        and m.amount < limit
+    ]
+    senders = {m.counterparty for m in inflows} | {sender}
+    total = sum(m.amount for m in inflows) + ri.amount
+    if len(senders) < ri.p.cross_structuring_min_senders or total < limit:
+        return None
+    return Fired(
+        0.75,
+        {
+            "collector": collector,
+            "senders": len(senders),
+            "total": _money(total),
+            "threshold": limit,
+            "window_hours": ri.p.cross_structuring_window_hours,
+        },
+        f"{len(senders)} senders paid {collector} {total:,.2f} {ri.tx.currency}, "
+        f"each below {limit:,.0f}",
+    )
+
+
+def circular_transfer(ri: RuleInput) -> Fired | None:
+    edge = ri.edge
+    if edge is None:
+        return None
+    p = ri.p
+    cycles = find_cycles(
+        ri.ctx.edges,
+        edge,
+        max_hops=p.cycle_max_hops,
+        window=timedelta(hours=p.cycle_window_hours),
+        amount_tolerance=p.cycle_amount_tolerance,
+        max_results=1,
+    )
+    if not cycles:
+        return None
+    cycle = cycles[0]
+    path = [cycle[0].src, *(e.dst for e in cycle)]
+    return Fired(
+        0.7,
+        {
+            "hops": len(cycle),
+            "path": path,
+            "amounts": [e.amount for e in cycle],
+            "first_at": cycle[0].at.isoformat(),
+            "window_hours": p.cycle_window_hours,
+        },
+        f"money returns to {edge.dst} after {len(cycle)} hops: " + " -> ".join(path),
+    )
+
+
+def stacking(ri: RuleInput) -> Fired | None:
+    edge = ri.edge
+    if edge is None:
+        return None
+    p = ri.p
+    chains = find_chains(
+        ri.ctx.edges,
+        edge,
+        min_hops=p.stacking_min_hops,
+        window=timedelta(minutes=p.stacking_window_minutes),
+        ratio=(p.stacking_ratio_min, p.stacking_ratio_max),
+        max_results=4,
+    )
+    if not chains:
+        return None
+    chain = max(chains, key=len)
+    path = [chain[0].src, *(e.dst for e in chain)]
+    return Fired(
+        0.8,
+        {
+            "hops": len(chain),
+            "path": path,
+            "amounts": [e.amount for e in chain],
+            "window_minutes": p.stacking_window_minutes,
+        },
+        f"layering chain of {len(chain)} similar amounts: " + " -> ".join(path),
+    )
+
+
+def _distinct(items: Sequence[Movement], direction: Direction) -> set[str]:
+    return {m.counterparty for m in items if m.direction is direction and m.counterparty}
+
+
+def fan_in(ri: RuleInput) -> Fired | None:
+    cur = ri.current
+    if cur is None or cur.direction is not Direction.IN or not cur.counterparty:
+        return None
+    hours = ri.p.fan_window_hours
+    senders = _distinct(ri.since(timedelta(hours=hours)), Direction.IN) | {cur.counterparty}
+    n = len(senders)
+    if n < ri.p.fan_min:
+        return None
+    return Fired(
+        _clip(0.5 + 0.05 * (n - ri.p.fan_min), hi=0.9),
+        {"senders": n, "threshold": ri.p.fan_min, "window_hours": hours},
+        f"{n} distinct senders within {hours} h",
+    )
+
+
+def fan_out(ri: RuleInput) -> Fired | None:
+    cur = ri.current
+    if cur is None or cur.direction is not Direction.OUT or not cur.counterparty:
+        return None
+    hours = ri.p.fan_window_hours
+    recipients = _distinct(ri.since(timedelta(hours=hours)), Direction.OUT) | {cur.counterparty}
+    n = len(recipients)
+    if n < ri.p.fan_min:
+        return None
+    return Fired(
+        _clip(0.5 + 0.05 * (n - ri.p.fan_min), hi=0.9),
+        {"recipients": n, "threshold": ri.p.fan_min, "window_hours": hours},
+        f"{n} distinct recipients within {hours} h",
+    )
+
+
+def scatter_gather(ri: RuleInput) -> Fired | None:
+    """Many senders gather money in the account, then one large outflow takes it away."""
+    cur = ri.current
+    if cur is None or cur.direction is not Direction.OUT:
+        return None
+    inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
+    senders = _distinct(inflows, Direction.IN)
+    n = len(senders)
+    if n < ri.p.scatter_min_senders:
+        return None
+    gathered = sum(m.amount for m in inflows if m.counterparty)
+    if ri.amount < ri.p.scatter_outflow_share * gathered:
+        return None
+    return Fired(
+        _clip(0.6 + 0.03 * (n - ri.p.scatter_min_senders), hi=0.95),
+        {"senders": n, "gathered": _money(gathered), "outflow": ri.amount, "window_days": 7},
+        f"{n} senders gathered {gathered:,.2f} {ri.tx.currency}, then {ri.amount:,.2f} left",
+    )
+
+
+def bipartite_layering(ri: RuleInput) -> Fired | None:
+    cur = ri.current
+    if cur is None or not cur.counterparty or cur.direction is Direction.NONE:
+        return None
+    items = [*ri.moves, cur]
+    sources = _distinct(items, Direction.IN)
+    sinks = _distinct(items, Direction.OUT)
+    k = ri.p.bipartite_min
+    if len(sources) < k or len(sinks) < k:
+        return None
+    return Fired(
+        0.9,
+        {"sources": len(sources), "recipients": len(sinks), "threshold": k, "window_days": 7},
+        f"pass-through: {len(sources)} sources and {len(sinks)} recipients within 7 days",
+    )
+
+
+def merchant_collection_account(ri: RuleInput) -> Fired | None:
+    """An account that only collects: large inflow from many payers and nothing leaves."""
+    cur = ri.current
+    if cur is None or cur.direction is not Direction.IN:
+        return None
+    if any(m.direction is Direction.OUT for m in ri.moves):
+        return None
+    inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
+    total = sum(m.amount for m in inflows) + ri.amount
+    limit = ri.p.collection_inflow_multiple * _th(ri).large_amount
+    payers = _distinct([*inflows, cur], Direction.IN)
+    if total <= limit or len(payers) < ri.p.collection_min_senders:
+        return None
+    return Fired(
+        0.7,
+        {"inflow": _money(total), "threshold": limit, "payers": len(payers), "window_days": 7},
+        f"{total:,.2f} {ri.tx.currency} collected from {len(payers)} payers, no outflow in 7 days",
+    )
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+def _is_agent_tx(tx: Transaction) -> bool:
+    return tx.agent_id is not None or tx.actor_type is ActorType.AGENT
+
+
+def _agent_window(ri: RuleInput, minutes: int) -> list[Transaction]:
+    start = ri.tx.occurred_at - timedelta(minutes=minutes)
+    return [o for o in ri.agent_txs if o.occurred_at >= start]
+
+
+def agent_rapid_transactions(ri: RuleInput) -> Fired | None:
+    if not _is_agent_tx(ri.tx):
+        return None
+    n = ri.p.agent_rapid_count
+    minutes = ri.p.agent_rapid_window_minutes
+    count = len(_agent_window(ri, minutes)) + 1
+    if count < n:
+        return None
+    return Fired(
+        _clip(count / (2 * n)),
+        {"agent": ri.tx.agent_id, "count": count, "threshold": n, "window_minutes": minutes},
+        f"agent handled {count} transactions within {minutes} minutes",
+    )
+
+
+def _agent_float(ri: RuleInput) -> tuple[float, float, int]:
+    """Cash in and cash out handled by the agent in 24 h (same currency, incl. current)."""
+    txs = [o for o in ri.agent_txs if o.currency == ri.tx.currency] + [ri.tx]
+    cash_in = sum(o.amount for o in txs if o.direction is Direction.IN)
+    cash_out = sum(o.amount for o in txs if o.direction is Direction.OUT)
+    return cash_in, cash_out, len(txs)
+
+
+def agent_float_volume(ri: RuleInput) -> Fired | None:
+    """Net float drained or accumulated by an agent in 24 h.
+
+    Balanced cash-in/cash-out is an agent's ordinary business whatever its size; what matters
+    is money piling up on (or leaving) one side.
+    """
+    if not _is_agent_tx(ri.tx):
+        return None
+    cash_in, cash_out, count = _agent_float(ri)
+    net = abs(cash_in - cash_out)
+    limit = _th(ri).agent_net_float
+    if net < limit:
+        return None
+    return Fired(
+        _clip(0.5 * net / limit),
+        {
+            "cash_in": _money(cash_in),
+            "cash_out": _money(cash_out),
+            "net": _money(net),
+            "threshold": limit,
+            "count": count,
+        },
+        f"agent net float movement {net:,.2f} {ri.tx.currency} in 24 h",
+    )
+
+
+def agent_float_anomaly(ri: RuleInput) -> Fired | None:
+    if not _is_agent_tx(ri.tx):
+        return None
+    cash_in, cash_out, count = _agent_float(ri)
+    gross = cash_in + cash_out
+    if gross < _th(ri).agent_float_minimum or count < ri.p.agent_float_min_count:
+        return None
+    share = max(cash_in, cash_out) / gross
+    if share <= ri.p.agent_float_imbalance:
+        return None
+    side = "cash-in" if cash_in >= cash_out else "cash-out"
+    return Fired(
+        0.6,
+        {"share": round(share, 4), "side": side, "gross": _money(gross), "count": count},
+        f"{share:.0%} of the agent's 24 h volume is {side}",
+    )
+
+
+def agent_structuring(ri: RuleInput) -> Fired | None:
+    tx = ri.tx
+    th = _th(ri)
+    if not _is_agent_tx(tx) or tx.direction is not Direction.IN:
+        return None
+    if not th.structuring_floor <= ri.amount < th.large_amount:
+        return None
+    minutes = ri.p.agent_structuring_window_minutes
+    band = [
+        o
+        for o in _agent_window(ri, minutes)
+        if o.direction is Direction.IN
+        and o.currency == tx.currency
+        and th.structuring_floor <= o.amount < th.large_amount
+    ]
+    n = len(band) + 1
+    k = ri.p.agent_structuring_min
+    if n < k:
+        return None
+    return Fired(
+        _clip(0.6 + 0.1 * (n - k)),
+        {"count": n, "threshold": k, "floor": th.structuring_floor, "window_minutes": minutes},
+        f"agent took {n} deposits just below {th.large_amount:,.0f} within {minutes} minutes",
+    )
+
+
+def agent_account_farming(ri: RuleInput) -> Fired | None:
+    tx = ri.tx
+    max_kyc = ri.p.agent_farming_max_kyc
+    if not _is_agent_tx(tx) or tx.kyc_level is None or tx.kyc_level > max_kyc:
+        return None
+    clients = {
+        o.client_id or o.account_id
+        for o in [*ri.agent_txs, tx]
+        if o.kyc_level is not None and o.kyc_level <= max_kyc
+    }
+    n = len(clients)
+    k = ri.p.agent_farming_min_clients
+    if n < k:
+        return None
+    return Fired(
+        _clip(0.5 + 0.05 * (n - k), hi=0.9),
+        {"clients": n, "threshold": k, "max_kyc_level": max_kyc, "window_hours": 24},
+        f"agent served {n} distinct low-KYC clients within 24 h",
+    )
+
+
+def agent_customer_collusion(ri: RuleInput) -> Fired | None:
+    """Cash deposited through one agent and withdrawn through another shortly after."""
+    tx = ri.tx
+    if tx.agent_id is None or tx.direction is not Direction.OUT:
+        return None
+    minutes = ri.p.collusion_window_minutes
+    deposits = [
+        m
+        for m in ri.same_currency(ri.since(timedelta(minutes=minutes)))
+        if m.direction is Direction.IN
+        and m.tx.agent_id is not None
+        and m.tx.agent_id != tx.agent_id
+        and ri.amount >= ri.p.collusion_min_ratio * m.amount
+    ]
+    if not deposits:
+        return None
+    dep = deposits[-1]
+    return Fired(
+        0.8,
+        {
+            "deposit_agent": dep.tx.agent_id,
+            "withdrawal_agent": tx.agent_id,
+            "deposit": dep.amount,
+            "withdrawal": ri.amount,
+            "minutes_apart": round((tx.occurred_at - dep.at).total_seconds() / 60, 1),
+        },
+        f"deposited via agent {dep.tx.agent_id}, withdrawn via agent {tx.agent_id}",
+    )
+
+
+# --- loans -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _LoanView:
+    disbursement: Transaction
+    loan: float
+    outflows: list[Movement]  # after the disbursement, including the current transaction
+
+
+def _loan_view(ri: RuleInput) -> _LoanView | None:
+    """The latest disbursement to the same client within the watch and what left since.
+
+    The loan account is not the savings account money leaves from, so a disbursement is
+    matched by client (or by touching the account) rather than by account id.
+    """
+    tx = ri.tx
+    cur = ri.current
+    if cur is None or cur.direction is not Direction.OUT or tx.type in _LOAN_SERVICING:
+        return None
+    if tx.type is TransactionType.LOAN_DISBURSEMENT:
+        return None
+    start = tx.occurred_at - timedelta(hours=ri.p.loan_watch_hours)
+    disb = [
+        o
+        for o in ri.ctx.account
+        if o.type is TransactionType.LOAN_DISBURSEMENT
+        and is_scorable(o)
+        and o.occurred_at >= start
+        and o.currency == tx.currency
+        and (tx.client_id is None or o.client_id is None or o.client_id == tx.client_id)
+    ]
+    if not disb:
+        return None
+    d = disb[-1]
+    outs = [
+        m
+        for m in ri.same_currency(ri.moves)
+        if m.at > d.occurred_at
+        and m.direction is Direction.OUT
+        and m.tx.type not in _LOAN_SERVICING
+        and m.tx.type is not TransactionType.LOAN_DISBURSEMENT
+    ]
+    if d.amount <= 0:
+        return None
+    return _LoanView(d, d.amount, [*outs, cur])
+
+
+def _loan_values(v: _LoanView, **extra: Any) -> dict[str, Any]:
+    return {
+        "loan_id": v.disbursement.loan_id,
+        "disbursed": v.loan,
+        "disbursed_at": v.disbursement.occurred_at.isoformat(),
+        **extra,
+    }
+
+
+def loan_and_run(ri: RuleInput) -> Fired | None:
+    v = _loan_view(ri)
+    if v is None:
+        return None
+    total = sum(m.amount for m in v.outflows)
+    share = total / v.loan
+    if share <= ri.p.loan_run_share:
+        return None
+    return Fired(
+        0.9,
+        _loan_values(v, moved_out=_money(total), share=round(share, 4)),
+        f"{share:.0%} of the loan moved out within {ri.p.loan_watch_hours} h of disbursement",
+    )
+
+
+def immediate_cash_out(ri: RuleInput) -> Fired | None:
+    v = _loan_view(ri)
+    if v is None or ri.tx.type is not TransactionType.WITHDRAWAL:
+        return None
+    minutes = (ri.tx.occurred_at - v.disbursement.occurred_at).total_seconds() / 60
+    share = ri.amount / v.loan
+    if minutes > ri.p.loan_cashout_minutes or share < ri.p.loan_cashout_share:
+        return None
+    return Fired(
+        0.95,
+        _loan_values(v, withdrawn=ri.amount, share=round(share, 4), minutes=round(minutes, 1)),
+        f"{share:.0%} of the loan withdrawn {minutes:.0f} minutes after disbursement",
+    )
+
+
+def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
+    v = _loan_view(ri)
+    floor = _th(ri).structuring_floor
+    if v is None or ri.amount >= floor or ri.tx.type not in _TRANSFER_TYPES:
+        return None
+    small = [m for m in v.outflows if m.amount < floor and m.tx.type in _TRANSFER_TYPES]
+    total = sum(m.amount for m in small)
+    share = total / v.loan
+    if len(small) < ri.p.loan_structuring_min or share < ri.p.loan_structuring_share:
+        return None
+    return Fired(
+        0.75,
+        _loan_values(v, transfers=len(small), total=_money(total), share=round(share, 4)),
+        f"loan split into {len(small)} transfers below {floor:,.0f} ({share:.0%} of it)",
+    )
+
+
+def loan_dispersal(ri: RuleInput) -> Fired | None:
+    v = _loan_view(ri)
+    if v is None:
+        return None
+    cps = _distinct(v.outflows, Direction.OUT)
+    if len(cps) < ri.p.loan_dispersal_min:
+        return None
+    return Fired(
+        0.7,
+        _loan_values(v, counterparties=len(cps), threshold=ri.p.loan_dispersal_min),
+        f"loan dispersed to {len(cps)} counterparties",
+    )
+
+
+CATALOG: tuple[RuleSpec, ...] = (
+    RuleSpec("large_amount", "amount", large_amount, needs_thresholds=True),
+    RuleSpec("structuring", "pattern", structuring, needs_thresholds=True),
+    RuleSpec("cross_account_structuring", "pattern", cross_account_structuring, True),
+    RuleSpec("round_number", "pattern", round_number, True, enabled_by_default=False),
+    RuleSpec("cash_threshold_report", "reporting", cash_threshold_report, True),
+    RuleSpec("high_value_anonymous_payment", "merchant", high_value_anonymous_payment, True),
+    RuleSpec("rapid_transactions", "velocity", rapid_transactions),
+    RuleSpec("high_velocity_volume", "velocity", high_velocity_volume, True),
+    RuleSpec("unusual_hours", "timing", unusual_hours),
+    RuleSpec("new_counterparty", "transfer", new_counterparty),
+    RuleSpec("rapid_pair_transfers", "transfer", rapid_pair_transfers),
+    RuleSpec("circular_transfer", "transfer", circular_transfer),
+    RuleSpec("stacking", "network", stacking),
+    RuleSpec("fan_in", "network", fan_in),
+    RuleSpec("fan_out", "network", fan_out),
+    RuleSpec("scatter_gather", "network", scatter_gather),
+    RuleSpec("bipartite_layering", "network", bipartite_layering),
+    RuleSpec("merchant_collection_account", "merchant", merchant_collection_account, True),
+    RuleSpec("agent_rapid_transactions", "agent", agent_rapid_transactions),
+    RuleSpec("agent_float_volume", "agent", agent_float_volume, True),
+    RuleSpec("agent_float_anomaly", "agent", agent_float_anomaly, True),
+    RuleSpec("agent_structuring", "agent", agent_structuring, True),
+    RuleSpec("agent_account_farming", "agent", agent_account_farming),
+    RuleSpec("agent_customer_collusion", "agent", agent_customer_collusion),
+    RuleSpec("loan_and_run", "loan", loan_and_run),
+    RuleSpec("immediate_cash_out", "loan", immediate_cash_out),
+    RuleSpec("post_disbursement_structuring", "loan", post_disbursement_structuring, True),
+    RuleSpec("loan_dispersal", "loan", loan_dispersal),
+)
+
+RULES: dict[str, RuleSpec] = {spec.rule_id: spec for spec in CATALOG}
+RULE_IDS: frozenset[str] = frozenset(RULES)
