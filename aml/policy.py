@@ -1,0 +1,292 @@
+"""The decision policy: the one place that turns scorer outputs into a :class:`Decision`.
+
+Combination (``final = max(rules, models)``):
+
+* ``rules`` is the rule engine's score (already a monotonic noisy-OR of the hits' severities),
+  floored at the strongest hit's severity so that adding a firing rule can never lower it.
+* ``models`` is the weighted mean of the *available* model scorers (by default the calibrated
+  anomaly score and the XGBoost probability). A scorer that is missing, down or has no model is
+  recorded as absent, never as 0, and its weight is shared among the scorers that answered.
+
+Why this shape:
+
+* A strong rule alone alerts: compliance sets rule severities, and a model saying "looks
+  normal" must not veto a sanctions or structuring hit. A weighted blend of rules with models
+  (the predecessor's ``0.5*rules + 0.3*anomaly + 0.2*ML``) dilutes exactly those hits.
+* The anomaly score cannot flood analysts: it arrives quantile-calibrated
+  (:mod:`aml.calibration`) so that only the configured share of normal traffic reaches the alert
+  threshold. Without a supervised model it stands alone and alerts at that rate; once XGBoost is
+  available, an anomaly needs the classifier's agreement (its share of the model mean is
+  ``w_anomaly / (w_anomaly + w_xgboost)``).
+* ``max`` and a mean with non-negative weights are both non-decreasing in every argument, so the
+  final score is monotonic in every component and stays in ``[0, 1]``.
+
+The risk level comes from the configured cut-offs, the alert from the alert threshold, and the
+decision keeps every scorer's model version plus the rule-config and feature-set versions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from aml.domain import (
+    Decision,
+    FeatureContribution,
+    RiskLevel,
+    RuleHit,
+    ScorerResult,
+    Transaction,
+    ensure_utc,
+)
+from aml.errors import ConfigError
+from aml.features import FEATURE_SET_VERSION
+
+RULES = "rules"
+ANOMALY = "anomaly"
+XGBOOST = "xgboost"
+
+DEFAULT_WEIGHTS: Mapping[str, float] = {ANOMALY: 0.3, XGBOOST: 0.7}
+
+
+class RuleOutcome(Protocol):
+    """What the policy reads from a rule evaluation (``aml.rules.engine.RuleEvaluation``)."""
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def hits(self) -> tuple[RuleHit, ...]: ...
+
+    @property
+    def config_version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyConfig:
+    """Tunable numbers of the decision policy.
+
+    Attributes:
+        weights: weight of each model scorer in the model mean (non-negative, not all zero).
+            Scorers not listed are recorded on the decision but do not move the score.
+        medium: scores at or above this are MEDIUM risk (below: LOW).
+        high: scores at or above this are HIGH risk.
+        critical: scores at or above this are CRITICAL risk.
+        alert_threshold: scores at or above this raise an alert.
+        feature_set_version: feature set the models were fed (stored on every decision).
+        max_reasons: how many reasons the explanation names.
+    """
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    medium: float = 0.3
+    high: float = 0.6
+    critical: float = 0.85
+    alert_threshold: float = 0.5
+    feature_set_version: str = FEATURE_SET_VERSION
+    max_reasons: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("medium", "high", "critical", "alert_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 < value <= 1.0):
+                raise ConfigError(f"policy {name} must be in (0, 1]", field=name, value=value)
+        if not self.medium <= self.high <= self.critical:
+            raise ConfigError(
+                "policy cut-offs must satisfy medium <= high <= critical",
+                field="medium/high/critical",
+            )
+        if RULES in self.weights:
+            raise ConfigError("the rule score is not weighted: it enters by max", field="weights")
+        bad = {k: v for k, v in self.weights.items() if not (math.isfinite(v) and v >= 0.0)}
+        if bad or not any(v > 0 for v in self.weights.values()):
+            raise ConfigError(
+                "policy weights must be finite, non-negative and not all zero",
+                field="weights",
+                value=dict(self.weights),
+            )
+        if self.max_reasons < 1:
+            raise ConfigError("policy max_reasons must be at least 1", field="max_reasons")
+
+    def risk_level(self, score: float) -> RiskLevel:
+        """Risk band of a final score."""
+        if score >= self.critical:
+            return RiskLevel.CRITICAL
+        if score >= self.high:
+            return RiskLevel.HIGH
+        if score >= self.medium:
+            return RiskLevel.MEDIUM
+        return RiskLevel.LOW
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain representation (stored, versioned and hot-reloaded like the rule config)."""
+        return {
+            "weights": dict(self.weights),
+            "medium": self.medium,
+            "high": self.high,
+            "critical": self.critical,
+            "alert_threshold": self.alert_threshold,
+            "feature_set_version": self.feature_set_version,
+            "max_reasons": self.max_reasons,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """Build from :meth:`to_dict` output; missing keys take their defaults.
+
+        Raises:
+            ConfigError: naming an unknown or invalid field.
+        """
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError("unknown policy config fields", fields=unknown)
+        values = dict(data)
+        if "weights" in values:
+            try:
+                values["weights"] = {str(k): float(v) for k, v in dict(values["weights"]).items()}
+            except (TypeError, ValueError) as exc:
+                raise ConfigError("policy weights must be numbers", field="weights") from exc
+        return cls(**values)
+
+
+def _sanitise(result: ScorerResult) -> ScorerResult:
+    """A result the policy can use, or the same result marked absent with the reason."""
+    if not result.available:
+        return replace(result, score=None, reason=result.reason or "unavailable")
+    if result.score is None:
+        return replace(result, available=False, reason="available but returned no score")
+    if not math.isfinite(result.score):
+        return replace(result, available=False, score=None, reason="non-finite score")
+    return replace(result, score=min(max(float(result.score), 0.0), 1.0))
+
+
+def _rule_score(rules: RuleOutcome) -> float:
+    score = rules.score if math.isfinite(rules.score) else 0.0
+    strongest = max((h.severity for h in rules.hits if math.isfinite(h.severity)), default=0.0)
+    return min(max(score, strongest, 0.0), 1.0)
+
+
+def _fmt_contribution(c: FeatureContribution) -> str:
+    return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})"
+
+
+def _explain(
+    final: float,
+    level: RiskLevel,
+    alert: bool,
+    rule_score: float,
+    hits: tuple[RuleHit, ...],
+    models: list[tuple[float, ScorerResult]],
+    absent: list[ScorerResult],
+    max_reasons: int,
+) -> str:
+    reasons: list[tuple[float, str]] = []
+    for hit in sorted(hits, key=lambda h: (-h.severity, h.rule_id)):
+        text = f"rule {hit.rule_id} ({hit.category}, severity {hit.severity:.2f})"
+        if hit.description:
+            text += f": {hit.description}"
+        reasons.append((hit.severity, text))
+    for weighted, result in models:
+        text = f"{result.scorer} score {result.score:.2f}"
+        if result.contributions:
+            text += " [" + ", ".join(_fmt_contribution(c) for c in result.contributions[:3]) + "]"
+        reasons.append((weighted, text))
+    reasons.sort(key=lambda r: -r[0])
+    head = f"{level.value.upper()} risk, score {final:.2f}" + (" (alert)" if alert else "")
+    shown = [text for weight, text in reasons if weight > 0][:max_reasons]
+    body = (
+        ("Top reasons: " + "; ".join(shown) + ".")
+        if shown
+        else "No rule fired; models see nothing unusual."
+    )
+    if rule_score == 0.0 and not hits and shown:
+        body += " No rule fired."
+    parts = [head + ".", body]
+    if absent:
+        parts.append(
+            "Not available: " + ", ".join(f"{r.scorer} ({r.reason})" for r in absent) + "."
+        )
+    return " ".join(parts)
+
+
+def decide(
+    tx: Transaction,
+    rules: RuleOutcome,
+    scorers: Iterable[ScorerResult],
+    *,
+    config: PolicyConfig,
+    decided_at: datetime,
+    shadow_scores: Mapping[str, float] | None = None,
+) -> Decision:
+    """Combine the rule evaluation and the model scorers' results into a decision.
+
+    Args:
+        tx: the scored transaction.
+        rules: the rule engine's evaluation (score, hits, rule-config version).
+        scorers: results of the model scorers (``anomaly`` calibrated, ``xgboost``); a configured
+            scorer with no result here is recorded as absent.
+        config: the policy's weights, cut-offs and threshold.
+        decided_at: clock value of the decision (passed in; the policy reads no clock).
+        shadow_scores: challenger-model scores to record without affecting the decision.
+
+    Returns:
+        The decision with final score in ``[0, 1]``, risk level, alert flag, explanation and
+        every version needed to reproduce it.
+
+    Raises:
+        ValueError: when two results claim the same scorer name.
+    """
+    by_name: dict[str, ScorerResult] = {}
+    for result in scorers:
+        if result.scorer in by_name or result.scorer == RULES:
+            raise ValueError(f"duplicate or reserved scorer result {result.scorer!r}")
+        by_name[result.scorer] = _sanitise(result)
+    for name in config.weights:
+        by_name.setdefault(name, ScorerResult(scorer=name, available=False, reason="no result"))
+
+    rule_score = _rule_score(rules)
+    used = [
+        (config.weights.get(name, 0.0), result)
+        for name, result in by_name.items()
+        if result.available and result.score is not None and config.weights.get(name, 0.0) > 0
+    ]
+    total_weight = sum(w for w, _ in used)
+    model_score = sum(w * (r.score or 0.0) for w, r in used) / total_weight if used else 0.0
+    final = min(max(rule_score, model_score), 1.0)
+    level = config.risk_level(final)
+    alert = final >= config.alert_threshold
+
+    absent = [r for r in by_name.values() if not r.available]
+    explanation = _explain(
+        final,
+        level,
+        alert,
+        rule_score,
+        tuple(rules.hits),
+        [(w * (r.score or 0.0) / total_weight, r) for w, r in used],
+        absent,
+        config.max_reasons,
+    )
+    rules_result = ScorerResult(
+        scorer=RULES,
+        available=True,
+        score=rule_score,
+        model_version=f"rules-config-{rules.config_version}",
+    )
+    return Decision(
+        transaction_id=tx.id,
+        tenant=tx.tenant,
+        score=final,
+        risk_level=level,
+        alert=alert,
+        decided_at=ensure_utc(decided_at),
+        scorers=(rules_result, *by_name.values()),
+        rule_hits=tuple(rules.hits),
+        feature_set_version=config.feature_set_version,
+        rule_config_version=rules.config_version,
+        shadow_scores=dict(shadow_scores or {}),
+        explanation=explanation,
+    )
