@@ -90,14 +90,17 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): str(v) for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
 
 
-def redact_for_log(body: bytes) -> str:
+def redact_for_log(body: bytes, *, mask_all: bool = False) -> str:
     """A short, log-safe rendering of a body: ``request`` values (client input that may hold PII
-    or passwords) are masked, keys kept so the shape stays visible."""
+    or passwords) are masked, keys kept so the shape stays visible. ``mask_all`` masks every
+    top-level value (sources whose whole body is client data)."""
     try:
         value: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return f"<{len(body)} bytes, not JSON>"
-    if isinstance(value, dict):
+    if isinstance(value, dict) and mask_all:
+        value = {k: _REDACTED for k in value}
+    elif isinstance(value, dict):
         value = {
             k: ({rk: _REDACTED for rk in v} if k == "request" and isinstance(v, dict) else v)
             for k, v in value.items()
@@ -167,7 +170,7 @@ async def receive(
             err.status_code,
             err.code,
             err.message,
-            redact_for_log(body[:limit]),
+            redact_for_log(body[:limit], mask_all=source != "fineract"),
         )
         await committer.submit(invalid(err, body[:limit]))
         raise err

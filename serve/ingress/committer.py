@@ -189,6 +189,7 @@ class Committer:
         self._drain_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._indexes_ready = False
 
     @property
     def store_available(self) -> bool:
@@ -198,7 +199,10 @@ class Committer:
     async def start(self, *, drain_timeout: float = 10.0) -> None:
         """Start the flusher and the drainer; a non-empty spool is drained first (bounded by
         ``drain_timeout``; if the store is still down, acks continue from the spool)."""
-        if not await asyncio.to_thread(self._spool.is_empty):
+        if not await self._ensure_indexes():
+            log.warning("store unreachable at start; acknowledging from the spool")
+            self._spool_mode = True
+        elif not await asyncio.to_thread(self._spool.is_empty):
             log.info("spool holds events from a previous run; draining before accepting new ones")
             self._spool_mode = True
             with contextlib.suppress(TimeoutError):
@@ -410,6 +414,20 @@ class Committer:
 
     # --- drainer -----------------------------------------------------------------------------
 
+    async def _ensure_indexes(self) -> bool:
+        # The unique (tenant, dedupe_key) index is what makes duplicates and replays harmless:
+        # nothing is written before it exists.
+        if self._indexes_ready:
+            return True
+        try:
+            with pymongo.timeout(max(self._write_timeout, 5.0)):
+                await self._store.ensure_indexes()
+        except PyMongoError as exc:
+            log.warning("cannot ensure indexes (%s)", type(exc).__name__)
+            return False
+        self._indexes_ready = True
+        return True
+
     async def _store_reachable(self) -> bool:
         try:
             with pymongo.timeout(self._write_timeout):
@@ -432,7 +450,7 @@ class Committer:
     async def _try_drain(self) -> bool:
         """Replay the spool into the store. True when the spool is empty and events go straight
         to the store again; False when the store failed (retry later)."""
-        if not await self._store_reachable():
+        if not await self._store_reachable() or not await self._ensure_indexes():
             return False
         while True:
             async with self._lock:
