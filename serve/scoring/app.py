@@ -1,0 +1,58 @@
+"""Typed Serve application builder: the ``import_path`` of ``deploy/serve_config.yaml``.
+
+``serve.scoring.app:build_app`` receives the YAML's ``args`` validated as
+:class:`ScoringAppArgs`; replicas, autoscaling and each deployment's ``user_config`` come from the
+YAML's ``deployments`` section.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from serve.scoring.deployments import AnomalyScorer, RuleScorer, ScoringPipeline, XGBoostScorer
+
+
+class ScoringAppArgs(BaseModel):
+    """Construction-time arguments of the scoring application.
+
+    Attributes:
+        mongodb_uri: store the state actors rebuild windows from. Left out of the YAML (it may
+            carry a password): the deploy command injects it, else ``AML_MONGODB_URI`` is read
+            where the application is built; ``None`` keeps state in memory only.
+        mongodb_db: database name.
+        state_shards: number of per-customer state actors (customers are hashed onto them).
+        state_group: name of the set of state actors (one set per deployment environment).
+        graph_hops: neighbourhood radius of the transfer-graph context (cycles of n hops need
+            n - 1).
+        detached_state: state actors outlive pipeline replicas (keep True in production).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mongodb_uri: str | None = None
+    mongodb_db: str = "fineract_aml"
+    state_shards: int = Field(default=2, ge=1, le=1024)
+    state_group: str = Field(default="default", min_length=1)
+    graph_hops: int = Field(default=3, ge=1, le=8)
+    detached_state: bool = True
+
+
+def build_app(args: ScoringAppArgs) -> Application:
+    """Compose the scorers into the ``ScoringPipeline`` ingress."""
+    state = {
+        "mongodb_uri": args.mongodb_uri or os.environ.get("AML_MONGODB_URI"),
+        "mongodb_db": args.mongodb_db,
+        "shards": args.state_shards,
+        "group": args.state_group,
+        "graph_hops": args.graph_hops,
+        "detached": args.detached_state,
+    }
+    return ScoringPipeline.bind(  # type: ignore[attr-defined,no-any-return]
+        RuleScorer.bind(),  # type: ignore[attr-defined]
+        AnomalyScorer.bind(),  # type: ignore[attr-defined]
+        XGBoostScorer.bind(),  # type: ignore[attr-defined]
+        state,
+    )

@@ -1,0 +1,82 @@
+"""Apply ``deploy/serve_config.yaml`` to a Ray cluster from Python (the ``run`` command, tests).
+
+Goes through Serve's declarative path (the same as ``serve deploy``): the application's code
+version depends on its import path and arguments only, so re-applying a file in which only
+``user_config`` changed calls ``reconfigure`` on the running replicas instead of restarting them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aml.errors import ConfigError
+from aml.settings import Settings
+
+
+def load_serve_config(path: Path) -> dict[str, Any]:
+    """Read a Serve config file.
+
+    Raises:
+        ConfigError: naming the file when it is missing or not a Serve config.
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read Serve config {path}: {exc}", file=str(path)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("applications"), list):
+        raise ConfigError(f"{path} has no 'applications' list", file=str(path))
+    return data
+
+
+def with_args(config: Mapping[str, Any], **args: Any) -> dict[str, Any]:
+    """A copy of ``config`` with ``args`` merged into every application's ``args``."""
+    out = copy.deepcopy(dict(config))
+    for app in out["applications"]:
+        app["args"] = {**(app.get("args") or {}), **args}
+    return out
+
+
+def with_user_config(
+    config: Mapping[str, Any], deployment: str, user_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A copy of ``config`` with the given keys set in ``deployment``'s ``user_config``."""
+    out = copy.deepcopy(dict(config))
+    for app in out["applications"]:
+        for dep in app.get("deployments", []):
+            if dep.get("name") == deployment:
+                dep["user_config"] = {**(dep.get("user_config") or {}), **user_config}
+    return out
+
+
+def apply(config: Mapping[str, Any], *, timeout_s: float = 120.0) -> None:
+    """Deploy (or update) the applications of ``config`` and wait until they run.
+
+    Raises:
+        RuntimeError: an application failed to deploy (the message is Serve's).
+    """
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    client = serve_start()
+    schema = ServeDeploySchema.parse_obj(dict(config))
+    client.deploy_apps(schema)
+    for app in config["applications"]:
+        client._wait_for_application_running(app["name"], timeout_s=int(timeout_s))
+
+
+def deploy_from_config(settings: Settings, path: Path, *, mongodb_uri: str) -> str:
+    """Start or join Ray, apply the Serve config with the store injected, return the address."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address, include_dashboard=False)
+    config = load_serve_config(path)
+    serve.start(proxy_location=config.get("proxy_location", "Disabled"))
+    apply(with_args(config, mongodb_uri=mongodb_uri, mongodb_db=settings.mongodb_db))
+    return str(ray.get_runtime_context().gcs_address)

@@ -1,0 +1,216 @@
+"""Ray Serve deployments: thin wrappers over the ``aml`` scorers (see ``serve.scoring.pipeline``).
+
+``RuleScorer``, ``AnomalyScorer`` and ``XGBoostScorer`` are composed with ``.bind()`` into the
+``ScoringPipeline`` ingress (``serve.scoring.app``). Each takes its configuration through
+``reconfigure(user_config)``, so rules, models and the policy change without a restart, and
+reports health through ``check_health``. Replicas, autoscaling and ``user_config`` live in
+``deploy/serve_config.yaml``, not here.
+
+User configs:
+
+* ``RuleScorer``: ``{"rule_config": <RuleConfig dict, carries its version>}``
+* ``AnomalyScorer`` / ``XGBoostScorer``: ``{"model": <path or model spec>}`` (absent: "no model")
+* ``ScoringPipeline``: ``{"policy": <PolicyConfig fields>, "features": <FeatureParams fields>,
+  "scorer_timeout_s": float, "scorer_retries": int}``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from actors.factory import ShardedState, create_graph, create_state_shards
+from aml.domain import Decision, ScorerResult, Transaction, utcnow
+from aml.history import HistoryContext
+from aml.rules.engine import RuleEngine, RuleEvaluation
+from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
+from serve.scoring.pipeline import (
+    ModelScorer,
+    decide_batch,
+    feature_matrix,
+    feature_params_from,
+    model_from,
+    policy_config_from,
+    rule_config_from,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCORER_TIMEOUT_S = 30.0
+DEFAULT_SCORER_RETRIES = 2
+
+
+@serve.deployment(name="RuleScorer")
+class RuleScorer:
+    """The rule engine over (transaction, context) pairs, vectorised per batch."""
+
+    def __init__(self) -> None:
+        self._engine = RuleEngine(rule_config_from({}))
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Swap the rule configuration (validated before it replaces the current one)."""
+        self._engine = RuleEngine(rule_config_from(user_config))
+        log.info("rule configuration version %s active", self._engine.version)
+
+    def score(
+        self, batch: Sequence[Transaction], contexts: Sequence[HistoryContext]
+    ) -> list[RuleEvaluation]:
+        return self._engine.evaluate_batch(list(zip(batch, contexts, strict=True)))
+
+    def info(self) -> dict[str, Any]:
+        return {"rule_config_version": self._engine.version, "pid": os.getpid()}
+
+    def check_health(self) -> None:
+        if self._engine is None:
+            raise RuntimeError("rule engine not configured")
+
+
+class _ModelDeployment:
+    """Shared body of the two model scorers."""
+
+    scorer_name = ""
+
+    def __init__(self) -> None:
+        self._scorer = ModelScorer(self.scorer_name)
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Load the named model (or go back to "no model"); a bad artifact raises and the
+        previous model stays in place."""
+        self._scorer = ModelScorer(self.scorer_name, model_from(user_config))
+        version = self._scorer.model.version if self._scorer.model else None
+        log.info("%s model %s active", self.scorer_name, version or "(none)")
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def _score_many(self, xs: list[Matrix]) -> list[list[ScorerResult]]:
+        # Concurrent pipeline requests are stacked into one model call.
+        import numpy as np
+
+        if self._scorer.model is None:
+            return [no_model(self.scorer_name, len(x)) for x in xs]
+        results = self._scorer.score(np.vstack(xs))
+        out, start = [], 0
+        for x in xs:
+            out.append(results[start : start + len(x)])
+            start += len(x)
+        return out
+
+    async def score(self, x: Matrix) -> list[ScorerResult]:
+        if len(x) == 0:
+            return []
+        return await self._score_many(x)
+
+    def info(self) -> dict[str, Any]:
+        model = self._scorer.model
+        return {"model_version": model.version if model else None, "pid": os.getpid()}
+
+    def check_health(self) -> None:
+        if self._scorer is None:
+            raise RuntimeError(f"{self.scorer_name} scorer not configured")
+
+
+@serve.deployment(name="AnomalyScorer")
+class AnomalyScorer(_ModelDeployment):
+    """Isolation Forest + calibrator; explanation = distance from the baseline."""
+
+    scorer_name = ANOMALY
+
+
+@serve.deployment(name="XGBoostScorer")
+class XGBoostScorer(_ModelDeployment):
+    """Supervised XGBoost model; explanation = ``pred_contribs``."""
+
+    scorer_name = XGBOOST
+
+
+@serve.deployment(name="ScoringPipeline")
+class ScoringPipeline:
+    """Ingress: contexts from the state actors, features once, three scorers in parallel,
+    the policy. Returns one :class:`~aml.domain.Decision` per transaction, in order."""
+
+    def __init__(
+        self,
+        rules: DeploymentHandle,
+        anomaly: DeploymentHandle,
+        xgboost: DeploymentHandle,
+        state: Mapping[str, Any],
+    ) -> None:
+        """Args:
+        rules, anomaly, xgboost: handles of the scorer deployments.
+        state: ``mongodb_uri``, ``mongodb_db``, ``shards``, ``group``, ``graph_hops``,
+            ``detached`` (see ``serve.scoring.app.ScoringAppArgs``).
+        """
+        self._rules = rules
+        self._anomaly = anomaly
+        self._xgboost = xgboost
+        detached = bool(state.get("detached", True))
+        group = str(state.get("group", "default"))
+        shards = create_state_shards(
+            int(state.get("shards", 2)),
+            mongo_uri=state.get("mongodb_uri"),
+            db_name=str(state.get("mongodb_db", "fineract_aml")),
+            group=group,
+            detached=detached,
+        )
+        graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
+        self._state = ShardedState(shards, graph)
+        self.reconfigure({})
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Swap the policy and feature parameters."""
+        self._policy = policy_config_from(user_config)
+        self._features = feature_params_from(user_config)
+        self._timeout = float(user_config.get("scorer_timeout_s", DEFAULT_SCORER_TIMEOUT_S))
+        self._retries = int(user_config.get("scorer_retries", DEFAULT_SCORER_RETRIES))
+
+    async def _call(self, handle: DeploymentHandle, *args: Any) -> Any:
+        """One scorer call, retried when its replica died (Serve replaces it meanwhile)."""
+        for attempt in range(self._retries + 1):
+            try:
+                return await asyncio.wait_for(handle.score.remote(*args), self._timeout)
+            except Exception:
+                if attempt == self._retries:
+                    raise
+                log.warning("scorer call failed (attempt %d); retrying", attempt + 1)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _model(self, handle: DeploymentHandle, name: str, x: Matrix) -> list[ScorerResult]:
+        try:
+            result: list[ScorerResult] = await self._call(handle, x)
+            return result
+        except Exception:
+            # A model scorer that stays down makes the decision record it as absent; the
+            # rules and the other model still decide.
+            log.exception("%s scorer unavailable", name)
+            return no_model(name, len(x), reason="scorer unavailable")
+
+    async def score(self, batch: Sequence[Transaction]) -> list[Decision]:
+        """Decide a batch (transactions must already be stored: crashes rebuild from there)."""
+        if not batch:
+            return []
+        batch = list(batch)
+        contexts = await self._state.observe_and_context(batch)
+        x = feature_matrix(batch, contexts, self._features)
+        rules, anomaly, xgb = await asyncio.gather(
+            self._call(self._rules, batch, contexts),
+            self._model(self._anomaly, ANOMALY, x),
+            self._model(self._xgboost, XGBOOST, x),
+        )
+        return decide_batch(batch, rules, anomaly, xgb, config=self._policy, decided_at=utcnow())
+
+    async def info(self) -> dict[str, Any]:
+        """Versions active in every scorer (for the dashboard and tests)."""
+        rules, anomaly, xgb = await asyncio.gather(
+            self._rules.info.remote(), self._anomaly.info.remote(), self._xgboost.info.remote()
+        )
+        return {"rules": rules, "anomaly": anomaly, "xgboost": xgb, "pid": os.getpid()}
+
+    def check_health(self) -> None:
+        if not self._state.shards:
+            raise RuntimeError("no state shards")

@@ -1,0 +1,293 @@
+"""Model artifacts for the anomaly and XGBoost scorers: load, check the feature list, score.
+
+An artifact is described by a *spec*, a plain mapping (the form it takes in Serve's
+``user_config``) or a path:
+
+* a path to a ``.joblib`` file written by :func:`save_anomaly_artifact` (``training.fit_anomaly``);
+* a path to a ``.json`` manifest, or a mapping, with ``kind`` (``"anomaly"``/``"xgboost"``),
+  ``version``, ``features`` (the model's input columns, in order) and ``path`` (the model file,
+  relative to the manifest). This is how externally trained models are brought in: an XGBoost
+  model saved in its native format (``.json``/``.ubj``), or a scikit-learn anomaly estimator
+  dumped with joblib plus a ``calibrator`` (the dict form of
+  :class:`aml.calibration.QuantileCalibrator`).
+
+A model whose feature list differs from :data:`aml.features.FEATURE_NAMES` (names or order) is
+refused with :class:`ModelFeatureMismatch`, which names the missing and unexpected features:
+scoring it would silently feed columns to the wrong inputs. Artifacts are pickles or native model
+files from the operator's own model store; never load them from an untrusted location.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+
+from aml.calibration import QuantileCalibrator
+from aml.domain import FeatureContribution, ScorerResult
+from aml.errors import ConfigError
+from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
+
+ANOMALY = "anomaly"
+XGBOOST = "xgboost"
+TOP_K = 3
+
+Matrix = npt.NDArray[np.float64]
+ModelSpec = str | Path | Mapping[str, Any]
+
+
+class ModelFeatureMismatch(ConfigError):
+    """The model was trained on other features than this build computes."""
+
+    code = "model_feature_mismatch"
+
+
+def check_features(features: Sequence[str], *, source: str) -> tuple[str, ...]:
+    """Return ``features`` as a tuple when it is exactly :data:`FEATURE_NAMES`.
+
+    Raises:
+        ModelFeatureMismatch: naming the model, the missing and the unexpected features.
+    """
+    got = tuple(str(f) for f in features)
+    if got == FEATURE_NAMES:
+        return got
+    missing = [f for f in FEATURE_NAMES if f not in got]
+    unexpected = [f for f in got if f not in FEATURE_NAMES]
+    detail = (
+        f"missing {missing}, unexpected {unexpected}"
+        if missing or unexpected
+        else "same names in a different order"
+    )
+    raise ModelFeatureMismatch(
+        f"model {source} was trained on a different feature list than feature set "
+        f"{FEATURE_SET_VERSION} ({detail}); retrain it on the current features",
+        source=source,
+        missing=missing,
+        unexpected=unexpected,
+    )
+
+
+def _top_contributions(
+    names: Sequence[str], values: Sequence[float], weights: Sequence[float], k: int = TOP_K
+) -> tuple[FeatureContribution, ...]:
+    order = sorted(range(len(names)), key=lambda i: -abs(weights[i]))[:k]
+    return tuple(
+        FeatureContribution(
+            feature=names[i], value=float(values[i]), contribution=float(weights[i])
+        )
+        for i in order
+        if weights[i] != 0.0
+    )
+
+
+@dataclass(frozen=True)
+class AnomalyModel:
+    """Isolation Forest behind a scaler, with a calibrator fitted on its training scores.
+
+    Attributes:
+        estimator: a fitted scikit-learn estimator with ``score_samples`` (higher = more normal,
+            as scikit-learn defines it); usually ``Pipeline(StandardScaler, IsolationForest)``.
+        calibrator: maps the raw anomaly score (``-score_samples``) to [0, 1] so that the
+            configured alert rate holds on traffic like the training data.
+        center, scale: the population baseline used for explanations (training mean and
+            standard deviation of every feature).
+    """
+
+    version: str
+    features: tuple[str, ...]
+    estimator: Any
+    calibrator: QuantileCalibrator
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+    kind: str = ANOMALY
+
+    def raw_scores(self, x: Matrix) -> Matrix:
+        """Raw anomaly scores, higher = more anomalous."""
+        return -np.asarray(self.estimator.score_samples(x), dtype=np.float64)
+
+    def score(self, x: Matrix) -> list[ScorerResult]:
+        """Calibrated scores with the features furthest from the baseline as explanation.
+
+        The explanation is the standardised distance of each feature from the training
+        population (``(x - mean) / std``): the anomaly model has no per-feature attribution
+        of its own, and the population baseline is available without any extra I/O.
+        """
+        if len(x) == 0:
+            return []
+        calibrated = self.calibrator.transform(self.raw_scores(x))
+        z = (x - np.asarray(self.center)) / np.asarray(self.scale)
+        return [
+            ScorerResult(
+                scorer=ANOMALY,
+                available=True,
+                score=float(np.clip(s, 0.0, 1.0)),
+                model_version=self.version,
+                contributions=_top_contributions(self.features, list(row), list(zrow)),
+            )
+            for s, row, zrow in zip(calibrated, x, z, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class XGBoostModel:
+    """A binary XGBoost booster (probability of a confirmed-suspicious label)."""
+
+    version: str
+    features: tuple[str, ...]
+    booster: Any  # xgboost.Booster
+    kind: str = XGBOOST
+
+    def score(self, x: Matrix) -> list[ScorerResult]:
+        """Probabilities with ``pred_contribs`` (SHAP values) as explanation."""
+        import xgboost as xgb
+
+        if len(x) == 0:
+            return []
+        dm = xgb.DMatrix(x, feature_names=list(self.features))
+        probs = self.booster.predict(dm)
+        contribs = self.booster.predict(dm, pred_contribs=True)
+        return [
+            ScorerResult(
+                scorer=XGBOOST,
+                available=True,
+                score=float(np.clip(p, 0.0, 1.0)),
+                model_version=self.version,
+                # Last column is the bias term, not a feature.
+                contributions=_top_contributions(self.features, list(row), list(c[:-1])),
+            )
+            for p, row, c in zip(probs, x, contribs, strict=True)
+        ]
+
+
+LoadedModel = AnomalyModel | XGBoostModel
+
+
+def no_model(scorer: str, count: int, reason: str = "no model") -> list[ScorerResult]:
+    """The results of a scorer that cannot score (never a score of 0)."""
+    return [ScorerResult(scorer=scorer, available=False, reason=reason) for _ in range(count)]
+
+
+def _baseline(estimator: Any, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    scaler = getattr(estimator, "named_steps", {}).get("standardscaler") or getattr(
+        estimator, "named_steps", {}
+    ).get("scaler")
+    if scaler is not None and hasattr(scaler, "mean_"):
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        return tuple(float(v) for v in scaler.mean_), tuple(float(v) for v in scale)
+    return (0.0,) * n, (1.0,) * n
+
+
+def _anomaly_from(data: Mapping[str, Any], estimator: Any, source: str) -> AnomalyModel:
+    features = check_features(data.get("features", ()), source=source)
+    cal = data.get("calibrator")
+    if cal is None:
+        raise ConfigError(
+            f"anomaly model {source} has no calibrator: its raw scores cannot be turned into "
+            "an alert rate",
+            source=source,
+        )
+    calibrator = cal if isinstance(cal, QuantileCalibrator) else QuantileCalibrator.from_dict(cal)
+    if "center" in data and "scale" in data:
+        center = tuple(float(v) for v in data["center"])
+        scale = tuple(float(v) if float(v) > 0 else 1.0 for v in data["scale"])
+    else:
+        center, scale = _baseline(estimator, len(features))
+    return AnomalyModel(
+        version=str(data.get("version", "unversioned")),
+        features=features,
+        estimator=estimator,
+        calibrator=calibrator,
+        center=center,
+        scale=scale,
+    )
+
+
+def _xgboost_from(data: Mapping[str, Any], model_path: Path | None, source: str) -> XGBoostModel:
+    import xgboost as xgb
+
+    booster = data.get("booster")
+    if booster is None:
+        if model_path is None:
+            raise ConfigError(f"xgboost model {source} names no model file", source=source)
+        booster = xgb.Booster()
+        booster.load_model(str(model_path))
+    declared = data.get("features") or booster.feature_names or ()
+    features = check_features(declared, source=source)
+    if booster.feature_names and tuple(booster.feature_names) != features:
+        check_features(booster.feature_names, source=source)
+    return XGBoostModel(
+        version=str(data.get("version", "unversioned")), features=features, booster=booster
+    )
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load and validate a model artifact (see the module docstring for the spec forms).
+
+    Raises:
+        ConfigError: the spec is incomplete, names an unknown kind, or the file is unreadable.
+        ModelFeatureMismatch: the model's features differ from :data:`FEATURE_NAMES`.
+    """
+    base = Path(".")
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        source = str(path)
+        if not path.exists():
+            raise ConfigError(f"model artifact {source} does not exist", source=source)
+        if path.suffix == ".json":
+            data: Mapping[str, Any] = json.loads(path.read_text())
+            base = path.parent
+        else:
+            loaded = joblib.load(path)
+            if not isinstance(loaded, Mapping):
+                raise ConfigError(f"model artifact {source} is not a model bundle", source=source)
+            data = loaded
+    else:
+        data = spec
+        source = str(data.get("path") or data.get("version") or "<inline>")
+    kind = data.get("kind")
+    file = data.get("path")
+    model_path = (base / str(file)) if file else None
+    if model_path is not None and not model_path.exists():
+        raise ConfigError(f"model file {model_path} does not exist", source=source)
+    if kind == ANOMALY:
+        estimator = data.get("estimator")
+        if estimator is None:
+            if model_path is None:
+                raise ConfigError(f"anomaly model {source} names no model file", source=source)
+            estimator = joblib.load(model_path)
+        return _anomaly_from(data, estimator, source)
+    if kind == XGBOOST:
+        return _xgboost_from(data, model_path, source)
+    raise ConfigError(f"model {source} has unknown kind {kind!r}", source=source)
+
+
+def save_anomaly_artifact(
+    path: Path,
+    *,
+    version: str,
+    estimator: Any,
+    calibrator: QuantileCalibrator,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an anomaly model bundle that :func:`load_model` reads back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    center, scale = _baseline(estimator, len(FEATURE_NAMES))
+    bundle = {
+        "kind": ANOMALY,
+        "version": version,
+        "features": list(FEATURE_NAMES),
+        "feature_set_version": FEATURE_SET_VERSION,
+        "estimator": estimator,
+        "calibrator": calibrator.to_dict(),
+        "center": list(center),
+        "scale": list(scale),
+        **(extra or {}),
+    }
+    joblib.dump(bundle, path)
+    return path

@@ -1,0 +1,284 @@
+"""Scoring logic shared by the Serve deployments and the in-process fallback.
+
+contexts (state) -> features (once) -> rules, anomaly, XGBoost -> policy -> decisions -> alerts.
+
+Nothing here knows Ray: the deployments in :mod:`serve.scoring.deployments` call these pieces
+from their replicas, :class:`InProcessScoring` calls them directly. Both therefore decide the same
+way for the same inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+
+from aml.domain import (
+    Alert,
+    AlertStatus,
+    Decision,
+    RiskLevel,
+    ScorerResult,
+    Transaction,
+    TransactionStatus,
+    stable_id,
+    utcnow,
+)
+from aml.features import FEATURE_NAMES, FeatureParams, feature_vector
+from aml.history import HistoryContext
+from aml.policy import PolicyConfig, decide
+from aml.rules.config import RuleConfig, default_rule_config
+from aml.rules.engine import RuleEngine, RuleEvaluation
+from serve.scoring.models import ANOMALY, XGBOOST, LoadedModel, Matrix, load_model, no_model
+from storage.store import Store
+
+# Transactions that are money movements awaiting (or re-awaiting) a decision.
+SCORABLE = frozenset({TransactionStatus.PENDING, TransactionStatus.SCORED})
+
+# Time an analyst has to look at an alert, by risk level.
+ALERT_SLA: Mapping[RiskLevel, timedelta] = {
+    RiskLevel.CRITICAL: timedelta(hours=4),
+    RiskLevel.HIGH: timedelta(hours=24),
+    RiskLevel.MEDIUM: timedelta(hours=72),
+    RiskLevel.LOW: timedelta(days=7),
+}
+
+
+class ContextSource(Protocol):
+    """Point-in-time contexts for a batch (Ray shards or in-process shards)."""
+
+    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]: ...
+
+
+def feature_matrix(
+    batch: Sequence[Transaction], contexts: Sequence[HistoryContext], params: FeatureParams
+) -> Matrix:
+    """Features of the batch, one row per transaction in ``FEATURE_NAMES`` order."""
+    if not batch:
+        return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
+    rows = [feature_vector(tx, ctx, params=params) for tx, ctx in zip(batch, contexts, strict=True)]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def rule_config_from(user_config: Mapping[str, Any]) -> RuleConfig:
+    """The rule configuration in a ``user_config`` (``rule_config`` key), or the defaults."""
+    raw = user_config.get("rule_config")
+    return RuleConfig.model_validate(raw) if raw else default_rule_config()
+
+
+def policy_config_from(user_config: Mapping[str, Any]) -> PolicyConfig:
+    """The policy configuration in a ``user_config`` (``policy`` key), or the defaults."""
+    raw = user_config.get("policy") or {}
+    validate = getattr(PolicyConfig, "model_validate", None)
+    if validate is not None:
+        return validate(raw)  # type: ignore[no-any-return]
+    return PolicyConfig(**raw)
+
+
+def feature_params_from(user_config: Mapping[str, Any]) -> FeatureParams:
+    """Feature parameters in a ``user_config`` (``features`` key), or the defaults."""
+    raw = dict(user_config.get("features") or {})
+    return FeatureParams(**raw)
+
+
+def model_from(user_config: Mapping[str, Any]) -> LoadedModel | None:
+    """The model named in a ``user_config`` (``model`` key: path or spec), or ``None``."""
+    spec = user_config.get("model")
+    return load_model(spec) if spec else None
+
+
+class ModelScorer:
+    """A scorer over a feature matrix that reports "no model" until a model is loaded."""
+
+    def __init__(self, scorer: str, model: LoadedModel | None = None) -> None:
+        self.scorer = scorer
+        self.model = model
+
+    def score(self, x: Matrix) -> list[ScorerResult]:
+        if self.model is None:
+            return no_model(self.scorer, len(x))
+        return self.model.score(x)
+
+
+def decide_batch(
+    batch: Sequence[Transaction],
+    rules: Sequence[RuleEvaluation],
+    anomaly: Sequence[ScorerResult],
+    xgboost: Sequence[ScorerResult],
+    *,
+    config: PolicyConfig,
+    decided_at: datetime,
+) -> list[Decision]:
+    """Apply the policy to every transaction of the batch."""
+    return [
+        decide(tx, r, (a, x), config=config, decided_at=decided_at)
+        for tx, r, a, x in zip(batch, rules, anomaly, xgboost, strict=True)
+    ]
+
+
+@dataclass
+class ScoringCore:
+    """Every scorer in one process: the fallback, and the reference the Serve path must match."""
+
+    rules: RuleEngine
+    anomaly: ModelScorer
+    xgboost: ModelScorer
+    policy: PolicyConfig
+    features: FeatureParams
+
+    @classmethod
+    def from_user_configs(
+        cls,
+        *,
+        rules: Mapping[str, Any] | None = None,
+        anomaly: Mapping[str, Any] | None = None,
+        xgboost: Mapping[str, Any] | None = None,
+        pipeline: Mapping[str, Any] | None = None,
+    ) -> ScoringCore:
+        """Build from the same ``user_config`` dicts the Serve deployments take."""
+        return cls(
+            rules=RuleEngine(rule_config_from(rules or {})),
+            anomaly=ModelScorer(ANOMALY, model_from(anomaly or {})),
+            xgboost=ModelScorer(XGBOOST, model_from(xgboost or {})),
+            policy=policy_config_from(pipeline or {}),
+            features=feature_params_from(pipeline or {}),
+        )
+
+    def score(
+        self,
+        batch: Sequence[Transaction],
+        contexts: Sequence[HistoryContext],
+        *,
+        decided_at: datetime,
+    ) -> list[Decision]:
+        """Decisions for a batch whose contexts are known."""
+        x = feature_matrix(batch, contexts, self.features)
+        evaluations = self.rules.evaluate_batch(list(zip(batch, contexts, strict=True)))
+        return decide_batch(
+            batch,
+            evaluations,
+            self.anomaly.score(x),
+            self.xgboost.score(x),
+            config=self.policy,
+            decided_at=decided_at,
+        )
+
+
+def scorable(txs: Sequence[Transaction]) -> list[Transaction]:
+    """Drop attempts and corrections (recorded, never scored) and repeats within the batch."""
+    seen: set[str] = set()
+    out = []
+    for tx in txs:
+        if tx.status in SCORABLE and tx.id not in seen:
+            seen.add(tx.id)
+            out.append(tx)
+    return out
+
+
+def alert_candidates(batch: Sequence[Transaction], decisions: Sequence[Decision]) -> list[Alert]:
+    """One candidate alert per customer with alerting decisions in the batch (grouped here,
+    then onto the customer's open alert by the store)."""
+    by_customer: dict[str, Alert] = {}
+    for tx, d in zip(batch, decisions, strict=True):
+        if not d.alert:
+            continue
+        rule_ids = tuple(h.rule_id for h in d.rule_hits)
+        candidate = Alert(
+            id=stable_id(tx.tenant, "alert", tx.id),
+            tenant=tx.tenant,
+            customer_key=tx.customer_key,
+            account_id=tx.account_id,
+            client_id=tx.client_id,
+            status=AlertStatus.OPEN,
+            risk_level=d.risk_level,
+            score=d.score,
+            transaction_ids=(tx.id,),
+            rule_ids=rule_ids,
+            created_at=d.decided_at,
+            updated_at=d.decided_at,
+            sla_due_at=d.decided_at + ALERT_SLA[d.risk_level],
+            title=_title(d),
+        )
+        prev = by_customer.get(tx.customer_key)
+        by_customer[tx.customer_key] = candidate if prev is None else _merge(prev, candidate)
+    return list(by_customer.values())
+
+
+_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2, RiskLevel.CRITICAL: 3}
+
+
+def _merge(a: Alert, b: Alert) -> Alert:
+    risk = max(a.risk_level, b.risk_level, key=_RANK.__getitem__)
+    return dataclasses.replace(
+        a,
+        transaction_ids=tuple(dict.fromkeys((*a.transaction_ids, *b.transaction_ids))),
+        rule_ids=tuple(dict.fromkeys((*a.rule_ids, *b.rule_ids))),
+        score=max(a.score, b.score),
+        risk_level=risk,
+        sla_due_at=min(a.sla_due_at, b.sla_due_at),
+        title=a.title if a.score >= b.score else b.title,
+    )
+
+
+def _title(d: Decision) -> str:
+    if d.rule_hits:
+        top = max(d.rule_hits, key=lambda h: h.severity)
+        return top.description or top.rule_id
+    if d.explanation:
+        return d.explanation.split("\n", 1)[0][:200]
+    return "Unusual activity"
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    decisions: int
+    alerts: tuple[str, ...]  # ids of the alerts created or grown
+    scored: int
+
+
+async def persist(
+    store: Store, batch: Sequence[Transaction], decisions: Sequence[Decision]
+) -> PersistResult:
+    """Store decisions (idempotent), group alerts per customer, mark transactions scored.
+
+    The order makes a retry safe: a decision stored twice is a duplicate, an alert attached
+    twice keeps its transaction once, and a transaction is marked scored last, so a crash
+    before that leaves it pending for the sweeper.
+    """
+    result = await store.decisions.insert_many(list(decisions))
+    alerts = await asyncio.gather(
+        *(store.alerts.attach_or_create(c) for c in alert_candidates(batch, decisions))
+    )
+    scored = await store.transactions.set_status(
+        [tx.id for tx in batch], TransactionStatus.SCORED, only_from=TransactionStatus.PENDING
+    )
+    return PersistResult(
+        decisions=len(result.inserted), alerts=tuple(a.id for a in alerts), scored=scored
+    )
+
+
+class InProcessScoring:
+    """``ScoringHandoff`` without Ray: the same scorers in this process (tests, fallback)."""
+
+    def __init__(self, store: Store, core: ScoringCore, state: ContextSource) -> None:
+        self.store = store
+        self.core = core
+        self.state = state
+
+    async def submit(self, txs: Sequence[Transaction]) -> None:
+        """Score ``txs`` and store the outcome (raising leaves them pending)."""
+        await self.score_and_store(txs)
+
+    async def score_and_store(self, txs: Sequence[Transaction]) -> list[Decision]:
+        batch = scorable(txs)
+        if not batch:
+            return []
+        contexts = await self.state.observe_and_context(batch)
+        decisions = self.core.score(batch, contexts, decided_at=utcnow())
+        await persist(self.store, batch, decisions)
+        return decisions
