@@ -217,7 +217,12 @@ def score_matrix(
     comps = np.clip(comps, 0.0, 1.0)
     weights = np.asarray(config.weights.as_tuple(), dtype=np.float64)
     penalty = config.round_trip_penalty * col("round_trip_score")
-    score = np.clip(comps @ weights - penalty, 0.0, 1.0)
+    # Column by column rather than a matrix product: BLAS sums in an order that depends on the
+    # number of rows, and a client's score must not depend on the size of its chunk.
+    weighted = np.zeros(comps.shape[0], dtype=np.float64)
+    for j in range(comps.shape[1]):
+        weighted = weighted + comps[:, j] * weights[j]
+    score = np.clip(weighted - penalty, 0.0, 1.0)
     return ScoreMatrix(components=comps, round_trip_penalty=penalty, score=score)
 
 
