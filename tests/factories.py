@@ -6,7 +6,30 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aml.domain import Direction, Transaction, TransactionType, stable_id
+from aml.domain import (
+    Alert,
+    AlertStatus,
+    Case,
+    CaseNote,
+    CaseStatus,
+    CreditProfile,
+    CreditRecommendation,
+    CreditRequest,
+    CreditRequestStatus,
+    CreditTier,
+    Decision,
+    Direction,
+    FeatureContribution,
+    ModelRecord,
+    RiskLevel,
+    Role,
+    RuleHit,
+    ScorerResult,
+    Transaction,
+    TransactionType,
+    User,
+    stable_id,
+)
 
 _seq = itertools.count(1)
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
@@ -33,3 +56,170 @@ def make_tx(**overrides: Any) -> Transaction:
     }
     fields.update(overrides)
     return Transaction(**fields)
+
+
+def make_decision(**overrides: Any) -> Decision:
+    """A decision with every nested type filled (scorers, contributions, rule hits)."""
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "transaction_id": stable_id("tx", n),
+        "tenant": "default",
+        "score": 0.82,
+        "risk_level": RiskLevel.HIGH,
+        "alert": True,
+        "decided_at": T0 + timedelta(minutes=n, seconds=2),
+        "scorers": (
+            ScorerResult(
+                scorer="rules",
+                available=True,
+                score=0.9,
+                contributions=(
+                    FeatureContribution(feature="amount_z", value=4.5, contribution=0.6),
+                ),
+            ),
+            ScorerResult(scorer="xgboost", available=False, reason="no model"),
+        ),
+        "rule_hits": (
+            RuleHit(
+                rule_id="R001",
+                category="structuring",
+                severity=0.8,
+                values={"count": 5, "window": "24h", "threshold": 1000.5},
+                description="many deposits just under the limit",
+            ),
+        ),
+        "feature_set_version": "fs-1",
+        "rule_config_version": 3,
+        "shadow_scores": {"xgboost-v2": 0.4},
+        "explanation": "structuring pattern",
+    }
+    fields.update(overrides)
+    return Decision(**fields)
+
+
+def make_alert(**overrides: Any) -> Alert:
+    n = next(_seq)
+    account_id = overrides.pop("account_id", f"savings:{n}")
+    tenant = overrides.get("tenant", "default")
+    created = overrides.pop("created_at", T0 + timedelta(minutes=n))
+    fields: dict[str, Any] = {
+        "id": stable_id("alert", n),
+        "tenant": tenant,
+        "customer_key": f"{tenant}|{account_id}",
+        "account_id": account_id,
+        "client_id": "7",
+        "status": AlertStatus.OPEN,
+        "risk_level": RiskLevel.MEDIUM,
+        "score": 0.6,
+        "transaction_ids": (stable_id("tx", n),),
+        "rule_ids": ("R001",),
+        "created_at": created,
+        "updated_at": created,
+        "sla_due_at": created + timedelta(hours=24),
+        "title": "Structuring",
+    }
+    fields.update(overrides)
+    return Alert(**fields)
+
+
+def make_note(**overrides: Any) -> CaseNote:
+    n = next(_seq)
+    fields: dict[str, Any] = {"author": "ana", "at": T0 + timedelta(minutes=n), "text": f"n{n}"}
+    fields.update(overrides)
+    return CaseNote(**fields)
+
+
+def make_case(**overrides: Any) -> Case:
+    n = next(_seq)
+    created = overrides.pop("created_at", T0 + timedelta(minutes=n))
+    fields: dict[str, Any] = {
+        "id": stable_id("case", n),
+        "number": "",
+        "tenant": "default",
+        "title": f"Investigation {n}",
+        "status": CaseStatus.OPEN,
+        "created_by": "ana",
+        "created_at": created,
+        "updated_at": created,
+        "sla_due_at": created + timedelta(days=7),
+    }
+    fields.update(overrides)
+    return Case(**fields)
+
+
+def make_user(**overrides: Any) -> User:
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "id": stable_id("user", n),
+        "username": f"user{n}",
+        "role": Role.ANALYST,
+        "password_hash": "$argon2id$v=19$placeholder",
+        "active": True,
+        "created_at": T0,
+        "full_name": f"User {n}",
+        "email": f"user{n}@example.org",
+    }
+    fields.update(overrides)
+    return User(**fields)
+
+
+def make_credit_profile(**overrides: Any) -> CreditProfile:
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "tenant": "default",
+        "client_id": str(n),
+        "score": 0.7,
+        "tier": CreditTier.B,
+        "limit_minor": 250_000,
+        "currency": "XAF",
+        "components": {"repayment": 0.8, "savings": 0.6},
+        "features": {"avg_balance": 1200.5, "days_overdue": None},
+        "computed_at": T0,
+        "reasons": ("steady savings",),
+        "cluster_id": 2,
+        "cluster_tier": CreditTier.C,
+    }
+    fields.update(overrides)
+    return CreditProfile(**fields)
+
+
+def make_credit_request(**overrides: Any) -> CreditRequest:
+    n = next(_seq)
+    submitted = overrides.pop("submitted_at", T0 + timedelta(minutes=n))
+    fields: dict[str, Any] = {
+        "id": stable_id("credit", n),
+        "tenant": "default",
+        "client_id": "7",
+        "amount_minor": 100_000,
+        "currency": "XAF",
+        "status": CreditRequestStatus.PENDING_REVIEW,
+        "recommendation": CreditRecommendation.APPROVE,
+        "reasons": ("within limit",),
+        "score_at_request": 0.7,
+        "tier_at_request": CreditTier.B,
+        "limit_at_request_minor": 250_000,
+        "inflation_flag": False,
+        "submitted_by": "ana",
+        "submitted_at": submitted,
+        "expires_at": submitted + timedelta(days=7),
+    }
+    fields.update(overrides)
+    return CreditRequest(**fields)
+
+
+def make_model(**overrides: Any) -> ModelRecord:
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "id": stable_id("model", n),
+        "kind": "xgboost",
+        "version": f"v{n}",
+        "feature_set_version": "fs-1",
+        "features": ("amount_z", "velocity_1h"),
+        "metrics": {"auc_pr": 0.61},
+        "artifact_uri": f"mlflow-artifacts:/models/{n}",
+        "stage": "candidate",
+        "created_at": T0 + timedelta(minutes=n),
+        "params": {"max_depth": 6, "eta": 0.1},
+    }
+    fields.update(overrides)
+    return ModelRecord(**fields)
