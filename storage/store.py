@@ -11,8 +11,18 @@ from pymongo import AsyncMongoClient
 from aml.settings import Settings
 from storage import embedded
 from storage.client import Document, make_client
+from storage.repositories.alerts import AlertRepository
+from storage.repositories.audit_log import AuditLogRepository
+from storage.repositories.base import Repository
+from storage.repositories.cases import CaseRepository
+from storage.repositories.credit_profiles import CreditProfileRepository
+from storage.repositories.credit_requests import CreditRequestRepository
+from storage.repositories.decisions import DecisionRepository
 from storage.repositories.ingest_log import IngestLogRepository
+from storage.repositories.models import ModelRepository
+from storage.repositories.rule_config import RuleConfigRepository
 from storage.repositories.transactions import TransactionRepository
+from storage.repositories.users import UserRepository
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -26,18 +36,48 @@ class Store:
     db: AsyncDatabase[Document]
     transactions: TransactionRepository = field(init=False)
     ingest_log: IngestLogRepository = field(init=False)
+    decisions: DecisionRepository = field(init=False)
+    alerts: AlertRepository = field(init=False)
+    cases: CaseRepository = field(init=False)
+    users: UserRepository = field(init=False)
+    audit_log: AuditLogRepository = field(init=False)
+    credit_profiles: CreditProfileRepository = field(init=False)
+    credit_requests: CreditRequestRepository = field(init=False)
+    models: ModelRepository = field(init=False)
+    rule_config: RuleConfigRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.transactions = TransactionRepository(self.db)
         self.ingest_log = IngestLogRepository(self.db)
+        self.decisions = DecisionRepository(self.db)
+        self.alerts = AlertRepository(self.db)
+        self.cases = CaseRepository(self.db)
+        self.users = UserRepository(self.db)
+        self.audit_log = AuditLogRepository(self.db)
+        self.credit_profiles = CreditProfileRepository(self.db)
+        self.credit_requests = CreditRequestRepository(self.db)
+        self.models = ModelRepository(self.db)
+        self.rule_config = RuleConfigRepository(self.db)
 
     @property
-    def repositories(self) -> list[object]:
-        return [self.transactions, self.ingest_log]
+    def repositories(self) -> list[Repository]:
+        return [
+            self.transactions,
+            self.ingest_log,
+            self.decisions,
+            self.alerts,
+            self.cases,
+            self.users,
+            self.audit_log,
+            self.credit_profiles,
+            self.credit_requests,
+            self.models,
+            self.rule_config,
+        ]
 
     async def ensure_indexes(self) -> None:
         for repo in self.repositories:
-            await repo.ensure_indexes()  # type: ignore[attr-defined]
+            await repo.ensure_indexes()
 
     async def ping(self) -> bool:
         try:

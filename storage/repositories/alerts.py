@@ -1,0 +1,353 @@
+"""``alerts``: one open alert per customer; later risky transactions are grouped onto it.
+
+Grouping guard: while an alert is open its ``open_key`` is ``tenant|customer_key``; once closed
+it becomes ``closed|<id>``. A unique index on ``open_key`` therefore allows at most one open alert
+per customer, even when two scorer replicas raise one at the same instant.
+
+Changes are written as whole-document replacements guarded by a revision number (``rev``):
+standard MongoDB, race-safe, and it keeps datetimes typed on every server we support (update
+operators that write dates are not portable to the embedded store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from aml.domain import Alert, AlertStatus, AnalystDecision, RiskLevel
+from aml.errors import Conflict, NotFound
+from storage.codec import from_doc, to_doc
+from storage.repositories.base import Document, Repository
+
+AlertSort = Literal["created_at", "score", "updated_at", "sla_due_at"]
+Escalate = Literal["escalate"]
+
+_RISK_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2, RiskLevel.CRITICAL: 3}
+_CLOSED_BY = {
+    AnalystDecision.LEGITIMATE: AlertStatus.CLOSED_LEGITIMATE,
+    AnalystDecision.SUSPICIOUS: AlertStatus.CLOSED_SUSPICIOUS,
+    AnalystDecision.CONFIRMED_FRAUD: AlertStatus.CLOSED_FRAUD,
+}
+OPEN_STATUSES = tuple(s for s in AlertStatus if s.is_open)
+_MAX_RETRIES = 50
+
+
+def open_key(alert: Alert) -> str:
+    """Value of the grouping guard for ``alert`` (unique among all alerts)."""
+    if alert.status.is_open:
+        return f"{alert.tenant}|{alert.customer_key}"
+    return f"closed|{alert.id}"
+
+
+def _merge(ids: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:
+    seen = dict.fromkeys(ids)
+    seen.update(dict.fromkeys(more))
+    return tuple(seen)
+
+
+def _grouped(current: Alert, candidate: Alert) -> Alert:
+    risk = max(current.risk_level, candidate.risk_level, key=_RISK_RANK.__getitem__)
+    return dataclasses.replace(
+        current,
+        transaction_ids=_merge(current.transaction_ids, candidate.transaction_ids),
+        rule_ids=_merge(current.rule_ids, candidate.rule_ids),
+        score=max(current.score, candidate.score),
+        risk_level=risk,
+        updated_at=max(current.updated_at, candidate.updated_at),
+        # A riskier transaction may shorten the deadline, never extend it.
+        sla_due_at=min(current.sla_due_at, candidate.sla_due_at),
+    )
+
+
+class AlertRepository(Repository):
+    collection_name = "alerts"
+    indexes = (
+        IndexModel([("open_key", ASCENDING)], unique=True),
+        IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
+        IndexModel(
+            [("tenant", ASCENDING), ("customer_key", ASCENDING), ("created_at", DESCENDING)]
+        ),
+        IndexModel([("risk_level", ASCENDING), ("created_at", DESCENDING)]),
+        IndexModel([("assignee", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("rule_ids", ASCENDING)]),
+        IndexModel([("decided_at", ASCENDING)]),
+        IndexModel([("case_id", ASCENDING)]),
+    )
+
+    @staticmethod
+    def _doc(alert: Alert, rev: int) -> Document:
+        doc = to_doc(alert)
+        doc["open_key"] = open_key(alert)
+        doc["rev"] = rev
+        return doc
+
+    async def create(self, alert: Alert) -> Alert:
+        """Insert ``alert``; Conflict if its id exists or its customer already has an open one."""
+        try:
+            await self.col.insert_one(self._doc(alert, 0))
+        except DuplicateKeyError as exc:
+            raise Conflict("alert exists", alert_id=alert.id) from exc
+        return alert
+
+    async def get(self, alert_id: str) -> Alert | None:
+        doc = await self.col.find_one({"_id": alert_id})
+        return from_doc(Alert, doc) if doc else None
+
+    async def get_or_raise(self, alert_id: str) -> Alert:
+        alert = await self.get(alert_id)
+        if alert is None:
+            raise NotFound("alert not found", alert_id=alert_id)
+        return alert
+
+    async def get_open_for_customer(self, *, tenant: str, customer_key: str) -> Alert | None:
+        doc = await self.col.find_one({"open_key": f"{tenant}|{customer_key}"})
+        return from_doc(Alert, doc) if doc else None
+
+    async def _replace(self, doc: Document, alert: Alert) -> bool:
+        rev = int(doc.get("rev", 0))
+        result = await self.col.replace_one(
+            {"_id": doc["_id"], "rev": rev}, self._doc(alert, rev + 1)
+        )
+        return result.matched_count == 1
+
+    async def _update(self, alert_id: str, change: Callable[[Alert], Alert]) -> Alert:
+        """Apply ``change`` to the stored alert, retrying when someone else wrote in between."""
+        for _ in range(_MAX_RETRIES):
+            doc = await self.col.find_one({"_id": alert_id})
+            if doc is None:
+                raise NotFound("alert not found", alert_id=alert_id)
+            updated = change(from_doc(Alert, doc))
+            if await self._replace(doc, updated):
+                return updated
+        raise Conflict("alert is being changed concurrently", alert_id=alert_id)
+
+    async def attach_or_create(self, candidate: Alert) -> Alert:
+        """Group ``candidate`` onto the customer's open alert, or store it as a new alert.
+
+        The open alert gains the candidate's transaction and rule ids (no duplicates), the higher
+        score and risk level, and a bumped ``updated_at``. Returns the stored alert: its id is the
+        candidate's id exactly when a new alert was created.
+        """
+        key = f"{candidate.tenant}|{candidate.customer_key}"
+        for _ in range(_MAX_RETRIES):
+            doc = await self.col.find_one({"open_key": key})
+            if doc is not None:
+                grouped = _grouped(from_doc(Alert, doc), candidate)
+                if await self._replace(doc, grouped):
+                    return grouped
+                continue  # changed or closed meanwhile: look again
+            try:
+                await self.col.insert_one(self._doc(candidate, 0))
+                return candidate
+            except DuplicateKeyError:
+                continue  # another writer opened one first: group onto it
+        raise Conflict("alert grouping kept colliding", customer_key=candidate.customer_key)
+
+    async def assign(self, alert_id: str, *, assignee: str | None, at: datetime) -> Alert:
+        """Set (or clear, with None) the analyst working on the alert."""
+        return await self._update(
+            alert_id, lambda a: dataclasses.replace(a, assignee=assignee, updated_at=at)
+        )
+
+    async def assign_many(
+        self, alert_ids: Sequence[str], *, assignee: str | None, at: datetime
+    ) -> list[Alert]:
+        """Bulk assignment; unknown ids are skipped. Returns the alerts that were assigned."""
+        done: list[Alert] = []
+        for alert_id in dict.fromkeys(alert_ids):
+            try:
+                done.append(await self.assign(alert_id, assignee=assignee, at=at))
+            except NotFound:
+                continue
+        return done
+
+    async def decide(
+        self,
+        alert_id: str,
+        *,
+        decision: AnalystDecision | Escalate,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+    ) -> Alert:
+        """Record an analyst's verdict and close the alert (or escalate it).
+
+        Raises:
+            NotFound: no such alert.
+            Conflict: the alert is already closed.
+        """
+
+        def change(alert: Alert) -> Alert:
+            if not alert.status.is_open:
+                raise Conflict("alert is closed", alert_id=alert_id, status=alert.status.value)
+            if decision == "escalate":
+                return dataclasses.replace(
+                    alert, status=AlertStatus.ESCALATED, decision_note=note, updated_at=at
+                )
+            return dataclasses.replace(
+                alert,
+                status=_CLOSED_BY[decision],
+                decision=decision,
+                decision_note=note,
+                decided_by=by,
+                decided_at=at,
+                updated_at=at,
+            )
+
+        return await self._update(alert_id, change)
+
+    async def set_status(self, alert_id: str, *, status: AlertStatus, at: datetime) -> Alert:
+        """Move an open alert between open states (e.g. open -> under_review)."""
+
+        def change(alert: Alert) -> Alert:
+            if not (alert.status.is_open and status.is_open):
+                raise Conflict("use decide to close an alert", alert_id=alert_id)
+            return dataclasses.replace(alert, status=status, updated_at=at)
+
+        return await self._update(alert_id, change)
+
+    async def set_case(
+        self, alert_ids: Sequence[str], *, case_id: str | None, at: datetime
+    ) -> list[Alert]:
+        """Link alerts to a case (None unlinks). Unknown ids are skipped."""
+        done: list[Alert] = []
+        for alert_id in dict.fromkeys(alert_ids):
+            try:
+                done.append(
+                    await self._update(
+                        alert_id, lambda a: dataclasses.replace(a, case_id=case_id, updated_at=at)
+                    )
+                )
+            except NotFound:
+                continue
+        return done
+
+    async def list_(
+        self,
+        *,
+        tenant: str | None = None,
+        statuses: Sequence[AlertStatus] | None = None,
+        risk_levels: Sequence[RiskLevel] | None = None,
+        rule_id: str | None = None,
+        assignee: str | None = None,
+        customer_key: str | None = None,
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+        sort: AlertSort = "created_at",
+        descending: bool = True,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Alert], int]:
+        """Filtered page of alerts and the total matching count.
+
+        ``created_before`` doubles as a minimum age (pass ``now - age``). Ties are broken by id so
+        pages never overlap.
+        """
+        query: dict[str, Any] = {}
+        if tenant is not None:
+            query["tenant"] = tenant
+        if statuses:
+            query["status"] = {"$in": [s.value for s in statuses]}
+        if risk_levels:
+            query["risk_level"] = {"$in": [r.value for r in risk_levels]}
+        if rule_id is not None:
+            # ``$in`` rather than a bare value: the embedded store's index lookup on array
+            # fields misses bare-value matches; both forms mean the same to MongoDB.
+            query["rule_ids"] = {"$in": [rule_id]}
+        if assignee is not None:
+            query["assignee"] = assignee
+        if customer_key is not None:
+            query["customer_key"] = customer_key
+        created: dict[str, datetime] = {}
+        if created_from is not None:
+            created["$gte"] = created_from
+        if created_before is not None:
+            created["$lt"] = created_before
+        if created:
+            query["created_at"] = created
+        direction = DESCENDING if descending else ASCENDING
+        total = await self.col.count_documents(query)
+        cursor = (
+            self.col.find(query)
+            .sort([(sort, direction), ("_id", direction)])
+            .skip(skip)
+            .limit(limit)
+        )
+        return [from_doc(Alert, d) async for d in cursor], int(total)
+
+    async def related(
+        self, customer_key: str, *, tenant: str | None = None, limit: int = 50
+    ) -> list[Alert]:
+        """Every alert of the customer, newest first (for the alert detail page)."""
+        page, _ = await self.list_(tenant=tenant, customer_key=customer_key, limit=limit)
+        return page
+
+    async def labels(
+        self, *, since: datetime | None = None
+    ) -> list[tuple[tuple[str, ...], AnalystDecision]]:
+        """(transaction ids, verdict) of every decided alert, oldest decision first: the
+        training labels."""
+        query: dict[str, Any] = {"decision": {"$in": [d.value for d in AnalystDecision]}}
+        if since is not None:
+            query["decided_at"] = {"$gte": since}
+        cursor = self.col.find(query, {"transaction_ids": 1, "decision": 1}).sort(
+            [("decided_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        return [
+            (tuple(str(t) for t in d.get("transaction_ids", [])), AnalystDecision(d["decision"]))
+            async for d in cursor
+        ]
+
+    async def _count_by(self, field: str, match: dict[str, Any]) -> dict[str, int]:
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ]
+        cursor = await self.col.aggregate(pipeline)
+        return {str(d["_id"]): int(d["n"]) async for d in cursor}
+
+    async def count_by_status(self, *, tenant: str | None = None) -> dict[AlertStatus, int]:
+        """Number of alerts per status (every status present, zero when none)."""
+        counts = await self._count_by("status", {"tenant": tenant} if tenant else {})
+        return {s: counts.get(s.value, 0) for s in AlertStatus}
+
+    async def count_by_risk_level(
+        self, *, tenant: str | None = None, open_only: bool = True
+    ) -> dict[RiskLevel, int]:
+        """Number of alerts per risk level, by default of open alerts only."""
+        match: dict[str, Any] = {"tenant": tenant} if tenant else {}
+        if open_only:
+            match["status"] = {"$in": [s.value for s in OPEN_STATUSES]}
+        counts = await self._count_by("risk_level", match)
+        return {r: counts.get(r.value, 0) for r in RiskLevel}
+
+    async def count_by_day(
+        self, *, since: datetime, until: datetime, tenant: str | None = None
+    ) -> list[tuple[date, int]]:
+        """Alerts created per UTC day in [since, until), days without alerts omitted."""
+        # Bounds as separate ``$and`` clauses: the embedded store evaluates a combined date
+        # range inside ``$match`` wrongly, while this equivalent form is right everywhere.
+        clauses: list[dict[str, Any]] = [
+            {"created_at": {"$gte": since}},
+            {"created_at": {"$lt": until}},
+        ]
+        if tenant is not None:
+            clauses.append({"tenant": tenant})
+        match = {"$and": clauses}
+        day = {"$dateToString": {"date": "$created_at", "format": "%Y-%m-%d"}}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$group": {"_id": day, "n": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ]
+        cursor = await self.col.aggregate(pipeline)
+        return [(date.fromisoformat(str(d["_id"])), int(d["n"])) async for d in cursor]
+
+    async def count(self, query: dict[str, Any] | None = None) -> int:
+        return int(await self.col.count_documents(query or {}))
