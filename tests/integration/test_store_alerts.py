@@ -1,0 +1,202 @@
+"""Storage conformance: alerts (grouping, decisions, filters, overview counts, labels)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+
+import pytest
+
+from aml.domain import AlertStatus, AnalystDecision, RiskLevel
+from aml.errors import Conflict, NotFound
+from storage.store import Store
+from tests.factories import T0, make_alert
+
+pytestmark = pytest.mark.integration
+
+
+async def test_round_trip_keeps_every_field(store: Store) -> None:
+    alert = make_alert(assignee="ana", case_id="c1", rule_ids=("R001", "R007"))
+    await store.alerts.create(alert)
+    got = await store.alerts.get(alert.id)
+    assert got == alert
+    assert got is not None and got.created_at.tzinfo is not None
+    assert await store.alerts.get("nope") is None
+    with pytest.raises(NotFound):
+        await store.alerts.get_or_raise("nope")
+
+
+async def test_second_open_alert_for_a_customer_is_grouped(store: Store) -> None:
+    first = make_alert(account_id="savings:1", transaction_ids=("t1",), rule_ids=("R1",))
+    second = make_alert(
+        account_id="savings:1",
+        transaction_ids=("t2", "t1"),
+        rule_ids=("R2", "R1"),
+        score=0.95,
+        risk_level=RiskLevel.CRITICAL,
+        updated_at=first.updated_at + timedelta(minutes=5),
+    )
+    assert (await store.alerts.attach_or_create(first)).id == first.id
+    grouped = await store.alerts.attach_or_create(second)
+    assert grouped.id == first.id
+    assert grouped.transaction_ids == ("t1", "t2")
+    assert grouped.rule_ids == ("R1", "R2")
+    assert grouped.score == 0.95 and grouped.risk_level is RiskLevel.CRITICAL
+    assert grouped.updated_at == first.updated_at + timedelta(minutes=5)
+    assert await store.alerts.get(first.id) == grouped
+    assert await store.alerts.count() == 1
+
+
+async def test_lower_risk_transaction_never_lowers_the_alert(store: Store) -> None:
+    first = make_alert(account_id="savings:2", score=0.9, risk_level=RiskLevel.HIGH)
+    await store.alerts.attach_or_create(first)
+    grouped = await store.alerts.attach_or_create(
+        make_alert(account_id="savings:2", score=0.5, risk_level=RiskLevel.LOW)
+    )
+    assert grouped.score == 0.9 and grouped.risk_level is RiskLevel.HIGH
+
+
+async def test_concurrent_alerts_for_one_customer_end_as_one(store: Store) -> None:
+    candidates = [make_alert(account_id="savings:3", transaction_ids=(f"t{i}",)) for i in range(6)]
+    await asyncio.gather(*(store.alerts.attach_or_create(c) for c in candidates))
+    alerts, total = await store.alerts.list_(statuses=[AlertStatus.OPEN])
+    assert total == 1
+    assert sorted(alerts[0].transaction_ids) == [f"t{i}" for i in range(6)]
+
+
+async def test_closed_alert_is_not_grouped_onto(store: Store) -> None:
+    first = make_alert(account_id="savings:4")
+    await store.alerts.attach_or_create(first)
+    closed = await store.alerts.decide(
+        first.id, decision=AnalystDecision.LEGITIMATE, by="ana", at=T0, note="salary"
+    )
+    assert closed.status is AlertStatus.CLOSED_LEGITIMATE
+    assert closed.decided_by == "ana" and closed.decided_at == T0
+    second = make_alert(account_id="savings:4")
+    assert (await store.alerts.attach_or_create(second)).id == second.id
+    with pytest.raises(Conflict):
+        await store.alerts.create(make_alert(account_id="savings:4"))
+    assert await store.alerts.count() == 2
+
+
+async def test_decisions_map_to_statuses_and_closed_alerts_stay_closed(store: Store) -> None:
+    a, b, c = (make_alert() for _ in range(3))
+    for alert in (a, b, c):
+        await store.alerts.create(alert)
+    s = await store.alerts.decide(a.id, decision=AnalystDecision.SUSPICIOUS, by="x", at=T0)
+    f = await store.alerts.decide(b.id, decision=AnalystDecision.CONFIRMED_FRAUD, by="x", at=T0)
+    e = await store.alerts.decide(c.id, decision="escalate", by="x", at=T0, note="look")
+    assert s.status is AlertStatus.CLOSED_SUSPICIOUS
+    assert f.status is AlertStatus.CLOSED_FRAUD
+    assert e.status is AlertStatus.ESCALATED and e.decision is None
+    with pytest.raises(Conflict):
+        await store.alerts.decide(a.id, decision=AnalystDecision.LEGITIMATE, by="y", at=T0)
+    # An escalated alert is still open: a new transaction of that customer joins it.
+    joined = await store.alerts.attach_or_create(
+        make_alert(account_id=c.account_id, transaction_ids=("late",))
+    )
+    assert joined.id == c.id and "late" in joined.transaction_ids
+
+
+async def test_assign_single_and_bulk_and_link_case(store: Store) -> None:
+    alerts = [make_alert() for _ in range(3)]
+    for alert in alerts:
+        await store.alerts.create(alert)
+    one = await store.alerts.assign(alerts[0].id, assignee="ana", at=T0 + timedelta(hours=1))
+    assert one.assignee == "ana" and one.updated_at == T0 + timedelta(hours=1)
+    many = await store.alerts.assign_many(
+        [alerts[1].id, alerts[2].id, "missing"], assignee="bob", at=T0
+    )
+    assert {a.id for a in many} == {alerts[1].id, alerts[2].id}
+    _, bobs = await store.alerts.list_(assignee="bob")
+    assert bobs == 2
+    linked = await store.alerts.set_case([alerts[0].id], case_id="case-1", at=T0)
+    assert linked[0].case_id == "case-1"
+    with pytest.raises(NotFound):
+        await store.alerts.assign("missing", assignee="x", at=T0)
+
+
+async def test_filters_sort_and_pagination(store: Store) -> None:
+    made = [
+        make_alert(
+            created_at=T0 + timedelta(hours=i),
+            score=round(0.1 * (i % 5), 2),
+            risk_level=RiskLevel.HIGH if i % 2 else RiskLevel.LOW,
+            rule_ids=("R9",) if i < 3 else ("R1",),
+            tenant="t2" if i == 9 else "default",
+        )
+        for i in range(10)
+    ]
+    for alert in made:
+        await store.alerts.create(alert)
+    page, total = await store.alerts.list_(skip=2, limit=3)
+    assert total == 10
+    assert [a.created_at for a in page] == [T0 + timedelta(hours=h) for h in (7, 6, 5)]
+    oldest, _ = await store.alerts.list_(descending=False, limit=1)
+    assert oldest[0].id == made[0].id
+    by_score, _ = await store.alerts.list_(sort="score", limit=10)
+    assert [a.score for a in by_score] == sorted((a.score for a in made), reverse=True)
+    high, n_high = await store.alerts.list_(risk_levels=[RiskLevel.HIGH])
+    assert n_high == 5 and all(a.risk_level is RiskLevel.HIGH for a in high)
+    by_rule, n_rule = await store.alerts.list_(rule_id="R9")
+    assert n_rule == 3 and {a.id for a in by_rule} == {a.id for a in made[:3]}
+    _, n_tenant = await store.alerts.list_(tenant="t2")
+    assert n_tenant == 1
+    _, n_window = await store.alerts.list_(
+        created_from=T0 + timedelta(hours=2), created_before=T0 + timedelta(hours=5)
+    )
+    assert n_window == 3
+    pages = [
+        a.id
+        for skip in range(0, 10, 4)
+        for a in (await store.alerts.list_(sort="score", skip=skip, limit=4))[0]
+    ]
+    assert sorted(pages) == sorted(a.id for a in made)
+
+
+async def test_overview_counts(store: Store) -> None:
+    day1 = [make_alert(created_at=T0 + timedelta(minutes=i)) for i in range(3)]
+    day2 = [
+        make_alert(created_at=T0 + timedelta(days=1, minutes=i), risk_level=RiskLevel.CRITICAL)
+        for i in range(2)
+    ]
+    for alert in [*day1, *day2]:
+        await store.alerts.create(alert)
+    await store.alerts.decide(day1[0].id, decision=AnalystDecision.LEGITIMATE, by="a", at=T0)
+    by_status = await store.alerts.count_by_status()
+    assert by_status[AlertStatus.OPEN] == 4
+    assert by_status[AlertStatus.CLOSED_LEGITIMATE] == 1
+    assert by_status[AlertStatus.CLOSED_FRAUD] == 0
+    by_risk = await store.alerts.count_by_risk_level()
+    assert by_risk == {
+        RiskLevel.LOW: 0,
+        RiskLevel.MEDIUM: 2,
+        RiskLevel.HIGH: 0,
+        RiskLevel.CRITICAL: 2,
+    }
+    by_day = await store.alerts.count_by_day(
+        since=T0 - timedelta(days=1), until=T0 + timedelta(days=3)
+    )
+    assert by_day == [(date(2026, 1, 15), 3), (date(2026, 1, 16), 2)]
+
+
+async def test_labels_and_related(store: Store) -> None:
+    a = make_alert(account_id="savings:50", transaction_ids=("t1", "t2"))
+    b = make_alert(account_id="savings:51", transaction_ids=("t3",))
+    await store.alerts.create(a)
+    await store.alerts.create(b)
+    await store.alerts.decide(
+        a.id, decision=AnalystDecision.CONFIRMED_FRAUD, by="x", at=T0 + timedelta(days=1)
+    )
+    await store.alerts.decide(b.id, decision=AnalystDecision.LEGITIMATE, by="x", at=T0)
+    assert await store.alerts.labels() == [
+        (("t3",), AnalystDecision.LEGITIMATE),
+        (("t1", "t2"), AnalystDecision.CONFIRMED_FRAUD),
+    ]
+    assert await store.alerts.labels(since=T0 + timedelta(hours=1)) == [
+        (("t1", "t2"), AnalystDecision.CONFIRMED_FRAUD)
+    ]
+    again = make_alert(account_id="savings:50")
+    await store.alerts.attach_or_create(again)
+    related = await store.alerts.related(a.customer_key)
+    assert {r.id for r in related} == {a.id, again.id}
