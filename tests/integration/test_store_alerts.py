@@ -110,6 +110,8 @@ async def test_assign_single_and_bulk_and_link_case(store: Store) -> None:
     assert {a.id for a in many} == {alerts[1].id, alerts[2].id}
     _, bobs = await store.alerts.list_(assignee="bob")
     assert bobs == 2
+    touched, _ = await store.alerts.list_(sort="updated_at", limit=1)
+    assert touched[0].id == alerts[0].id
     linked = await store.alerts.set_case([alerts[0].id], case_id="case-1", at=T0)
     assert linked[0].case_id == "case-1"
     with pytest.raises(NotFound):

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_create_numbers_per_year_and_round_trips(store: Store) -> None:
-    first = await store.cases.create(make_case(client_id="7", alert_ids=("a1",)))
+    first = await store.cases.create(
+        make_case(client_id="7", alert_ids=("a1",), notes=(make_note(),), assignee="ana")
+    )
     second = await store.cases.create(make_case())
     next_year = await store.cases.create(make_case(created_at=datetime(2027, 1, 2, tzinfo=UTC)))
     assert (first.number, second.number) == ("CASE-2026-000001", "CASE-2026-000002")
