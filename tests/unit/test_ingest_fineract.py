@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -70,6 +71,10 @@ def tx_of(event: ParsedEvent) -> Transaction:
 
 def java_double(value: float) -> str:
     """Java's Double.toString: plain between 1e-3 and 1e7, else computerised scientific."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
     if value == 0 or 1e-3 <= abs(value) < 1e7:
         text = repr(float(value))
         return text if "." in text else text + ".0"
