@@ -238,6 +238,7 @@ class AlertRepository(Repository):
         customer_key: str | None = None,
         created_from: datetime | None = None,
         created_before: datetime | None = None,
+        sla_due_before: datetime | None = None,
         sort: AlertSort = "created_at",
         descending: bool = True,
         skip: int = 0,
@@ -245,8 +246,8 @@ class AlertRepository(Repository):
     ) -> tuple[list[Alert], int]:
         """Filtered page of alerts and the total matching count.
 
-        ``created_before`` doubles as a minimum age (pass ``now - age``). Ties are broken by id so
-        pages never overlap.
+        ``created_before`` doubles as a minimum age (pass ``now - age``); ``sla_due_before=now``
+        lists overdue alerts. Ties are broken by id so pages never overlap.
         """
         query: dict[str, Any] = {}
         if tenant is not None:
@@ -270,6 +271,8 @@ class AlertRepository(Repository):
             created["$lt"] = created_before
         if created:
             query["created_at"] = created
+        if sla_due_before is not None:
+            query["sla_due_at"] = {"$lt": sla_due_before}
         direction = DESCENDING if descending else ASCENDING
         total = await self.col.count_documents(query)
         cursor = (
@@ -279,6 +282,16 @@ class AlertRepository(Repository):
             .limit(limit)
         )
         return [from_doc(Alert, d) async for d in cursor], int(total)
+
+    async def count_overdue(self, *, now: datetime, tenant: str | None = None) -> int:
+        """Open alerts whose SLA deadline has passed at ``now``."""
+        query: dict[str, Any] = {
+            "status": {"$in": [s.value for s in OPEN_STATUSES]},
+            "sla_due_at": {"$lt": now},
+        }
+        if tenant is not None:
+            query["tenant"] = tenant
+        return int(await self.col.count_documents(query))
 
     async def related(
         self, customer_key: str, *, tenant: str | None = None, limit: int = 50

@@ -9,6 +9,7 @@ import pytest
 
 from aml.domain import AlertStatus, AnalystDecision, RiskLevel
 from aml.errors import Conflict, NotFound
+from storage.repositories.alerts import OPEN_STATUSES
 from storage.store import Store
 from tests.factories import T0, make_alert
 
@@ -202,3 +203,16 @@ async def test_labels_and_related(store: Store) -> None:
     await store.alerts.attach_or_create(again)
     related = await store.alerts.related(a.customer_key)
     assert {r.id for r in related} == {a.id, again.id}
+
+
+async def test_overdue_alerts_are_open_ones_past_their_deadline(store: Store) -> None:
+    late = make_alert(sla_due_at=T0)
+    late_closed = make_alert(sla_due_at=T0)
+    on_time = make_alert(sla_due_at=T0 + timedelta(days=2))
+    for alert in (late, late_closed, on_time):
+        await store.alerts.create(alert)
+    await store.alerts.decide(late_closed.id, decision=AnalystDecision.LEGITIMATE, by="x", at=T0)
+    now = T0 + timedelta(days=1)
+    assert await store.alerts.count_overdue(now=now) == 1
+    overdue, total = await store.alerts.list_(statuses=OPEN_STATUSES, sla_due_before=now)
+    assert total == 1 and [a.id for a in overdue] == [late.id]
