@@ -18,7 +18,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from aml.domain import (
     ActorType,
@@ -47,6 +54,16 @@ MAX_AMOUNT_MAJOR = Decimal(1_000_000_000)  # data-quality ceiling for this sourc
 
 _Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+def _iso_text(value: object) -> object:
+    # Epoch numbers are refused: seconds and milliseconds cannot be told apart reliably.
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date-time string")
+    return value
+
+
+_IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
 
 
 class GenericTransactionType(StrEnum):
@@ -94,7 +111,7 @@ class GenericTransaction(BaseModel):
     currency: (
         Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z]{3}$")] | None
     ) = None
-    transaction_date: datetime
+    transaction_date: _IsoDateTime
     counterparty_account_id: _Id | None = None
     counterparty_name: _Text | None = None
     description: _Text | None = None

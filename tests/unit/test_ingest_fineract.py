@@ -21,6 +21,7 @@ from aml.domain import (
     stable_id,
 )
 from aml.errors import BadRequest, Unprocessable, UnsupportedMediaType
+from aml.settings import Settings
 from serve.ingest.events import ParsedEvent, ParseOptions
 from serve.ingest.fineract import parse_fineract, parse_java_map
 
@@ -720,3 +721,15 @@ def test_java_map_reader() -> None:
     for bad in ("a=1", "{a=1", "{a=1}}", "{=1}", "{a b=1}", "{a=1,b=2}", "[1.0]"):
         with pytest.raises(Unprocessable):
             parse_java_map(bad, "response")
+
+
+def test_options_follow_the_process_settings() -> None:
+    settings = Settings(
+        default_currency="kes", max_future_seconds=60, max_age_days=30, timezone="Africa/Nairobi"
+    )
+    options = ParseOptions.from_settings(settings)
+    assert (options.default_currency, options.timezone) == ("KES", "Africa/Nairobi")
+    assert (options.max_future, options.max_age) == (timedelta(seconds=60), timedelta(days=30))
+    old = with_request("savings_deposit", transactionDate="15 December 2023")
+    with pytest.raises(Unprocessable, match="older than 30 days"):
+        parse(old, options=options, received_at=datetime(2024, 1, 20, tzinfo=UTC))

@@ -197,6 +197,7 @@ def test_limits_are_inclusive_at_the_edge() -> None:
         ({"country_code": "CMR"}, "country_code"),
         ({"actor_type": "robot"}, "actor_type"),
         ({"transaction_date": "yesterday"}, "transaction_date"),
+        ({"transaction_date": 1768470000}, "transaction_date"),
         ({"account_id": ""}, "account_id"),
     ],
 )
