@@ -5,8 +5,8 @@
 YAML's ``deployments`` section.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: Serve reads ``build_app``'s annotation as a class
+# to validate the YAML args into ``ScoringAppArgs``.
 import os
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -1,0 +1,213 @@
+"""The scoring application on the shared local Ray, deployed from ``deploy/serve_config.yaml``.
+
+One deployment per module (start-up is the expensive part); tests use distinct accounts so they
+do not see each other's history, and re-apply the YAML with changed ``user_config`` to hot-reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray import serve
+
+from actors.factory import NAMESPACE, SHARD_NAME
+from aml.domain import Transaction, TransactionStatus
+from aml.rules.config import default_rule_config
+from serve.scoring.client import ServeScoring
+from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
+from storage.store import Store, open_store
+from tests.factories import T0, make_tx
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("ray_session"),
+]
+
+CONFIG_PATH = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
+APP = "scoring"
+SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+async def serve_store(mongo_uri: str) -> AsyncIterator[Store]:
+    name = f"t_serve_{uuid.uuid4().hex[:8]}"
+    st = open_store(mongo_uri, name)
+    await st.ensure_indexes()
+    try:
+        yield st
+    finally:
+        await st.client.drop_database(name)
+        await st.close()
+
+
+@pytest.fixture(scope="module")
+def config(serve_store: Store, mongo_uri: str, ray_session: None) -> dict[str, Any]:
+    cfg = with_args(
+        load_serve_config(CONFIG_PATH),
+        mongodb_uri=mongo_uri,
+        mongodb_db=serve_store.db.name,
+        state_group=serve_store.db.name,
+        state_shards=SHARDS,
+        detached_state=False,
+    )
+    # Detect a dead scorer replica quickly and keep retrying long enough for its replacement.
+    for dep in cfg["applications"][0]["deployments"]:
+        dep["health_check_period_s"] = 1
+    cfg = with_user_config(cfg, "ScoringPipeline", {"scorer_retries": 8})
+    apply(cfg)
+    return cfg
+
+
+@pytest.fixture
+def handoff(serve_store: Store, config: dict[str, Any]) -> ServeScoring:
+    return ServeScoring.connect(serve_store, APP, batch_size=64)
+
+
+def _account() -> str:
+    return f"savings:{uuid.uuid4().hex[:8]}"
+
+
+async def _stored(store: Store, txs: list[Transaction]) -> list[Transaction]:
+    await store.transactions.insert_many(txs)
+    return txs
+
+
+async def test_transactions_in_decisions_and_alerts_out(
+    serve_store: Store, handoff: ServeScoring
+) -> None:
+    acct = _account()
+    small = [
+        make_tx(account_id=acct, amount_minor=1_000, occurred_at=T0 + timedelta(hours=i))
+        for i in range(3)
+    ]
+    big = [
+        make_tx(account_id=acct, amount_minor=9_000_000, occurred_at=T0 + timedelta(hours=5 + i))
+        for i in range(2)
+    ]
+    await _stored(serve_store, [*small, *big])
+
+    await handoff.submit([*small, *big])
+
+    decisions = {
+        d.transaction_id: d
+        for d in await serve_store.decisions.list_for_transactions([t.id for t in [*small, *big]])
+    }
+    assert len(decisions) == 5
+    assert [decisions[t.id].alert for t in [*small, *big]] == [False, False, False, True, True]
+    anomaly = next(s for s in decisions[big[0].id].scorers if s.scorer == "anomaly")
+    assert not anomaly.available and anomaly.reason == "no model"
+    alert = await serve_store.alerts.get_open_for_customer(
+        tenant="default", customer_key=big[0].customer_key
+    )
+    assert alert is not None and set(alert.transaction_ids) == {big[0].id, big[1].id}
+    scored = await serve_store.transactions.get_many([t.id for t in [*small, *big]])
+    assert {t.status for t in scored} == {TransactionStatus.SCORED}
+
+
+async def test_rule_threshold_hot_reload_changes_the_next_decisions(
+    serve_store: Store, handoff: ServeScoring, config: dict[str, Any]
+) -> None:
+    acct = _account()
+    first = await _stored(serve_store, [make_tx(account_id=acct, amount_minor=300_000)])
+    (before,) = await handoff.score_and_store(first)
+    assert "large_amount" not in {h.rule_id for h in before.rule_hits}
+    pipeline = serve.get_app_handle(APP)
+    pid_before = (await pipeline.info.remote())["rules"]["pid"]
+
+    rules = default_rule_config().to_dict()
+    rules["version"] = 2
+    rules["thresholds"]["XAF"]["large_amount"] = 250_000
+    rules["thresholds"]["XAF"]["structuring_floor"] = 240_000
+    apply(with_user_config(config, "RuleScorer", {"rule_config": rules}))
+    try:
+        second = await _stored(
+            serve_store,
+            [
+                make_tx(
+                    account_id=_account(), amount_minor=300_000, occurred_at=first[0].occurred_at
+                )
+            ],
+        )
+        (after,) = await handoff.score_and_store(second)
+        assert "large_amount" in {h.rule_id for h in after.rule_hits}
+        assert after.rule_config_version == 2
+        info = await pipeline.info.remote()
+        assert info["rules"]["pid"] == pid_before  # reconfigured in place, not restarted
+    finally:
+        apply(config)
+
+
+async def test_killing_a_state_actor_mid_stream_loses_no_transaction(
+    serve_store: Store, handoff: ServeScoring
+) -> None:
+    accounts = [_account() for _ in range(4)]
+    # 25 transactions per account within 50 minutes: from the 21st on, "rapid_transactions"
+    # fires, but only if the 20 before it are still known after the crashes.
+    stream = [
+        make_tx(account_id=accounts[i % 4], occurred_at=T0 + timedelta(seconds=30 * i))
+        for i in range(100)
+    ]
+    first, second = stream[:60], stream[60:]
+    shards = [
+        ray.get_actor(
+            SHARD_NAME.format(group=serve_store.db.name, index=i, count=SHARDS),
+            namespace=NAMESPACE,
+        )
+        for i in range(SHARDS)
+    ]
+    await handoff.submit(await _stored(serve_store, first))
+    pids = [(await s.stats.remote())["pid"] for s in shards]
+    for s in shards:
+        ray.kill(s, no_restart=False)
+
+    async def kill_again() -> None:
+        await asyncio.sleep(0.02)
+        ray.kill(shards[0], no_restart=False)
+
+    await asyncio.gather(handoff.submit(await _stored(serve_store, second)), kill_again())
+
+    ids = [t.id for t in stream]
+    decisions = {
+        d.transaction_id: d for d in await serve_store.decisions.list_for_transactions(ids)
+    }
+    assert len(decisions) == len(stream)
+    pending = await serve_store.transactions.count(
+        {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value}
+    )
+    assert pending == 0
+    assert [(await s.stats.remote())["pid"] for s in shards] != pids  # they really restarted
+    for tx in stream[-4:]:
+        assert "rapid_transactions" in {h.rule_id for h in decisions[tx.id].rule_hits}
+
+
+async def test_dead_scorer_replica_is_replaced_and_the_request_recovered(
+    serve_store: Store, handoff: ServeScoring
+) -> None:
+    pipeline = serve.get_app_handle(APP)
+    old_pid = (await pipeline.info.remote())["anomaly"]["pid"]
+    replicas = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "AnomalyScorer" in a["name"] and a["name"].startswith("SERVE_REPLICA")
+    ]
+    assert replicas
+    for r in replicas:
+        ray.kill(ray.get_actor(r["name"], namespace=r["namespace"]), no_restart=True)
+    txs = await _stored(serve_store, [make_tx(account_id=_account()) for _ in range(5)])
+
+    decisions = await handoff.score_and_store(txs)
+
+    assert len(decisions) == 5
+    for d in decisions:
+        anomaly = next(s for s in d.scorers if s.scorer == "anomaly")
+        assert anomaly.reason == "no model"  # answered by the new replica, not "unavailable"
+    assert (await pipeline.info.remote())["anomaly"]["pid"] != old_pid
