@@ -42,6 +42,7 @@ class ParseOptions:
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=5 * 365)
     timezone: str = "Africa/Douala"
+    default_tenant: str = "default"  # when a Fineract hook carries no tenant header
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseOptions:
@@ -52,4 +53,5 @@ class ParseOptions:
             max_future=timedelta(seconds=settings.max_future_seconds),
             max_age=timedelta(days=settings.max_age_days),
             timezone=settings.timezone,
+            default_tenant=settings.default_tenant,
         )

@@ -58,7 +58,6 @@ from serve.ingest.formats import (
 __all__ = ["parse_fineract", "parse_java_map"]
 
 SOURCE = "fineract"
-DEFAULT_TENANT = "default"
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TOKEN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -127,7 +126,7 @@ def parse_fineract(
     """
     received = ensure_utc(received_at)
     hdrs = _lower_headers(headers)
-    tenant = _tenant(hdrs)
+    tenant = _tenant(hdrs, options.default_tenant)
     header_entity = _header_token(hdrs, "entity")
     header_action = _header_token(hdrs, "action")
 
@@ -211,7 +210,7 @@ def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def _tenant(hdrs: Mapping[str, str]) -> str:
+def _tenant(hdrs: Mapping[str, str], default: str) -> str:
     names = (
         "fineract-platform-tenantid",
         "x-fineract-platform-tenantid",
@@ -219,7 +218,7 @@ def _tenant(hdrs: Mapping[str, str]) -> str:
     )
     value = next((v.strip() for n in names if (v := hdrs.get(n, "")).strip()), "")
     if not value:
-        return DEFAULT_TENANT
+        return default
     if not _TENANT.fullmatch(value):
         raise BadRequest(
             "Fineract-Platform-TenantId: expected a tenant identifier (letters, digits, '_', "

@@ -269,6 +269,8 @@ def test_missing_headers_use_the_body_and_the_default_tenant() -> None:
     event = parse(raw("savings_deposit"), {})
     assert (event.tenant, event.entity, event.action) == ("default", "SAVINGSACCOUNT", "DEPOSIT")
     assert event.outcome == IngestOutcome.ACCEPTED
+    other = ParseOptions(default_tenant="main")
+    assert tx_of(parse(raw("savings_deposit"), {}, options=other)).tenant == "main"
 
 
 def test_tenants_get_distinct_ids_for_the_same_fineract_ids() -> None:
@@ -729,6 +731,7 @@ def test_options_follow_the_process_settings() -> None:
     )
     options = ParseOptions.from_settings(settings)
     assert (options.default_currency, options.timezone) == ("KES", "Africa/Nairobi")
+    assert options.default_tenant == settings.default_tenant
     assert (options.max_future, options.max_age) == (timedelta(seconds=60), timedelta(days=30))
     old = with_request("savings_deposit", transactionDate="15 December 2023")
     with pytest.raises(Unprocessable, match="older than 30 days"):
