@@ -37,6 +37,11 @@ OPEN_STATUSES = tuple(s for s in AlertStatus if s.is_open)
 _MAX_RETRIES = 50
 
 
+def _rev_guard(doc: Document) -> Any:
+    """Filter value matching ``doc``'s revision (documents written by other tools may lack it)."""
+    return doc["rev"] if "rev" in doc else {"$exists": False}
+
+
 def open_key(alert: Alert) -> str:
     """Value of the grouping guard for ``alert`` (unique among all alerts)."""
     if alert.status.is_open:
@@ -111,7 +116,7 @@ class AlertRepository(Repository):
     async def _replace(self, doc: Document, alert: Alert) -> bool:
         rev = int(doc.get("rev", 0))
         result = await self.col.replace_one(
-            {"_id": doc["_id"], "rev": rev}, self._doc(alert, rev + 1)
+            {"_id": doc["_id"], "rev": _rev_guard(doc)}, self._doc(alert, rev + 1)
         )
         return result.matched_count == 1
 

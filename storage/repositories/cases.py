@@ -32,6 +32,11 @@ def _merge(ids: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*ids, *more]))
 
 
+def _rev_guard(doc: Document) -> Any:
+    """Filter value matching ``doc``'s revision (documents written by other tools may lack it)."""
+    return doc["rev"] if "rev" in doc else {"$exists": False}
+
+
 class CaseRepository(Repository):
     collection_name = "cases"
     indexes = (
@@ -121,7 +126,7 @@ class CaseRepository(Repository):
             if kept is not None:
                 new_doc[_REQUESTED_BY] = kept
             new_doc.update(extra or {})
-            result = await self.col.replace_one({"_id": case_id, "rev": rev}, new_doc)
+            result = await self.col.replace_one({"_id": case_id, "rev": _rev_guard(doc)}, new_doc)
             if result.matched_count == 1:
                 return updated
         raise Conflict("case is being changed concurrently", case_id=case_id)

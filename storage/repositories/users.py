@@ -33,6 +33,11 @@ def _doc(user: User, rev: int) -> Document:
     return doc
 
 
+def _rev_guard(doc: Document) -> Any:
+    """Filter value matching ``doc``'s revision (documents written by other tools may lack it)."""
+    return doc["rev"] if "rev" in doc else {"$exists": False}
+
+
 class UserRepository(Repository):
     collection_name = "users"
     indexes = (
@@ -106,7 +111,7 @@ class UserRepository(Repository):
             updated = change(from_doc(User, doc))
             rev = int(doc.get("rev", 0))
             result = await self.col.replace_one(
-                {"_id": user_id, "rev": rev}, _doc(updated, rev + 1)
+                {"_id": user_id, "rev": _rev_guard(doc)}, _doc(updated, rev + 1)
             )
             if result.matched_count == 1:
                 return updated

@@ -8,6 +8,7 @@ import pytest
 
 from aml.domain import Role
 from aml.errors import Conflict, NotFound
+from storage.codec import to_doc
 from storage.store import Store
 from tests.factories import make_user
 
@@ -65,3 +66,11 @@ async def test_list_filters_and_orders_by_username(store: Store) -> None:
     assert total == 3 and [u.username for u in page] == ["Amy", "bea", "zed"]
     analysts, n = await store.users.list_(role=Role.ANALYST, skip=1, limit=1)
     assert n == 2 and [u.username for u in analysts] == ["bea"]
+
+
+async def test_user_written_by_another_tool_can_still_be_changed(store: Store) -> None:
+    user = make_user()
+    # As a seed script or an older release would write it: no revision field.
+    await store.users.col.insert_one({**to_doc(user), "username_lower": user.username})
+    off = await store.users.deactivate(user.id)
+    assert off.active is False and (await store.users.get_or_raise(user.id)).token_version == 1
