@@ -53,6 +53,7 @@ TIER_ORDER: tuple[CreditTier, ...] = (
     CreditTier.E,
 )
 _WEIGHT_TOLERANCE = 1e-9
+INSUFFICIENT_HISTORY = "insufficient history"
 
 
 class CreditWeights(BaseModel):
@@ -248,7 +249,7 @@ def build_profile(
     final = float(score)
     if features.transaction_count < config.min_transactions:
         reasons.append(
-            f"insufficient history: {features.transaction_count} transactions in the last "
+            f"{INSUFFICIENT_HISTORY}: {features.transaction_count} transactions in the last "
             f"{features.window_days} days (minimum {config.min_transactions})"
         )
         tier, final = CreditTier.E, 0.0
@@ -369,6 +370,11 @@ def score_client(
         window_days=config.window_days,
     )
     return profiles_from_columns(cols, tenant=tenant, as_of=as_of, config=config)[0]
+
+
+def is_scored(profile: CreditProfile) -> bool:
+    """False when the profile's tier E comes from too little history rather than a score."""
+    return not any(r.startswith(INSUFFICIENT_HISTORY) for r in profile.reasons)
 
 
 def tier_distance(a: CreditTier, b: CreditTier) -> int:
