@@ -24,6 +24,8 @@ from serve.scoring.client import ServeScoring
 from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
 from storage.store import Store, open_store
 from tests.factories import T0, make_tx
+from tests.integration.test_serve_anomaly import history
+from training.fit_anomaly import fit_anomaly
 
 pytestmark = [
     pytest.mark.integration,
@@ -211,3 +213,35 @@ async def test_dead_scorer_replica_is_replaced_and_the_request_recovered(
         anomaly = next(s for s in d.scorers if s.scorer == "anomaly")
         assert anomaly.reason == "no model"  # answered by the new replica, not "unavailable"
     assert (await pipeline.info.remote())["anomaly"]["pid"] != old_pid
+
+
+async def test_fitted_isolation_forest_is_loaded_by_reconfigure_and_scores(
+    serve_store: Store, handoff: ServeScoring, config: dict[str, Any], tmp_path: Path
+) -> None:
+    await serve_store.transactions.insert_many(history("fit"))
+    record = await fit_anomaly(serve_store, out_dir=tmp_path, tenant="fit")
+    apply(with_user_config(config, "AnomalyScorer", {"model": record.artifact_uri}))
+    try:
+        txs = await _stored(
+            serve_store,
+            [
+                make_tx(
+                    tenant="fit",
+                    account_id="savings:1",
+                    amount_minor=amount,
+                    occurred_at=T0 + timedelta(days=6, minutes=i),
+                )
+                for i, amount in enumerate((15_000, 900_000_000))
+            ],
+        )
+        normal, odd = await handoff.score_and_store(txs)
+        a_normal, a_odd = (
+            next(s for s in d.scorers if s.scorer == "anomaly") for d in (normal, odd)
+        )
+        assert a_odd.available and a_odd.model_version == record.version
+        assert a_normal.score is not None and a_odd.score is not None
+        assert a_odd.score > a_normal.score
+        info = await serve.get_app_handle(APP).info.remote()
+        assert info["anomaly"]["model_version"] == record.version
+    finally:
+        apply(config)
