@@ -185,6 +185,7 @@ def main() -> None:
             flush=True,
         )
 
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     profiles = score_all(source, tenant="bench", as_of=AS_OF, progress=report)
     elapsed = time.perf_counter() - t0
@@ -201,7 +202,8 @@ def main() -> None:
         f"--tx-per-day {args.tx_per_day} --cpus {args.cpus}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores visible, Ray with "
-        f"{args.cpus} CPUs; synthetic clients generated inside the tasks.",
+        f"{args.cpus} CPUs; synthetic clients generated inside the tasks. The machine is "
+        f"shared: 1-minute load average {load_before:.1f} at the start of the run.",
         "",
         "| Clients | Window | Transactions (approx.) | Wall time | Clients/s |",
         "|---|---|---|---|---|",
