@@ -15,11 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aml.credit.features import (
     FEATURE_INDEX,
@@ -33,6 +35,7 @@ from aml.credit.features import (
     row_features,
 )
 from aml.domain import CreditProfile, CreditTier, Transaction, ensure_utc
+from aml.errors import ConfigError
 from aml.money import to_minor
 
 COMPONENT_NAMES: tuple[str, ...] = (
@@ -163,6 +166,28 @@ class CreditConfig(BaseModel):
     def policy(self, currency: str) -> TierPolicy | None:
         """Tier table of ``currency`` (None when the currency is not configured)."""
         return self.tiers.get(currency.upper())
+
+    @classmethod
+    def from_file(cls, path: Path) -> CreditConfig:
+        """Load a configuration from a YAML or JSON file.
+
+        Raises:
+            ConfigError: naming the file and every offending field.
+        """
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read credit configuration {path}: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            parts = [
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                for err in exc.errors()
+            ]
+            raise ConfigError(
+                f"invalid credit configuration {path}: " + "; ".join(parts), file=str(path)
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aml.credit.features import (
     FEATURE_NAMES,
@@ -195,3 +197,36 @@ def test_batch_columns_give_the_same_features_as_one_client_at_a_time() -> None:
             opened_at=info[cid].opened_at if cid in info else None,
         )
         assert batch == single
+
+
+@st.composite
+def client_histories(draw: st.DrawFn, cid: str) -> list[Transaction]:
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        out.append(
+            tx(
+                draw(st.floats(0.01, 250)),
+                draw(st.integers(1, 10**7)),
+                client_id=cid,
+                account_id=draw(st.sampled_from([f"savings:{cid}", f"loan:{cid}"])),
+                type=draw(st.sampled_from(list(TransactionType))),
+                direction=draw(st.sampled_from(list(Direction))),
+                counterparty_account_id=draw(st.sampled_from([None, "x", "y", f"savings:{cid}"])),
+            )
+        )
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, min_size=1).flatmap(
+        lambda ids: st.fixed_dictionaries({c: client_histories(c) for c in ids})
+    )
+)
+def test_chunked_and_single_client_features_agree_on_any_histories(
+    clients: dict[str, list[Transaction]],
+) -> None:
+    matrix = feature_matrix(columns_from_transactions(clients, as_of=AS_OF))
+    for i, (cid, txs) in enumerate(clients.items()):
+        batch = row_features(matrix, i, client_id=cid, currency="XAF", as_of=AS_OF, window_days=180)
+        assert batch == compute_features(txs, client_id=cid, as_of=AS_OF, currency="XAF")

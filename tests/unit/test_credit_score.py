@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from aml.credit.features import ClientInfo
@@ -20,6 +24,7 @@ from aml.credit.score import (
     score_client,
 )
 from aml.domain import CreditTier, Direction, Transaction, TransactionType
+from aml.errors import ConfigError
 from tests.factories import make_tx
 
 AS_OF = datetime(2026, 7, 1, tzinfo=UTC)
@@ -176,3 +181,56 @@ def test_cluster_more_than_one_tier_away_flags_review() -> None:
     far = apply_cluster(p, 1, CreditTier.C)
     assert far.needs_review and far.tier is p.tier and far.limit_minor == p.limit_minor
     assert "review" in far.reasons[-1]
+
+
+def test_config_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    good = tmp_path / "credit.yaml"
+    good.write_text("min_transactions: 8\ntiers:\n  XAF:\n    limit_a: 75000\n")
+    config = CreditConfig.from_file(good)
+    assert config.min_transactions == 8
+    assert config.policy("xaf") is not None
+    assert config.tiers["XAF"].limit_minor(CreditTier.A, "XAF") == 75_000
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("weights:\n  net_flow: 0.5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*weights.*sum to 1"):
+        CreditConfig.from_file(bad)
+
+
+_TYPES = st.sampled_from(list(TransactionType))
+_DIRS = st.sampled_from(list(Direction))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Transaction]:
+    n = draw(st.integers(0, 25))
+    out = []
+    for _ in range(n):
+        out.append(
+            tx(
+                draw(st.floats(-5, 400)),
+                draw(st.integers(0, 10**9)),
+                type=draw(_TYPES),
+                direction=draw(_DIRS),
+                counterparty_account_id=draw(st.sampled_from([None, "savings:a", "savings:b"])),
+                country_code=draw(st.sampled_from([None, "CM", "GA", "NG", "FR", "US", "DE"])),
+            )
+        )
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(histories(), st.booleans())
+def test_any_history_gives_a_bounded_score_and_a_consistent_tier(
+    txs: list[Transaction], opened: bool
+) -> None:
+    p = profile(txs, info=OLD if opened else None)
+    assert 0.0 <= p.score <= 1.0
+    assert all(0.0 <= p.components[n] <= 1.0 for n in COMPONENT_NAMES)
+    for name, value in p.features.items():
+        assert value is None or math.isfinite(value), name
+    policy = TierPolicy()
+    if p.tier is not CreditTier.E:
+        assert p.tier is policy.tier_for(p.score)
+        assert p.limit_minor == policy.limit_minor(p.tier, "XAF")
+    else:
+        assert p.limit_minor == 0
