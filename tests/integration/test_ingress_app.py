@@ -89,6 +89,9 @@ def make_app(
 @contextlib.asynccontextmanager
 async def serving(app: IngressApp) -> AsyncIterator[str]:
     """Run ``app`` as a real HTTP server on loopback inside the current event loop."""
+    # Sanic rewrites its protocol classes once per process ("touchup"); a second server in the
+    # same process would try to rewrite the rewritten source and fail.
+    app.config.TOUCHUP = False
     port = free_port()
     server = await app.create_server(
         host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
