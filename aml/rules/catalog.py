@@ -196,6 +196,7 @@ def _money(value: float) -> float:
 
 
 def large_amount(ri: RuleInput) -> Fired | None:
+    """One transaction at or above the reporting threshold; 0.5 at it, 1.0 at twice it."""
     limit = _th(ri).large_amount
     if ri.amount < limit:
         return None
@@ -207,6 +208,7 @@ def large_amount(ri: RuleInput) -> Fired | None:
 
 
 def structuring(ri: RuleInput) -> Fired | None:
+    """One amount in the band just below the reporting threshold."""
     th = _th(ri)
     if not th.structuring_floor <= ri.amount < th.large_amount:
         return None
@@ -218,6 +220,7 @@ def structuring(ri: RuleInput) -> Fired | None:
 
 
 def round_number(ri: RuleInput) -> Fired | None:
+    """A round multiple of the currency's unit (noisy in XAF, off by default)."""
     unit = _th(ri).round_unit
     if ri.amount < unit or ri.amount % unit != 0:
         return None
@@ -253,6 +256,7 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
 
 
 def high_value_anonymous_payment(ri: RuleInput) -> Fired | None:
+    """A merchant payment at or above the threshold with no counterparty information."""
     tx = ri.tx
     merchant = tx.type is TransactionType.PAYMENT or tx.actor_type is ActorType.MERCHANT
     merchant = merchant or tx.merchant_id is not None
@@ -272,6 +276,7 @@ def high_value_anonymous_payment(ri: RuleInput) -> Fired | None:
 
 
 def rapid_transactions(ri: RuleInput) -> Fired | None:
+    """Many transactions on the account within the rapid window (current one included)."""
     n = ri.p.rapid_count
     span = timedelta(minutes=ri.p.rapid_window_minutes)
     count = len(ri.since(span)) + 1
@@ -285,6 +290,7 @@ def rapid_transactions(ri: RuleInput) -> Fired | None:
 
 
 def high_velocity_volume(ri: RuleInput) -> Fired | None:
+    """Money moved within the rapid window (prior plus current) reaching a threshold multiple."""
     limit = ri.p.volume_multiple * _th(ri).large_amount
     span = timedelta(minutes=ri.p.rapid_window_minutes)
     total = sum(m.amount for m in ri.same_currency(ri.since(span))) + ri.amount
@@ -298,6 +304,7 @@ def high_velocity_volume(ri: RuleInput) -> Fired | None:
 
 
 def unusual_hours(ri: RuleInput) -> Fired | None:
+    """Local time of day inside the configured night window (may wrap midnight)."""
     local = ri.tx.occurred_at.astimezone(ZoneInfo(ri.p.timezone))
     start, end = ri.p.unusual_start_hour, ri.p.unusual_end_hour % 24
     h = local.hour
@@ -343,6 +350,7 @@ def new_counterparty(ri: RuleInput) -> Fired | None:
 
 
 def rapid_pair_transfers(ri: RuleInput) -> Fired | None:
+    """Repeated transfers with the same counterparty within the pair window."""
     cur = ri.current
     if ri.tx.type not in _TRANSFER_TYPES or cur is None or not cur.counterparty:
         return None
@@ -402,6 +410,7 @@ def cross_account_structuring(ri: RuleInput) -> Fired | None:
 
 
 def circular_transfer(ri: RuleInput) -> Fired | None:
+    """The transfer closes a time-respecting cycle: money returns to where it left."""
     edge = ri.edge
     if edge is None:
         return None
@@ -432,6 +441,7 @@ def circular_transfer(ri: RuleInput) -> Fired | None:
 
 
 def stacking(ri: RuleInput) -> Fired | None:
+    """The transfer ends a fast layering chain of similar amounts."""
     edge = ri.edge
     if edge is None:
         return None
@@ -465,6 +475,7 @@ def _distinct(items: Sequence[Movement], direction: Direction) -> set[str]:
 
 
 def fan_in(ri: RuleInput) -> Fired | None:
+    """Many distinct senders into the account within the fan window."""
     cur = ri.current
     if cur is None or cur.direction is not Direction.IN or not cur.counterparty:
         return None
@@ -481,6 +492,7 @@ def fan_in(ri: RuleInput) -> Fired | None:
 
 
 def fan_out(ri: RuleInput) -> Fired | None:
+    """Many distinct recipients from the account within the fan window."""
     cur = ri.current
     if cur is None or cur.direction is not Direction.OUT or not cur.counterparty:
         return None
@@ -517,6 +529,7 @@ def scatter_gather(ri: RuleInput) -> Fired | None:
 
 
 def bipartite_layering(ri: RuleInput) -> Fired | None:
+    """Many distinct sources and many distinct recipients within 7 days (pass-through)."""
     cur = ri.current
     if cur is None or not cur.counterparty or cur.direction is Direction.NONE:
         return None
@@ -566,6 +579,7 @@ def _agent_window(ri: RuleInput, minutes: int) -> list[Transaction]:
 
 
 def agent_rapid_transactions(ri: RuleInput) -> Fired | None:
+    """An agent handling many transactions within its rapid window."""
     if not _is_agent_tx(ri.tx):
         return None
     n = ri.p.agent_rapid_count
@@ -615,6 +629,7 @@ def agent_float_volume(ri: RuleInput) -> Fired | None:
 
 
 def agent_float_anomaly(ri: RuleInput) -> Fired | None:
+    """An agent's 24 h volume almost all on one side (cash-in or cash-out)."""
     if not _is_agent_tx(ri.tx):
         return None
     cash_in, cash_out, count = _agent_float(ri)
@@ -633,6 +648,7 @@ def agent_float_anomaly(ri: RuleInput) -> Fired | None:
 
 
 def agent_structuring(ri: RuleInput) -> Fired | None:
+    """An agent taking several deposits just below the threshold within an hour."""
     tx = ri.tx
     th = _th(ri)
     if not _is_agent_tx(tx) or tx.direction is not Direction.IN:
@@ -659,6 +675,7 @@ def agent_structuring(ri: RuleInput) -> Fired | None:
 
 
 def agent_account_farming(ri: RuleInput) -> Fired | None:
+    """An agent serving many distinct low-KYC clients within 24 h."""
     tx = ri.tx
     max_kyc = ri.p.agent_farming_max_kyc
     if not _is_agent_tx(tx) or tx.kyc_level is None or tx.kyc_level > max_kyc:
@@ -767,6 +784,7 @@ def _loan_values(v: _LoanView, **extra: Any) -> dict[str, Any]:
 
 
 def loan_and_run(ri: RuleInput) -> Fired | None:
+    """Most of a fresh loan moved out of the account during the watch."""
     v = _loan_view(ri)
     if v is None:
         return None
@@ -782,6 +800,7 @@ def loan_and_run(ri: RuleInput) -> Fired | None:
 
 
 def immediate_cash_out(ri: RuleInput) -> Fired | None:
+    """Most of a fresh loan withdrawn in cash within minutes of disbursement."""
     v = _loan_view(ri)
     if v is None or ri.tx.type is not TransactionType.WITHDRAWAL:
         return None
@@ -797,6 +816,7 @@ def immediate_cash_out(ri: RuleInput) -> Fired | None:
 
 
 def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
+    """A fresh loan split into several transfers below the structuring band."""
     v = _loan_view(ri)
     floor = _th(ri).structuring_floor
     if v is None or ri.amount >= floor or ri.tx.type not in _TRANSFER_TYPES:
@@ -814,6 +834,7 @@ def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
 
 
 def loan_dispersal(ri: RuleInput) -> Fired | None:
+    """A fresh loan spread over many counterparties."""
     v = _loan_view(ri)
     if v is None:
         return None
