@@ -142,8 +142,8 @@ def create_app(
     async def _readyz(request: Request) -> HTTPResponse:
         c = ctx_of(request)
         store_ok = c.committer is not None and c.committer.store_available
-        if store_ok and c.store is not None:
-            store_ok = await c.store.ping()
+        if store_ok and c.committer is not None:
+            store_ok = await c.committer.store_reachable()
         spool_ok = c.spool is not None and c.spool.writable()
         ready = c.committer is not None and (store_ok or spool_ok)
         body = {"ready": ready, "store": store_ok, "spool_writable": spool_ok}

@@ -428,6 +428,10 @@ class Committer:
         self._indexes_ready = True
         return True
 
+    async def store_reachable(self) -> bool:
+        """Whether the store answers a ping within the write timeout."""
+        return await self._store_reachable()
+
     async def _store_reachable(self) -> bool:
         try:
             with pymongo.timeout(self._write_timeout):

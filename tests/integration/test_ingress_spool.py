@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aml.domain import IngestOutcome
@@ -17,6 +18,14 @@ from serve.metrics import IngressMetrics
 from storage import embedded
 from storage.store import Store, open_store
 from tests.factories import make_tx
+from tests.integration.test_ingress_app import (
+    DEPOSIT_HEADERS,
+    HOOK,
+    deposit,
+    make_app,
+    make_settings,
+    serving,
+)
 from tests.integration.test_ingress_committer import RecordingHandoff, submission
 
 pytestmark = pytest.mark.integration
@@ -187,4 +196,37 @@ async def test_replaying_a_segment_twice_stores_nothing_twice(
             assert len(handoff.ids) == (4 if attempt == 0 else 0)
     finally:
         await store.client.drop_database("replayed")
+        await store.close()
+
+
+async def test_ingress_keeps_acknowledging_over_http_while_the_store_is_down(
+    own_server: tuple[Path, int], tmp_path: Path
+) -> None:
+    data_dir, port = own_server
+    store = open_store(f"mongodb://127.0.0.1:{port}/", "over_http", timeout_ms=500)
+    await store.ensure_indexes()
+    handoff = RecordingHandoff()
+    app = make_app(make_settings(tmp_path / "ingress"), store, handoff)
+    try:
+        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+            embedded.stop(data_dir)
+            down = [
+                await http.post(HOOK, content=deposit(7000 + i), headers=DEPOSIT_HEADERS)
+                for i in range(5)
+            ]
+            assert [r.status_code for r in down] == [200] * 5
+            assert all(r.json()["spooled"] for r in down)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["store"] is False
+
+            embedded.start(data_dir, port=port)
+            committer = app.ctx.committer
+            assert committer is not None
+            await wait_for(lambda: committer.store_available)
+            after = await http.post(HOOK, content=deposit(7000), headers=DEPOSIT_HEADERS)
+            assert after.json()["status"] == "duplicate"  # the spooled one was replayed first
+        assert await store.transactions.count() == 5
+        assert sorted(handoff.ids) == sorted({r.json()["transaction_id"] for r in down})
+    finally:
+        await store.client.drop_database("over_http")
         await store.close()
