@@ -74,16 +74,31 @@ def check_features(features: Sequence[str], *, source: str) -> tuple[str, ...]:
 
 
 def _top_contributions(
-    names: Sequence[str], values: Sequence[float], weights: Sequence[float], k: int = TOP_K
-) -> tuple[FeatureContribution, ...]:
-    order = sorted(range(len(names)), key=lambda i: -abs(weights[i]))[:k]
-    return tuple(
-        FeatureContribution(
-            feature=names[i], value=float(values[i]), contribution=float(weights[i])
+    names: Sequence[str], values: Matrix, weights: Matrix, k: int = TOP_K
+) -> list[tuple[FeatureContribution, ...]]:
+    """Per row, the ``k`` features with the largest ``|weight|`` (zero weights left out)."""
+    if values.shape[0] == 0:
+        return []
+    k = min(k, weights.shape[1])
+    # argpartition then a small sort: linear in the feature count, vectorised over the batch.
+    top = np.argpartition(-np.abs(weights), k - 1, axis=1)[:, :k]
+    rows = np.arange(weights.shape[0])[:, None]
+    order = np.argsort(-np.abs(weights[rows, top]), axis=1)
+    top = top[rows, order]
+    out = []
+    for r, idx in enumerate(top.tolist()):
+        out.append(
+            tuple(
+                FeatureContribution(
+                    feature=names[i],
+                    value=float(values[r, i]),
+                    contribution=float(weights[r, i]),
+                )
+                for i in idx
+                if weights[r, i] != 0.0
+            )
         )
-        for i in order
-        if weights[i] != 0.0
-    )
+    return out
 
 
 @dataclass(frozen=True)
@@ -122,15 +137,16 @@ class AnomalyModel:
             return []
         calibrated = self.calibrator.transform(self.raw_scores(x))
         z = (x - np.asarray(self.center)) / np.asarray(self.scale)
+        explained = _top_contributions(self.features, x, z)
         return [
             ScorerResult(
                 scorer=ANOMALY,
                 available=True,
-                score=float(np.clip(s, 0.0, 1.0)),
+                score=s,
                 model_version=self.version,
-                contributions=_top_contributions(self.features, list(row), list(zrow)),
+                contributions=c,
             )
-            for s, row, zrow in zip(calibrated, x, z, strict=True)
+            for s, c in zip(np.clip(calibrated, 0.0, 1.0).tolist(), explained, strict=True)
         ]
 
 
@@ -151,17 +167,18 @@ class XGBoostModel:
             return []
         dm = xgb.DMatrix(x, feature_names=list(self.features))
         probs = self.booster.predict(dm)
-        contribs = self.booster.predict(dm, pred_contribs=True)
+        # Last column of pred_contribs is the bias term, not a feature.
+        contribs = np.asarray(self.booster.predict(dm, pred_contribs=True))[:, :-1]
+        explained = _top_contributions(self.features, x, contribs)
         return [
             ScorerResult(
                 scorer=XGBOOST,
                 available=True,
-                score=float(np.clip(p, 0.0, 1.0)),
+                score=p,
                 model_version=self.version,
-                # Last column is the bias term, not a feature.
-                contributions=_top_contributions(self.features, list(row), list(c[:-1])),
+                contributions=c,
             )
-            for p, row, c in zip(probs, x, contribs, strict=True)
+            for p, c in zip(np.clip(probs, 0.0, 1.0).tolist(), explained, strict=True)
         ]
 
 

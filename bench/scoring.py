@@ -1,0 +1,266 @@
+"""Scoring throughput: the Serve pipeline in batches vs the same ``aml`` scorers in-process.
+
+Both paths score the same synthetic stream (many accounts, transfers between them, agents) with
+the same configuration: rules, a fitted Isolation Forest (fitted on the head of the stream) and
+the policy. The in-process path runs :class:`serve.scoring.pipeline.ScoringCore` over in-memory
+shards; the Serve path deploys ``deploy/serve_config.yaml`` on a local Ray (memory-only state,
+no store: this measures scoring, not persistence) and sends batches through the pipeline handle
+with a few calls in flight. Reported: transactions/s of each, Ray overhead
+(``1 - serve / in-process``), and the peak resident memory of all Ray worker processes.
+
+Targets: >= 20,000 tx/s batched through Serve and <= 25 % Ray overhead.
+
+Run: ``.venv/bin/python -m bench scoring [--transactions 60000 --batch 512 --in-flight 4]``.
+Results go to ``bench/results/scoring-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aml.domain import ActorType, Direction, Transaction, TransactionType, stable_id
+
+RESULTS = Path(__file__).parent / "results"
+CONFIG = Path(__file__).parents[1] / "deploy" / "serve_config.yaml"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+TARGET_TX_S = 20_000
+TARGET_OVERHEAD = 0.25
+
+
+def synthetic_stream(n: int, *, accounts: int, seed: int = 11) -> list[Transaction]:
+    """A day-spanning stream: deposits, withdrawals and transfers, some through agents."""
+    rng = random.Random(seed)
+    span_s = 3 * 24 * 3600
+    out = []
+    for i in range(n):
+        acct = f"savings:{rng.randrange(accounts)}"
+        kind = rng.random()
+        cp = None
+        if kind < 0.3:
+            ttype, direction = TransactionType.TRANSFER, Direction.OUT
+            cp = f"savings:{rng.randrange(accounts)}"
+        elif kind < 0.65:
+            ttype, direction = TransactionType.DEPOSIT, Direction.IN
+        else:
+            ttype, direction = TransactionType.WITHDRAWAL, Direction.OUT
+        agent = f"agent:{rng.randrange(50)}" if rng.random() < 0.2 else None
+        at = T0 + timedelta(seconds=span_s * i / n + rng.uniform(-120, 0))
+        key = f"BENCH|{i}"
+        out.append(
+            Transaction(
+                id=stable_id("bench", key),
+                tenant="bench",
+                dedupe_key=key,
+                source="generic",
+                type=ttype,
+                direction=direction,
+                amount_minor=int(rng.lognormvariate(10, 1.2)),
+                currency="XAF",
+                occurred_at=at,
+                received_at=at,
+                account_id=acct,
+                counterparty_account_id=cp,
+                client_id=acct.split(":")[1],
+                agent_id=agent,
+                actor_type=ActorType.AGENT if agent else ActorType.CUSTOMER,
+                device_id=f"dev-{rng.randrange(accounts * 2)}",
+            )
+        )
+    return out
+
+
+def _batches(txs: Sequence[Transaction], size: int) -> list[list[Transaction]]:
+    return [list(txs[i : i + size]) for i in range(0, len(txs), size)]
+
+
+def fit_model(train: list[Transaction], out_dir: Path) -> str:
+    """Fit the anomaly model on the head of the stream (the same model for both paths)."""
+    from aml.features import FeatureParams
+    from serve.scoring.models import save_anomaly_artifact
+    from training.fit_anomaly import AnomalyFitConfig, fit_isolation_forest
+
+    est, cal, _ = fit_isolation_forest(
+        train, params=FeatureParams(), config=AnomalyFitConfig(n_estimators=100)
+    )
+    path = save_anomaly_artifact(
+        out_dir / "bench.joblib", version="bench", estimator=est, calibrator=cal
+    )
+    return str(path)
+
+
+def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[str, float]:
+    """Score every batch in this process with in-memory shards."""
+    from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
+    from serve.scoring.pipeline import ScoringCore
+
+    core = ScoringCore.from_user_configs(anomaly={"model": model})
+    state = LocalContextBuilder([ShardState(cold_start_complete=True)], graph=TransferGraph())
+    start = time.perf_counter()
+    n = 0
+    for b in _batches(txs, batch):
+        decisions = core.score(b, state.contexts(b), decided_at=T0)
+        n += len(decisions)
+    elapsed = time.perf_counter() - start
+    return {"transactions": n, "seconds": elapsed, "tx_per_s": n / elapsed}
+
+
+def _ray_workers_rss() -> int:
+    """Resident bytes of all Ray worker processes (``ray::`` titles) on this machine."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if not cmd.startswith(b"ray::"):
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class _PeakSampler:
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _ray_workers_rss())
+            self._stop.wait(every_s)
+
+    def __enter__(self) -> _PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _ray_workers_rss())
+
+
+def run_serve(
+    txs: Sequence[Transaction],
+    batch: int,
+    in_flight: int,
+    model: str,
+    shards: int,
+    pipeline_replicas: int | None = None,
+) -> dict[str, float]:
+    """Deploy the YAML on a local Ray and push every batch through the pipeline handle."""
+    import ray
+    from ray import serve
+
+    from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(proxy_location="Disabled")
+        cfg = with_args(
+            load_serve_config(CONFIG),
+            mongodb_uri=None,
+            state_group="bench",
+            state_shards=shards,
+            detached_state=False,
+        )
+        cfg = with_user_config(cfg, "AnomalyScorer", {"model": model})
+        if pipeline_replicas is not None:
+            for dep in cfg["applications"][0]["deployments"]:
+                if dep["name"] == "ScoringPipeline":
+                    dep["num_replicas"] = pipeline_replicas
+        apply(cfg)
+        handle = serve.get_app_handle("scoring")
+        batches = _batches(txs, batch)
+        # Warm-up: replicas import, first calls compile paths.
+        warm = [t.replace(id="warm" + t.id, tenant="warm") for t in batches[0]]
+        handle.score.remote(warm).result()
+
+        async def drive() -> int:
+            sem = asyncio.Semaphore(in_flight)
+            done = 0
+
+            async def one(b: list[Transaction]) -> None:
+                nonlocal done
+                async with sem:
+                    decisions = await handle.score.remote(b)
+                done += len(decisions)
+
+            await asyncio.gather(*(one(b) for b in batches))
+            return done
+
+        with _PeakSampler() as sampler:
+            start = time.perf_counter()
+            n = asyncio.run(drive())
+            elapsed = time.perf_counter() - start
+        return {
+            "transactions": n,
+            "seconds": elapsed,
+            "tx_per_s": n / elapsed,
+            "peak_ray_workers_rss_mb": sampler.peak / 2**20,
+        }
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both paths, print and store the comparison."""
+    p = argparse.ArgumentParser(prog="python -m bench scoring")
+    p.add_argument("--transactions", type=int, default=60_000)
+    p.add_argument("--accounts", type=int, default=5_000)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--in-flight", type=int, default=4)
+    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--train", type=int, default=5_000, help="head of the stream used to fit")
+    p.add_argument("--pipeline-replicas", type=int, default=None, help="override the YAML")
+    args = p.parse_args(list(argv) if argv is not None else None)
+
+    stream = synthetic_stream(args.transactions + args.train, accounts=args.accounts)
+    train, txs = stream[: args.train], stream[args.train :]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = fit_model(train, Path(tmp))
+        local = run_in_process(txs, args.batch, model)
+        print(f"in-process: {local['tx_per_s']:,.0f} tx/s")
+        remote = run_serve(
+            txs, args.batch, args.in_flight, model, args.shards, args.pipeline_replicas
+        )
+        print(f"serve:      {remote['tx_per_s']:,.0f} tx/s")
+    overhead = 1.0 - remote["tx_per_s"] / local["tx_per_s"]
+    result: dict[str, Any] = {
+        "benchmark": "scoring",
+        "at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "params": vars(args),
+        "in_process": local,
+        "serve": remote,
+        "ray_overhead": overhead,
+        "targets": {"serve_tx_per_s": TARGET_TX_S, "max_ray_overhead": TARGET_OVERHEAD},
+        "met": {
+            "serve_tx_per_s": remote["tx_per_s"] >= TARGET_TX_S,
+            "ray_overhead": overhead <= TARGET_OVERHEAD,
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"scoring-{datetime.now(UTC):%Y-%m-%d}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(
+        f"ray overhead {overhead:+.1%}; peak Ray workers RSS "
+        f"{remote['peak_ray_workers_rss_mb']:,.0f} MB; written to {out}"
+    )
+    return 0
