@@ -1,0 +1,176 @@
+"""Dashboard page logic through NiceGUI's simulated user and the real store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nicegui import ui
+from nicegui.testing.user import User
+
+from aml.domain import AlertStatus, AnalystDecision, Role
+from storage.store import Store
+from tests.factories import make_alert
+from tests.ui.seed import PASSWORD, USERNAMES, Team, seed_alerts
+
+pytestmark = pytest.mark.integration
+
+
+async def login(user: User, username: str, password: str = PASSWORD) -> None:
+    await user.open("/login")
+    user.find(marker="username").type(username)
+    user.find(marker="password").type(password)
+    user.find(marker="sign-in").click()
+    await user.should_see("Sign out", retries=50)
+
+
+async def test_unauthenticated_visit_is_sent_to_login(user: User, team: Team) -> None:
+    await user.open("/alerts")
+    await user.should_see("Sign in to review alerts and cases")
+
+
+async def test_wrong_password_shows_an_error(user: User, team: Team) -> None:
+    await user.open("/login")
+    user.find(marker="username").type("ana")
+    user.find(marker="password").type("wrong wrong wrong")
+    user.find(marker="sign-in").click()
+    await user.should_see("invalid username or password")
+
+
+async def test_navigation_shows_only_what_the_role_may_open(user: User, team: Team) -> None:
+    await login(user, "ana")
+    await user.should_see(marker="nav-/alerts")
+    await user.should_not_see(marker="nav-/users")
+    await user.should_not_see(marker="nav-/audit")
+    await user.open("/users")
+    await user.should_see("Your role does not give access to this page.")
+
+
+async def test_overview_counts(user: User, team: Team, store: Store) -> None:
+    await seed_alerts(store, 3)
+    await login(user, "ana")
+    await user.open("/")
+    await user.should_see("Open alerts")
+    card = user.find(marker="card-open").elements.pop()
+    assert "3" in [el.text for el in card.descendants() if isinstance(el, ui.label)]
+
+
+async def test_queue_lists_sorts_and_assigns_to_me(user: User, team: Team, store: Store) -> None:
+    seeded = await seed_alerts(store, 3)
+    await login(user, "ana")
+    await user.open("/alerts")
+    await user.should_see("3 alerts")
+    for s in seeded:
+        await user.should_see(marker=f"row-{s.alert.id}")
+    user.find(marker=f"assign-{seeded[1].alert.id}").click()
+    await user.should_see("Assigned to you")
+    stored = await store.alerts.get(seeded[1].alert.id)
+    assert stored is not None and stored.assignee == "ana"
+
+
+async def test_queue_filters_by_risk(user: User, team: Team, store: Store) -> None:
+    seeded = await seed_alerts(store, 3)
+    await login(user, "ana")
+    await user.open("/alerts")
+    user.find(marker="filter-risk").elements.pop().value = ["critical"]
+    user.find(marker="apply").click()
+    await user.should_see("1 alerts")
+    await user.should_see(marker=f"row-{seeded[0].alert.id}")
+    await user.should_not_see(marker=f"row-{seeded[1].alert.id}")
+
+
+async def test_new_alerts_appear_without_reload(user: User, team: Team, store: Store) -> None:
+    await seed_alerts(store, 1)
+    await login(user, "ana")
+    await user.open("/alerts")
+    await user.should_see("1 alerts")
+    fresh = make_alert(title="Fresh burst of deposits")
+    await store.alerts.create(fresh)
+    await asyncio.sleep(1.2)  # the queue polls every 0.5 s in tests
+    await user.should_see(marker=f"row-{fresh.id}")
+    await user.should_see("2 alerts")
+
+
+async def test_bulk_assign_by_a_senior(user: User, team: Team, store: Store) -> None:
+    seeded = await seed_alerts(store, 3)
+    await login(user, "sam")
+    await user.open("/alerts")
+    for s in seeded[:2]:
+        user.find(marker=f"select-{s.alert.id}").click()
+    user.find(marker="bulk-assignee").type("ana")
+    user.find(marker="bulk-assign").click()
+    await user.should_see("Assigned 2 alerts to ana")
+    _, total = await store.alerts.list_(assignee="ana")
+    assert total == 2
+
+
+async def test_decide_requires_a_note_then_stores_the_label(
+    user: User, team: Team, store: Store
+) -> None:
+    seeded = await seed_alerts(store, 2)
+    target = seeded[0]
+    await login(user, "ana")
+    await user.open(f"/alerts/{target.alert.id}")
+    await user.should_see(target.transaction.external_id or "")
+    await user.should_see("R001 (structuring, 0.80): count=5, window=24h, threshold=1000.5")
+    await user.should_see("amount_z = 4.5")
+    await user.should_see("xgboost: unavailable (no model)")
+    user.find(marker="decision-choice").elements.pop().value = "confirmed_fraud"
+    user.find(marker="decide").click()
+    await user.should_see("a note is required")
+    assert (await store.alerts.get(target.alert.id)).status == AlertStatus.OPEN  # type: ignore[union-attr]
+    user.find(marker="decision-note").type("cash mule, confirmed with branch")
+    user.find(marker="decide").click()
+    await user.should_see("Alert queue")
+    stored = await store.alerts.get(target.alert.id)
+    assert stored is not None and stored.status == AlertStatus.CLOSED_FRAUD
+    assert stored.decision_note == "cash mule, confirmed with branch"
+    assert (
+        (target.transaction.id,),
+        AnalystDecision.CONFIRMED_FRAUD,
+    ) in await store.alerts.labels()
+    await user.should_not_see(marker=f"row-{target.alert.id}")
+
+
+async def test_case_from_two_alerts_and_four_eyes(user: User, team: Team, store: Store) -> None:
+    seeded = await seed_alerts(store, 3)
+    await login(user, "sam")
+    await user.open("/alerts")
+    for s in seeded[:2]:
+        user.find(marker=f"select-{s.alert.id}").click()
+    user.find(marker="bulk-case-title").type("Mule ring")
+    user.find(marker="bulk-case").click()
+    await user.should_see(marker="case-status", retries=30)
+    cases, total = await store.cases.list_()
+    assert total == 1 and set(cases[0].alert_ids) == {s.alert.id for s in seeded[:2]}
+    user.find(marker="to-investigating").click()
+    await user.should_see("Status: Investigating")
+    user.find(marker="case-reason").type("SAR ANIF-2026-0042")
+    user.find(marker="to-closed_sar_filed").click()
+    await user.should_see(marker="case-pending")
+    user.find(marker="case-approve").click()
+    await user.should_see("four-eyes: a second user must approve your own request")
+    case = await store.cases.get(cases[0].id)
+    assert case is not None and case.pending_status is not None and case.approved_by is None
+
+
+async def test_audit_page_for_senior_with_verify(user: User, team: Team, store: Store) -> None:
+    await login(user, "sam")
+    await user.open("/audit")
+    table = user.find(marker="audit-table").elements.pop()
+    assert isinstance(table, ui.table)
+    assert {"user.create", "auth.login"} <= {row["action"] for row in table.rows}
+    user.find(marker="audit-verify").click()
+    await user.should_see("Chain intact")
+
+
+async def test_admin_deactivation_ends_the_session_at_once(
+    user: User, team: Team, store: Store
+) -> None:
+    await login(user, USERNAMES[Role.ADMIN])
+    await user.open("/users")
+    await user.should_see(marker="user-ana")
+    user.find(marker="deactivate-ana").click()
+    await user.should_see("User deactivated; their sessions end now")
+    ana = await store.users.get_by_username("ana")
+    assert ana is not None and not ana.active
