@@ -69,6 +69,7 @@ _DEPOSIT_TYPES = frozenset(
     {TransactionType.DEPOSIT, TransactionType.FIXED_DEPOSIT, TransactionType.RECURRING_DEPOSIT}
 )
 _NOT_MONEY_STATUSES = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
+_LOAN = TransactionType.LOAN_DISBURSEMENT
 _FLIP = {Direction.IN: Direction.OUT, Direction.OUT: Direction.IN, Direction.NONE: Direction.NONE}
 
 
@@ -208,64 +209,170 @@ def local_time(at: datetime, params: FeatureParams) -> datetime:
     return at.astimezone(_zone(params.timezone))
 
 
-@dataclass(slots=True)
-class _Seen:
-    """One history transaction as the account sees it."""
-
-    age: timedelta
-    amount: float | None  # None when in another currency
-    direction: Direction
-    counterparty: str | None
-    type: TransactionType
-    own: bool  # recorded on this account (so IP/device/country are this customer's)
-    ip: str | None
-    device: str | None
-    country: str | None
+def _is_money(o: Transaction) -> bool:
+    return o.status not in _NOT_MONEY_STATUSES and o.type is not TransactionType.REVERSAL
 
 
-def _account_view(tx: Transaction, history: Sequence[Transaction]) -> list[_Seen]:
+def _mirror_keys(
+    tx: Transaction, history: Sequence[Transaction]
+) -> dict[tuple[str, int, str, Direction], list[datetime]]:
+    """The account's own records with a counterparty, keyed as their mirror leg would look."""
     acct = tx.account_id
-    t = tx.occurred_at
-    # Own records with a counterparty, by what their mirror on the other account would look like.
-    own_keys: dict[tuple[str, int, str, Direction], list[datetime]] = defaultdict(list)
-    if tx.counterparty_account_id and tx.counterparty_account_id != acct:
-        own_keys[(tx.counterparty_account_id, tx.amount_minor, tx.currency, tx.direction)].append(t)
-    money = [
-        o
-        for o in history
-        if o.status not in _NOT_MONEY_STATUSES and o.type is not TransactionType.REVERSAL
-    ]
-    for o in money:
-        if o.account_id == acct and o.counterparty_account_id and o.counterparty_account_id != acct:
-            key = (o.counterparty_account_id, o.amount_minor, o.currency, o.direction)
-            own_keys[key].append(o.occurred_at)
+    keys: dict[tuple[str, int, str, Direction], list[datetime]] = defaultdict(list)
+    for o in (*history, tx):
+        other = o.counterparty_account_id
+        if o.account_id == acct and other and other != acct and _is_money(o):
+            keys[(other, o.amount_minor, o.currency, o.direction)].append(o.occurred_at)
+    return keys
 
-    seen: list[_Seen] = []
-    for o in money:
-        own = o.account_id == acct
-        if own:
-            direction, other = o.direction, o.counterparty_account_id
+
+@dataclass(slots=True)
+class _History:
+    """Aggregates of the account's history as the account sees it (see the module notes)."""
+
+    count_1h: int = 0
+    count_24h: int = 0
+    count_7d: int = 0
+    total_1h: float = 0.0
+    total_24h: float = 0.0
+    total_7d: float = 0.0
+    n_amount_24h: int = 0
+    n_amount_7d: int = 0
+    max_24h: float = 0.0
+    max_7d: float = 0.0
+    same_type_24h: int = 0
+    inflow_24h: float = 0.0
+    outflow_24h: float = 0.0
+    last_at: datetime | None = None
+    loan_at: datetime | None = None
+    cps_24h: set[str] = field(default_factory=set)
+    cps_7d: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)
+    receivers: set[str] = field(default_factory=set)
+    ips_24h: set[str] = field(default_factory=set)
+    ips_7d: set[str] = field(default_factory=set)
+    devices_7d: set[str] = field(default_factory=set)
+    countries: Counter[str] = field(default_factory=Counter)
+
+
+def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
+    """One pass over the history; hot in training (a few dozen items x every row)."""
+    acct = tx.account_id
+    currency = tx.currency
+    tx_type = tx.type
+    unit = float(10 ** exponent(currency))
+    t = tx.occurred_at
+    week_start, day_start, hour_start = t - _WEEK, t - _DAY, t - _HOUR
+    mirrors: dict[tuple[str, int, str, Direction], list[datetime]] | None = None
+    not_money, reversal, loan = _NOT_MONEY_STATUSES, TransactionType.REVERSAL, _LOAN
+    inbound, outbound = Direction.IN, Direction.OUT
+    count_1h = count_24h = count_7d = n_amount_24h = n_amount_7d = same_type_24h = 0
+    total_1h = total_24h = total_7d = max_24h = max_7d = inflow_24h = outflow_24h = 0.0
+    last_at: datetime | None = None
+    loan_at: datetime | None = None
+    cps_24h: set[str] = set()
+    cps_7d: set[str] = set()
+    senders: set[str] = set()
+    receivers: set[str] = set()
+    ips_24h: set[str] = set()
+    ips_7d: set[str] = set()
+    devices_7d: set[str] = set()
+    countries: Counter[str] = Counter()
+    for o in history:
+        at = o.occurred_at
+        if at < week_start or at > t or o.status in not_money or o.type is reversal:
+            continue
+        if o.account_id == acct:
+            own = True
+            direction = o.direction
+            other = o.counterparty_account_id
+            if other == acct:
+                other = None
         elif o.counterparty_account_id == acct:
-            direction, other = _FLIP[o.direction], o.account_id
-            mirrors = own_keys.get((other, o.amount_minor, o.currency, direction), ())
-            if any(abs(m - o.occurred_at) <= MIRROR_TOLERANCE for m in mirrors):
-                continue
+            own = False
+            direction = _FLIP[o.direction]
+            other = o.account_id
+            if mirrors is None:
+                mirrors = _mirror_keys(tx, history)
+            if mirrors:
+                legs = mirrors.get((other, o.amount_minor, o.currency, direction))
+                if legs and any(abs(m - at) <= MIRROR_TOLERANCE for m in legs):
+                    continue
         else:
             continue  # does not touch this account: not part of its history
-        seen.append(
-            _Seen(
-                age=t - o.occurred_at,
-                amount=o.amount if o.currency == tx.currency else None,
-                direction=direction,
-                counterparty=other if other != acct else None,
-                type=o.type,
-                own=own,
-                ip=o.ip_address if own else None,
-                device=o.device_id if own else None,
-                country=o.country_code if own else None,
-            )
-        )
-    return seen
+
+        amount = o.amount_minor / unit if o.currency == currency else None
+        count_7d += 1
+        if last_at is None or at > last_at:
+            last_at = at
+        if amount is not None:
+            n_amount_7d += 1
+            total_7d += amount
+            if amount > max_7d:
+                max_7d = amount
+        if other:
+            cps_7d.add(other)
+            if direction is inbound:
+                senders.add(other)
+            elif direction is outbound:
+                receivers.add(other)
+        if own:
+            if o.ip_address:
+                ips_7d.add(o.ip_address)
+            if o.device_id:
+                devices_7d.add(o.device_id)
+            if o.country_code:
+                countries[o.country_code] += 1
+        if o.type is loan and (loan_at is None or at > loan_at):
+            loan_at = at
+        if at < day_start:
+            continue
+        count_24h += 1
+        if o.type is tx_type:
+            same_type_24h += 1
+        if other:
+            cps_24h.add(other)
+        if own and o.ip_address:
+            ips_24h.add(o.ip_address)
+        if amount is not None:
+            n_amount_24h += 1
+            total_24h += amount
+            if amount > max_24h:
+                max_24h = amount
+            if direction is inbound:
+                inflow_24h += amount
+            elif direction is outbound:
+                outflow_24h += amount
+        if at < hour_start:
+            continue
+        count_1h += 1
+        if amount is not None:
+            total_1h += amount
+    return _History(
+        count_1h=count_1h,
+        count_24h=count_24h,
+        count_7d=count_7d,
+        total_1h=total_1h,
+        total_24h=total_24h,
+        total_7d=total_7d,
+        n_amount_24h=n_amount_24h,
+        n_amount_7d=n_amount_7d,
+        max_24h=max_24h,
+        max_7d=max_7d,
+        same_type_24h=same_type_24h,
+        inflow_24h=inflow_24h,
+        outflow_24h=outflow_24h,
+        last_at=last_at,
+        loan_at=loan_at,
+        cps_24h=cps_24h,
+        cps_7d=cps_7d,
+        senders=senders,
+        receivers=receivers,
+        ips_24h=ips_24h,
+        ips_7d=ips_7d,
+        devices_7d=devices_7d,
+        countries=countries,
+    )
 
 
 def _novelty(value: str | None, known: set[str]) -> float:
@@ -278,10 +385,10 @@ def _ratio(amount: float, reference: float, floor: float) -> float:
     return min(amount / max(reference, floor), RATIO_CAP)
 
 
-def _minutes(age: timedelta | None) -> float:
-    if age is None:
+def _minutes(t: datetime, since: datetime | None) -> float:
+    if since is None:
         return MINUTES_CAP
-    return min(age.total_seconds() / 60.0, MINUTES_CAP)
+    return min((t - since).total_seconds() / 60.0, MINUTES_CAP)
 
 
 def compute_features(
@@ -305,80 +412,17 @@ def compute_features(
     hour_frac = local.hour + local.minute / 60.0 + local.second / 3600.0
     angle = 2.0 * math.pi * hour_frac / 24.0
 
-    seen = _account_view(tx, ctx.account)
-    count_1h = count_24h = count_7d = 0
-    total_1h = total_24h = total_7d = 0.0
-    n_amt_24h = n_amt_7d = 0
-    max_24h = max_7d = 0.0
-    same_type_24h = 0
-    inflow_24h = outflow_24h = 0.0
-    cps_24h: set[str] = set()
-    cps_7d: set[str] = set()
-    senders: set[str] = set()
-    receivers: set[str] = set()
-    ips_24h: set[str] = set()
-    ips_7d: set[str] = set()
-    devices_7d: set[str] = set()
-    countries: Counter[str] = Counter()
-    last_age: timedelta | None = None
-    loan_age: timedelta | None = None
-
-    for s in seen:
-        if s.age > _WEEK:
-            continue
-        count_7d += 1
-        if last_age is None or s.age < last_age:
-            last_age = s.age
-        if s.amount is not None:
-            n_amt_7d += 1
-            total_7d += s.amount
-            max_7d = max(max_7d, s.amount)
-        if s.counterparty is not None:
-            cps_7d.add(s.counterparty)
-            if s.direction is Direction.IN:
-                senders.add(s.counterparty)
-            elif s.direction is Direction.OUT:
-                receivers.add(s.counterparty)
-        if s.ip:
-            ips_7d.add(s.ip)
-        if s.device:
-            devices_7d.add(s.device)
-        if s.country:
-            countries[s.country] += 1
-        if s.type is TransactionType.LOAN_DISBURSEMENT and (loan_age is None or s.age < loan_age):
-            loan_age = s.age
-        if s.age > _DAY:
-            continue
-        count_24h += 1
-        if s.type is tx.type:
-            same_type_24h += 1
-        if s.counterparty is not None:
-            cps_24h.add(s.counterparty)
-        if s.ip:
-            ips_24h.add(s.ip)
-        if s.amount is not None:
-            n_amt_24h += 1
-            total_24h += s.amount
-            max_24h = max(max_24h, s.amount)
-            if s.direction is Direction.IN:
-                inflow_24h += s.amount
-            elif s.direction is Direction.OUT:
-                outflow_24h += s.amount
-        if s.age > _HOUR:
-            continue
-        count_1h += 1
-        if s.amount is not None:
-            total_1h += s.amount
-
-    avg_24h = total_24h / n_amt_24h if n_amt_24h else 0.0
-    avg_7d = total_7d / n_amt_7d if n_amt_7d else 0.0
-    if tx.country_code and countries:
-        top = max(countries.values())
-        modal = {c for c, n in countries.items() if n == top}
+    h = _summarise(tx, ctx.account)
+    avg_24h = h.total_24h / h.n_amount_24h if h.n_amount_24h else 0.0
+    avg_7d = h.total_7d / h.n_amount_7d if h.n_amount_7d else 0.0
+    if tx.country_code and h.countries:
+        top = max(h.countries.values())
+        modal = {c for c, n in h.countries.items() if n == top}
         geo = 0.0 if tx.country_code in modal else 1.0
     else:
         geo = _UNKNOWN
     kyc = tx.kyc_level
+    count_7d = h.count_7d
 
     return {
         "amount": amount,
@@ -393,41 +437,41 @@ def compute_features(
         "is_night": float(params.is_night(local.hour)),
         "is_round_hundred": float(minor >= 100 * unit and minor % (100 * unit) == 0),
         "is_round_thousand": float(minor >= 1000 * unit and minor % (1000 * unit) == 0),
-        "tx_count_1h": float(count_1h),
-        "tx_count_24h": float(count_24h),
-        "total_amount_1h": total_1h,
-        "total_amount_24h": total_24h,
+        "tx_count_1h": float(h.count_1h),
+        "tx_count_24h": float(h.count_24h),
+        "total_amount_1h": h.total_1h,
+        "total_amount_24h": h.total_24h,
         "avg_amount_24h": avg_24h,
-        "max_amount_24h": max_24h,
+        "max_amount_24h": h.max_24h,
         "amount_vs_avg_ratio": _ratio(amount, avg_24h, floor),
-        "unique_counterparties_24h": float(len(cps_24h)),
-        "same_type_ratio_24h": same_type_24h / count_24h if count_24h else 0.0,
-        "is_new_ip_for_account": _novelty(tx.ip_address, ips_7d),
-        "unique_ips_24h": float(len(ips_24h)),
-        "is_new_device": _novelty(tx.device_id, devices_7d),
+        "unique_counterparties_24h": float(len(h.cps_24h)),
+        "same_type_ratio_24h": h.same_type_24h / h.count_24h if h.count_24h else 0.0,
+        "is_new_ip_for_account": _novelty(tx.ip_address, h.ips_7d),
+        "unique_ips_24h": float(len(h.ips_24h)),
+        "is_new_device": _novelty(tx.device_id, h.devices_7d),
         "tx_count_7d": float(count_7d),
-        "total_amount_7d": total_7d,
+        "total_amount_7d": h.total_7d,
         "avg_amount_7d": avg_7d,
-        "max_amount_7d": max_7d,
-        "unique_counterparties_7d": float(len(cps_7d)),
+        "max_amount_7d": h.max_7d,
+        "unique_counterparties_7d": float(len(h.cps_7d)),
         "amount_vs_7d_avg_ratio": _ratio(amount, avg_7d, floor),
-        "tx_velocity_trend": count_24h / (count_7d / 7.0) if count_7d else 1.0,
-        "receiver_diversity_7d": len(cps_7d) / count_7d if count_7d else 0.0,
+        "tx_velocity_trend": h.count_24h / (count_7d / 7.0) if count_7d else 1.0,
+        "receiver_diversity_7d": len(h.cps_7d) / count_7d if count_7d else 0.0,
         "geo_distance_from_usual": geo,
-        "has_loan_disbursement_7d": float(loan_age is not None),
+        "has_loan_disbursement_7d": float(h.loan_at is not None),
         "is_agent": float(tx.actor_type is ActorType.AGENT),
         "is_merchant": float(tx.actor_type is ActorType.MERCHANT),
         "kyc_level_norm": _UNKNOWN if kyc is None else min(max(kyc / 4.0, 0.0), 1.0),
         "is_new_kyc": _UNKNOWN if kyc is None else float(kyc == 1),
         "is_incoming": float(tx.direction is Direction.IN),
-        "inflow_24h": inflow_24h,
-        "outflow_24h": outflow_24h,
-        "net_flow_24h": inflow_24h - outflow_24h,
-        "unique_senders_7d": float(len(senders)),
-        "unique_receivers_7d": float(len(receivers)),
-        "minutes_since_last_tx": _minutes(last_age),
-        "minutes_since_loan_disbursement": _minutes(loan_age),
-        "amount_vs_max_7d": _ratio(amount, max_7d, floor),
+        "inflow_24h": h.inflow_24h,
+        "outflow_24h": h.outflow_24h,
+        "net_flow_24h": h.inflow_24h - h.outflow_24h,
+        "unique_senders_7d": float(len(h.senders)),
+        "unique_receivers_7d": float(len(h.receivers)),
+        "minutes_since_last_tx": _minutes(tx.occurred_at, h.last_at),
+        "minutes_since_loan_disbursement": _minutes(tx.occurred_at, h.loan_at),
+        "amount_vs_max_7d": _ratio(amount, h.max_7d, floor),
     }
 
 

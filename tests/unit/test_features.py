@@ -392,3 +392,11 @@ def test_params_validation_and_settings() -> None:
         FeatureParams(amount_floors={"XAF": 0.0})
     params = FeatureParams.from_settings(Settings(timezone="Africa/Lagos"), night_end_hour=5)
     assert (params.timezone, params.night_end_hour) == ("Africa/Lagos", 5)
+
+
+def test_simultaneous_transactions_are_ordered_by_id() -> None:
+    first = tx_(id="a-first", amount_minor=1_000)
+    second = tx_(id="b-second", amount_minor=2_000)
+    assert feats(second, [first])["tx_count_1h"] == 1.0
+    assert feats(second, [first])["minutes_since_last_tx"] == 0.0
+    assert feats(first, [second])["tx_count_1h"] == 0.0
