@@ -15,8 +15,8 @@ Conventions:
     * The account's view of a history transaction is direction-aware: a transfer recorded on the
       counterparty's account with this account as counterparty counts as the opposite direction
       here, and a counterparty-side record that merely mirrors one of the account's own records
-      (same other account, amount, currency and direction within ``MIRROR_TOLERANCE``) is
-      counted once.
+      (same other account, amount, currency and direction within ``MIRROR_TOLERANCE``; each own
+      record mirrors at most one) is counted once.
 """
 
 from __future__ import annotations
@@ -226,6 +226,15 @@ def _mirror_keys(
     return keys
 
 
+def _take_mirror(legs: list[datetime], at: datetime) -> bool:
+    """Match a counterparty-side record to one unmatched own leg (each leg mirrors one record)."""
+    for i, leg in enumerate(legs):
+        if abs(leg - at) <= MIRROR_TOLERANCE:
+            del legs[i]
+            return True
+    return False
+
+
 @dataclass(slots=True)
 class _History:
     """Aggregates of the account's history as the account sees it (see the module notes)."""
@@ -294,10 +303,9 @@ def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
             other = o.account_id
             if mirrors is None:
                 mirrors = _mirror_keys(tx, history)
-            if mirrors:
-                legs = mirrors.get((other, o.amount_minor, o.currency, direction))
-                if legs and any(abs(m - at) <= MIRROR_TOLERANCE for m in legs):
-                    continue
+            legs = mirrors.get((other, o.amount_minor, o.currency, direction)) if mirrors else None
+            if legs and _take_mirror(legs, at):
+                continue
         else:
             continue  # does not touch this account: not part of its history
 

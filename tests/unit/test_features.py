@@ -364,6 +364,11 @@ def test_mirrored_transfer_legs_count_once() -> None:
     # A sender leg that mirrors the transaction being scored is not its own history.
     current = ours.replace(id="current", occurred_at=T)
     assert feats(current, [theirs.replace(occurred_at=at(1))])["tx_count_24h"] == 0.0
+    # Two real transfers of the same amount, only one of which we recorded: both count.
+    again = theirs.replace(id="second-transfer", occurred_at=at(29))
+    v2 = feats(tx_(), [theirs, ours, again])
+    assert v2["tx_count_24h"] == 2.0
+    assert v2["inflow_24h"] == 80_000.0
 
 
 def test_actor_features() -> None:
