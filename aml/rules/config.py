@@ -91,7 +91,8 @@ class RuleParams(BaseModel):
     new_counterparty_min_prior: int = Field(default=3, ge=1)
     cross_structuring_min_senders: int = Field(default=3, ge=2)
     cross_structuring_window_hours: int = Field(default=24, ge=1, le=7 * 24)
-    # Graph.
+    # Graph. Cycles get 72 h rather than the predecessor's 24 h: round-tripping through two or
+    # three accounts over a weekend is common, and the edge index keeps 7 days anyway.
     cycle_max_hops: int = Field(default=4, ge=2, le=8)
     cycle_window_hours: int = Field(default=72, ge=1, le=7 * 24)
     cycle_amount_tolerance: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -99,6 +100,8 @@ class RuleParams(BaseModel):
     stacking_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
     stacking_ratio_min: float = Field(default=0.8, gt=0)
     stacking_ratio_max: float = Field(default=1.2, gt=0)
+    # Six distinct payers in a day is unusual for a personal account yet rare enough for shops
+    # that the severity (0.5 at the threshold) leaves the decision to other evidence.
     fan_min: int = Field(default=6, ge=2)
     fan_window_hours: int = Field(default=24, ge=1, le=7 * 24)
     scatter_min_senders: int = Field(default=8, ge=2)
@@ -106,7 +109,8 @@ class RuleParams(BaseModel):
     bipartite_min: int = Field(default=5, ge=2)
     collection_inflow_multiple: float = Field(default=5.0, gt=0)
     collection_min_senders: int = Field(default=5, ge=1)
-    # Agents.
+    # Agents. The predecessor counted 30 per 24 h (every busy agent); 30 per hour is a queue
+    # no single counter serves honestly.
     agent_rapid_count: int = Field(default=30, ge=2)
     agent_rapid_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
     agent_structuring_min: int = Field(default=5, ge=2)
@@ -117,7 +121,7 @@ class RuleParams(BaseModel):
     agent_farming_max_kyc: int = Field(default=1, ge=0)
     collusion_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
     collusion_min_ratio: float = Field(default=0.5, gt=0, le=1)
-    # Loans.
+    # Loans. The watch matches the predecessor's 48 h follow-up of a disbursement.
     loan_watch_hours: int = Field(default=48, ge=1, le=7 * 24)
     loan_run_share: float = Field(default=0.8, gt=0, le=1)
     loan_cashout_minutes: int = Field(default=30, ge=1)

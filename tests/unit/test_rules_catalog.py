@@ -303,6 +303,6 @@ def test_merchant_collection_account() -> None:
     )
 
 
-def test_merchant_type_of_actor_is_irrelevant_to_card_free_transfer_rules() -> None:
+def test_an_ordinary_daytime_transfer_raises_nothing() -> None:
     tx = out("savings:12", "savings:5", 1_000, 0, actor_type=ActorType.MERCHANT)
     assert hits(tx) == {}
