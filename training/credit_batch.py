@@ -27,6 +27,7 @@ from aml.domain import AlertStatus, CreditProfile, Transaction, ensure_utc
 
 if TYPE_CHECKING:
     from storage.store import Store
+    from training.credit_kmeans import CreditClusterModel
 
 ACCOUNT_AGE_HORIZON_DAYS = 365  # the account-age component saturates here
 
@@ -69,6 +70,7 @@ class ChunkJob:
     info: Mapping[str, ClientInfo] = field(default_factory=dict)
     loader: ChunkLoader | None = None
     key: Hashable | None = None
+    cluster_model: CreditClusterModel | None = None
 
 
 def score_chunk(job: ChunkJob) -> list[CreditProfile]:
@@ -83,7 +85,10 @@ def score_chunk(job: ChunkJob) -> list[CreditProfile]:
             default_currency=job.config.default_currency,
             window_days=job.config.window_days,
         )
-    return profiles_from_columns(cols, tenant=job.tenant, as_of=job.as_of, config=job.config)
+    profiles = profiles_from_columns(cols, tenant=job.tenant, as_of=job.as_of, config=job.config)
+    if job.cluster_model is not None:
+        profiles = job.cluster_model.annotate_many(profiles)
+    return profiles
 
 
 def make_chunk_task(num_cpus: float = 1.0) -> Any:
@@ -101,10 +106,18 @@ def _jobs(
     config: CreditConfig,
     info: Mapping[str, ClientInfo],
     chunk_size: int,
+    cluster_model: CreditClusterModel | None,
 ) -> list[ChunkJob]:
     if isinstance(source, ChunkLoader):
         return [
-            ChunkJob(tenant=tenant, as_of=as_of, config=config, loader=source, key=k)
+            ChunkJob(
+                tenant=tenant,
+                as_of=as_of,
+                config=config,
+                loader=source,
+                key=k,
+                cluster_model=cluster_model,
+            )
             for k in source.chunk_keys()
         ]
     ids = list(source)
@@ -118,6 +131,7 @@ def _jobs(
                 config=config,
                 transactions={c: source[c] for c in part},
                 info={c: info[c] for c in part if c in info},
+                cluster_model=cluster_model,
             )
         )
     return jobs
@@ -132,6 +146,7 @@ def iter_scores(
     info: Mapping[str, ClientInfo] | None = None,
     chunk_size: int = 2_000,
     max_in_flight: int | None = None,
+    cluster_model: CreditClusterModel | None = None,
 ) -> Iterator[tuple[BatchProgress, list[CreditProfile]]]:
     """Score every client chunk by chunk on Ray, yielding each chunk's profiles as it finishes.
 
@@ -145,7 +160,13 @@ def iter_scores(
     config = config or CreditConfig()
     as_of = ensure_utc(as_of)
     jobs = _jobs(
-        source, tenant=tenant, as_of=as_of, config=config, info=info or {}, chunk_size=chunk_size
+        source,
+        tenant=tenant,
+        as_of=as_of,
+        config=config,
+        info=info or {},
+        chunk_size=chunk_size,
+        cluster_model=cluster_model,
     )
     task = make_chunk_task()
     cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
@@ -174,6 +195,7 @@ def score_all(
     chunk_size: int = 2_000,
     progress: Callable[[BatchProgress], None] | None = None,
     max_in_flight: int | None = None,
+    cluster_model: CreditClusterModel | None = None,
 ) -> list[CreditProfile]:
     """Score every client of ``source`` at ``as_of`` as Ray tasks over chunks of clients.
 
@@ -186,6 +208,8 @@ def score_all(
         chunk_size: clients per task (mapping source only).
         progress: called after every finished chunk.
         max_in_flight: chunks submitted at once.
+        cluster_model: when given, every scored profile gets the behavioural cluster's tier
+            and the review flag when it is more than one tier from the rule tier.
 
     Returns:
         Every client's profile (chunks in completion order).
@@ -199,6 +223,7 @@ def score_all(
         info=info,
         chunk_size=chunk_size,
         max_in_flight=max_in_flight,
+        cluster_model=cluster_model,
     ):
         out.extend(profiles)
         if progress is not None:
@@ -257,6 +282,7 @@ async def score_all_from_store(
     chunk_size: int = 2_000,
     progress: Callable[[BatchProgress], None] | None = None,
     page_size: int = 5_000,
+    cluster_model: CreditClusterModel | None = None,
 ) -> list[CreditProfile]:
     """Nightly job: read the tenant's transactions and confirmed-fraud alerts from the store,
     score every client on Ray and store the profiles (replacing the previous ones).
@@ -273,6 +299,7 @@ async def score_all_from_store(
         chunk_size: clients per Ray task.
         progress: called after every finished chunk.
         page_size: transactions per store read.
+        cluster_model: the promoted K-Means tier model, if any (see :func:`score_all`).
 
     Returns:
         The stored profiles.
@@ -303,6 +330,7 @@ async def score_all_from_store(
         info=info,
         chunk_size=chunk_size,
         progress=progress,
+        cluster_model=cluster_model,
     )
     for start in range(0, len(profiles), 1_000):
         await store.credit_profiles.upsert_many(profiles[start : start + 1_000])

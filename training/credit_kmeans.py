@@ -34,6 +34,8 @@ from sklearn.preprocessing import StandardScaler
 from aml.credit.features import CREDIT_FEATURE_SET_VERSION, FEATURE_INDEX, FEATURE_NAMES
 from aml.credit.score import TierPolicy, apply_cluster, feature_vector, is_scored
 from aml.domain import CreditProfile, CreditTier, ensure_utc
+from training.tracking import default_tracking_uri as default_tracking_uri
+from training.tracking import ensure_experiment, resolve_tracking_uri
 
 EXPERIMENT = "credit-kmeans"
 MONEY_FEATURES = frozenset(
@@ -177,6 +179,18 @@ class CreditClusterModel:
         cluster = self.predict_cluster(profile.features)
         return apply_cluster(profile, cluster, self.cluster_tiers[cluster])
 
+    def annotate_many(self, profiles: Sequence[CreditProfile]) -> list[CreditProfile]:
+        """:meth:`annotate` for many profiles with one prediction call; profiles without a
+        real score (too little history) are returned unchanged."""
+        scored = [i for i, p in enumerate(profiles) if is_scored(p)]
+        out = list(profiles)
+        if not scored:
+            return out
+        x = np.asarray([feature_vector(profiles[i].features) for i in scored], dtype=np.float64)
+        for i, cluster in zip(scored, self.predict_clusters(x), strict=True):
+            out[i] = apply_cluster(profiles[i], cluster, self.cluster_tiers[cluster])
+        return out
+
     def save(self, path: Path) -> Path:
         """Write the model with joblib."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,24 +248,12 @@ def fit_model(
     )
 
 
-def default_tracking_uri(data_dir: Path) -> str:
-    """Local MLflow tracking store under ``data_dir`` (SQLite: MLflow 3 refuses new work on
-    the plain-file store)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir.resolve() / 'mlflow.db'}"
-
-
-def _log_to_mlflow(model: CreditClusterModel, tracking_uri: str, artifact_root: Path) -> str:
+def _log_to_mlflow(model: CreditClusterModel, tracking_uri: str, data_dir: Path) -> str:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = (
-        exp.experiment_id
-        if exp
-        else client.create_experiment(EXPERIMENT, artifact_location=artifact_root.as_uri())
-    )
+    exp_id = ensure_experiment(client, EXPERIMENT, data_dir)
     run = client.create_run(exp_id, run_name=model.version)
     run_id = run.info.run_id
     stamp = int(model.trained_at.timestamp() * 1000)
@@ -308,8 +310,8 @@ def train_credit_clusters(
         policy: tier cut-offs used to map clusters to tiers (XAF defaults when omitted).
         search: search space and budget.
         data_dir: where Tune results and the default MLflow store live.
-        tracking_uri: MLflow tracking URI; default SQLite under ``data_dir`` (artifacts in
-            ``<data_dir>/mlartifacts`` for a newly created experiment).
+        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI`` or SQLite under
+            ``data_dir`` (see :mod:`training.tracking`).
         unknown_value: value of an unknown repayment rate (the scorer's neutral value).
 
     Returns:
@@ -367,6 +369,6 @@ def train_credit_clusters(
         unknown_value=unknown_value,
     )
     model.trials = trials
-    uri = tracking_uri or default_tracking_uri(data_dir)
-    run_id = _log_to_mlflow(model, uri, data_dir / "mlartifacts")
+    uri = tracking_uri or resolve_tracking_uri(data_dir)
+    run_id = _log_to_mlflow(model, uri, data_dir)
     return model, run_id

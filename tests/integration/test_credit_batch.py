@@ -10,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aml.credit.features import ClientInfo, CreditColumns, columns_from_transactions
-from aml.credit.score import CreditConfig, score_client
+from aml.credit.score import (
+    CreditConfig,
+    TierPolicy,
+    is_scored,
+    profiles_from_columns,
+    score_client,
+    tier_distance,
+)
 from aml.domain import (
     Alert,
     AlertStatus,
@@ -20,9 +27,11 @@ from aml.domain import (
     Transaction,
     TransactionType,
 )
+from bench.credit_scale import SyntheticClients
 from storage.store import Store
 from tests.factories import make_tx
 from training.credit_batch import BatchProgress, score_all, score_all_from_store
+from training.credit_kmeans import KMeansSearch, fit_model, training_set
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
@@ -159,3 +168,30 @@ async def test_nightly_job_reads_the_store_and_stores_profiles(store: Store) -> 
     assert sum(dist.values()) == len(profiles)
     assert await store.credit_profiles.get(tenant="t2", client_id="x") is None
     assert set(dist) == set(CreditTier)
+
+
+def test_batch_attaches_cluster_tiers_and_flags_disagreement() -> None:
+    train = profiles_from_columns(
+        SyntheticClients(400, chunk_size=400, seed=4).load(0),
+        tenant="t1",
+        as_of=AS_OF,
+        config=CreditConfig(),
+    )
+    x, y = training_set(train)
+    model = fit_model(
+        x,
+        y,
+        k=5,
+        subset="all",
+        policy=TierPolicy(),
+        trained_at=AS_OF,
+        search=KMeansSearch(),
+    )
+    clients = population(25, seed=13)
+    profiles = score_all(clients, tenant="t1", as_of=AS_OF, chunk_size=10, cluster_model=model)
+    scored = [p for p in profiles if is_scored(p)]
+    assert scored and all(p.cluster_tier is not None for p in scored)
+    assert all(p.cluster_tier is None for p in profiles if not is_scored(p))
+    for p in scored:
+        assert p.cluster_tier is model.predict_tier(p.features)
+        assert p.needs_review == (tier_distance(p.tier, p.cluster_tier) > 1)
