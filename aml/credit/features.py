@@ -26,7 +26,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -555,8 +555,3 @@ def compute_features(
         as_of=as_of,
         window_days=window_days,
     )
-
-
-def window_start(as_of: datetime, window_days: int = WINDOW_DAYS) -> datetime:
-    """First instant of the window ending at ``as_of``."""
-    return ensure_utc(as_of) - timedelta(days=window_days)
