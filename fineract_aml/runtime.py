@@ -84,10 +84,10 @@ class Supervisor:
                 proc.kill()
         try:
             import ray
-            from ray import serve
 
+            # The local cluster belongs to this driver: shutting Ray down ends the Serve
+            # controller and replicas with it. (A joined cluster keeps running.)
             if ray.is_initialized():
-                serve.shutdown()  # type: ignore[no-untyped-call]
                 ray.shutdown()
         except Exception:  # shutting down: report, never mask the original exit
             log.exception("error while stopping Ray")
@@ -118,7 +118,13 @@ def run_all(settings: Settings) -> int:
         from serve.scoring.deploy import deploy_from_config
 
         address = deploy_from_config(settings, SERVE_CONFIG, mongodb_uri=uri)
+        # ray.init installs its own SIGTERM handler; ours stops the children first.
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
         env["AML_RAY_ADDRESS"] = address
+        # Ray enables token authentication for a new local cluster in this process's
+        # environment (the token itself is in ~/.ray/auth_token); the children must join with it.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH")})
         # Secrets generated for this data dir must reach the children unchanged.
         for key in ("jwt_secret", "fineract_webhook_secrets", "generic_webhook_secret"):
             value = getattr(settings, key)
