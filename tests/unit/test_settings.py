@@ -37,7 +37,11 @@ def test_unknown_timezone_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path:
     ],
 )
 def test_production_refuses_missing_or_weak_secrets(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, jwt: str | None, hooks: str | None, problem: str
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    jwt: str | None,
+    hooks: str | None,
+    problem: str,
 ) -> None:
     monkeypatch.setenv("AML_ENV", "production")
     monkeypatch.setenv("AML_DATA_DIR", str(tmp_path))
@@ -51,7 +55,9 @@ def test_production_refuses_missing_or_weak_secrets(
     assert not (tmp_path / "secrets.json").exists()
 
 
-def test_production_starts_with_strong_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_production_starts_with_strong_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("AML_ENV", "production")
     monkeypatch.setenv("AML_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("AML_JWT_SECRET", STRONG)
@@ -60,7 +66,9 @@ def test_production_starts_with_strong_secrets(monkeypatch: pytest.MonkeyPatch, 
     assert settings.webhook_secrets() == [f"{STRONG}a", f"{STRONG}b"]
 
 
-def test_development_generates_secrets_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_development_generates_secrets_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("AML_DATA_DIR", str(tmp_path))
     for name in ("AML_JWT_SECRET", "AML_FINERACT_WEBHOOK_SECRETS", "AML_GENERIC_WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
