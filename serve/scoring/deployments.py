@@ -9,7 +9,9 @@ reports health through ``check_health``. Replicas, autoscaling and ``user_config
 User configs:
 
 * ``RuleScorer``: ``{"rule_config": <RuleConfig dict, carries its version>}``
-* ``AnomalyScorer`` / ``XGBoostScorer``: ``{"model": <path or model spec>}`` (absent: "no model")
+* ``AnomalyScorer`` / ``XGBoostScorer``: ``{"model": <path or model spec>}`` (absent: "no model"),
+  optionally ``"shadow": <path or model spec>``, a challenger scored beside it and recorded on
+  the decisions without affecting them
 * ``ScoringPipeline``: ``{"policy": <PolicyConfig fields>, "features": <FeatureParams fields>,
   "scorer_timeout_s": float, "scorer_retries": int}``
 """
@@ -38,6 +40,7 @@ from serve.scoring.pipeline import (
     model_from,
     policy_config_from,
     rule_config_from,
+    shadow_from,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,9 @@ class _ModelDeployment:
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the named model (or go back to "no model"); a bad artifact raises and the
         previous model stays in place."""
-        self._scorer = ModelScorer(self.scorer_name, model_from(user_config))
+        self._scorer = ModelScorer(
+            self.scorer_name, model_from(user_config), shadow_from(user_config)
+        )
         version = self._scorer.model.version if self._scorer.model else None
         log.info("%s model %s active", self.scorer_name, version or "(none)")
 
@@ -105,9 +110,17 @@ class _ModelDeployment:
             return []
         return await self._score_many(x)
 
+    async def shadow(self, x: Matrix) -> list[dict[str, float]]:
+        """The challenger's scores (``[]`` without one)."""
+        return self._scorer.shadow_scores(x)
+
     def info(self) -> dict[str, Any]:
-        model = self._scorer.model
-        return {"model_version": model.version if model else None, "pid": os.getpid()}
+        model, shadow = self._scorer.model, self._scorer.shadow
+        return {
+            "model_version": model.version if model else None,
+            "shadow_version": shadow.version if shadow else None,
+            "pid": os.getpid(),
+        }
 
     def check_health(self) -> None:
         if self._scorer is None:
@@ -190,6 +203,17 @@ class ScoringPipeline:
             log.exception("%s scorer unavailable", name)
             return no_model(name, len(x), reason="scorer unavailable")
 
+    async def _shadow(self, handle: DeploymentHandle, x: Matrix) -> list[dict[str, float]]:
+        try:
+            result: list[dict[str, float]] = await asyncio.wait_for(
+                handle.shadow.remote(x), self._timeout
+            )
+            return result
+        except Exception:
+            # A challenger never affects decisions, not even by failing.
+            log.warning("shadow scoring failed", exc_info=True)
+            return []
+
     async def score(self, batch: Sequence[Transaction]) -> list[Decision]:
         """Decide a batch (transactions must already be stored: crashes rebuild from there)."""
         if not batch:
@@ -197,12 +221,22 @@ class ScoringPipeline:
         batch = list(batch)
         contexts = await self._state.observe_and_context(batch)
         x = feature_matrix(batch, contexts, self._features)
-        rules, anomaly, xgb = await asyncio.gather(
+        rules, anomaly, xgb, shadow_a, shadow_x = await asyncio.gather(
             self._call(self._rules, batch, contexts),
             self._model(self._anomaly, ANOMALY, x),
             self._model(self._xgboost, XGBOOST, x),
+            self._shadow(self._anomaly, x),
+            self._shadow(self._xgboost, x),
         )
-        return decide_batch(batch, rules, anomaly, xgb, config=self._policy, decided_at=utcnow())
+        return decide_batch(
+            batch,
+            rules,
+            anomaly,
+            xgb,
+            config=self._policy,
+            decided_at=utcnow(),
+            shadow=(shadow_a, shadow_x),
+        )
 
     async def info(self) -> dict[str, Any]:
         """Versions active in every scorer (for the dashboard and tests)."""

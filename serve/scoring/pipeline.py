@@ -92,17 +92,43 @@ def model_from(user_config: Mapping[str, Any]) -> LoadedModel | None:
     return load_model(spec) if spec else None
 
 
-class ModelScorer:
-    """A scorer over a feature matrix that reports "no model" until a model is loaded."""
+def shadow_from(user_config: Mapping[str, Any]) -> LoadedModel | None:
+    """The challenger named in a ``user_config`` (``shadow`` key: path or spec), or ``None``."""
+    spec = user_config.get("shadow")
+    return load_model(spec) if spec else None
 
-    def __init__(self, scorer: str, model: LoadedModel | None = None) -> None:
+
+def shadow_key(scorer: str, version: str) -> str:
+    """Key of a challenger's score in ``Decision.shadow_scores`` (no dots: stored as a field
+    name)."""
+    return f"{scorer}:{version}".replace(".", "_")
+
+
+class ModelScorer:
+    """A scorer over a feature matrix that reports "no model" until a model is loaded.
+
+    A ``shadow`` (challenger) model scores the same rows beside it; its scores are recorded on
+    the decision and never affect it.
+    """
+
+    def __init__(
+        self, scorer: str, model: LoadedModel | None = None, shadow: LoadedModel | None = None
+    ) -> None:
         self.scorer = scorer
         self.model = model
+        self.shadow = shadow
 
     def score(self, x: Matrix) -> list[ScorerResult]:
         if self.model is None:
             return no_model(self.scorer, len(x))
         return self.model.score(x)
+
+    def shadow_scores(self, x: Matrix) -> list[dict[str, float]]:
+        """``{shadow_key: score}`` per row, or ``[]`` when no challenger is loaded."""
+        if self.shadow is None or len(x) == 0:
+            return []
+        key = shadow_key(self.scorer, self.shadow.version)
+        return [{key: float(r.score)} for r in self.shadow.score(x) if r.score is not None]
 
 
 def decide_batch(
@@ -113,11 +139,21 @@ def decide_batch(
     *,
     config: PolicyConfig,
     decided_at: datetime,
+    shadow: Sequence[Sequence[Mapping[str, float]]] = (),
 ) -> list[Decision]:
-    """Apply the policy to every transaction of the batch."""
+    """Apply the policy to every transaction of the batch.
+
+    ``shadow`` holds, per challenger, one ``{key: score}`` per transaction (or an empty list);
+    they are recorded on the decisions without affecting them.
+    """
+    per_tx: list[dict[str, float]] = [{} for _ in batch]
+    for scores in shadow:
+        if len(scores) == len(batch):
+            for row, extra in zip(per_tx, scores, strict=True):
+                row.update(extra)
     return [
-        decide(tx, r, (a, x), config=config, decided_at=decided_at)
-        for tx, r, a, x in zip(batch, rules, anomaly, xgboost, strict=True)
+        decide(tx, r, (a, x), config=config, decided_at=decided_at, shadow_scores=sh)
+        for tx, r, a, x, sh in zip(batch, rules, anomaly, xgboost, per_tx, strict=True)
     ]
 
 
@@ -143,8 +179,8 @@ class ScoringCore:
         """Build from the same ``user_config`` dicts the Serve deployments take."""
         return cls(
             rules=RuleEngine(rule_config_from(rules or {})),
-            anomaly=ModelScorer(ANOMALY, model_from(anomaly or {})),
-            xgboost=ModelScorer(XGBOOST, model_from(xgboost or {})),
+            anomaly=ModelScorer(ANOMALY, model_from(anomaly or {}), shadow_from(anomaly or {})),
+            xgboost=ModelScorer(XGBOOST, model_from(xgboost or {}), shadow_from(xgboost or {})),
             policy=policy_config_from(pipeline or {}),
             features=feature_params_from(pipeline or {}),
         )
@@ -166,6 +202,7 @@ class ScoringCore:
             self.xgboost.score(x),
             config=self.policy,
             decided_at=decided_at,
+            shadow=(self.anomaly.shadow_scores(x), self.xgboost.shadow_scores(x)),
         )
 
 
