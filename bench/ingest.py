@@ -193,6 +193,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def _scrape(url: str) -> dict[str, float]:
+    """Group-commit figures from the ingress's own metrics (loopback may read them)."""
+    wanted = {
+        "aml_ingest_batch_size_sum",
+        "aml_ingest_batch_size_count",
+        "aml_ingest_store_write_seconds_sum",
+        "aml_ingest_store_write_seconds_count",
+        "aml_ingest_spooled_events_total",
+    }
+    values: dict[str, float] = {}
+    try:
+        text = httpx.get(url, timeout=5.0).text
+    except httpx.HTTPError:
+        return values
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            values[name] = float(value)
+    return values
+
+
 def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -218,6 +239,7 @@ def run(
     """Run one benchmark and return its result (without the raw latencies)."""
     from storage import embedded
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         data_dir = Path(tmp)
         server = embedded.start(data_dir / "store")
@@ -239,6 +261,7 @@ def run(
             load = out.get(timeout=seconds * 10 + 120)
             gen.join()
             time.sleep(0.5)
+            server_metrics = _scrape(f"http://127.0.0.1:{port}/metrics")
             client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
             stored = client[DB_NAME]["transactions"].count_documents({})
             logged = client[DB_NAME]["ingest_log"].count_documents({})
@@ -257,6 +280,9 @@ def run(
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # The box is shared: the load average before the run says how much CPU others used.
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(os.getloadavg()),
         },
         "config": {
             "target_rate": rate,
@@ -278,6 +304,15 @@ def run(
             "p99": _percentile(lat_ms, 0.99),
             "max": max(lat_ms) if lat_ms else float("nan"),
             "mean": statistics.fmean(lat_ms) if lat_ms else float("nan"),
+        },
+        "group_commit": {
+            "batches": server_metrics.get("aml_ingest_batch_size_count", 0.0),
+            "mean_batch_size": server_metrics.get("aml_ingest_batch_size_sum", 0.0)
+            / max(server_metrics.get("aml_ingest_batch_size_count", 0.0), 1.0),
+            "mean_store_write_ms": 1000
+            * server_metrics.get("aml_ingest_store_write_seconds_sum", 0.0)
+            / max(server_metrics.get("aml_ingest_store_write_seconds_count", 0.0), 1.0),
+            "spooled_events": server_metrics.get("aml_ingest_spooled_events_total", 0.0),
         },
         "stored_transactions": stored,
         "ingest_log_records": logged,
@@ -302,6 +337,13 @@ def table(result: dict[str, Any]) -> str:
         ("ack latency p90 (ms)", f"{lat['p90']:.1f}"),
         ("ack latency p99 (ms)", f"{lat['p99']:.1f}"),
         ("ack latency max (ms)", f"{lat['max']:.1f}"),
+        ("mean batch size", f"{result['group_commit']['mean_batch_size']:.1f}"),
+        ("mean store write per batch (ms)", f"{result['group_commit']['mean_store_write_ms']:.1f}"),
+        (
+            "load average before/after",
+            f"{result['machine']['loadavg_before'][0]:.1f} / "
+            f"{result['machine']['loadavg_after'][0]:.1f}",
+        ),
         ("stored transactions", str(result["stored_transactions"])),
         ("stored == acked", str(result["stored_equals_acked"])),
     ]

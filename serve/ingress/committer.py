@@ -54,7 +54,12 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """What the sender is told once its event is durable."""
+    """What the sender is told once its event is durable.
+
+    An event acknowledged from the spool (``spooled``) carries the parser's outcome: whether it
+    duplicates an earlier one is only known when it is replayed, and is then recorded in
+    ``ingest_log``.
+    """
 
     outcome: IngestOutcome
     transaction_id: str | None

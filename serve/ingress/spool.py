@@ -76,7 +76,8 @@ class Spool:
 
     def __init__(self, directory: Path, *, on_corrupt: Callable[[int], None] | None = None) -> None:
         self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Spooled bodies are raw client requests (personal data): owner-only access.
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._on_corrupt = on_corrupt
         self._current: IO[bytes] | None = None
         self._current_path: Path | None = None
@@ -103,7 +104,8 @@ class Spool:
         if self._current is None:
             self._current_path = self._path(self._next)
             self._next += 1
-            self._current = open(self._current_path, "ab")  # kept open across appends
+            fd = os.open(self._current_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._current = os.fdopen(fd, "ab")  # kept open across appends
             _fsync_dir(self.directory)  # the new file's directory entry must survive a crash too
         self._current.write(encode_record(payload))
         self._current.flush()

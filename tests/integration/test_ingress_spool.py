@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ def test_spool_skips_a_torn_last_record(tmp_path: Path) -> None:
     spool.append({"n": 2})
     spool.close()
     (segment,) = spool.closed_segments()
+    assert stat.S_IMODE(segment.stat().st_mode) == 0o600  # raw client requests: owner only
     with open(segment, "ab") as fh:
         fh.write(encode_record({"n": 3})[:-7])  # crash in the middle of the third write
     corrupt: list[int] = []
