@@ -25,6 +25,8 @@ class ScoringAppArgs(BaseModel):
         mongodb_db: database name.
         state_shards: number of per-customer state actors (customers are hashed onto them).
         state_group: name of the set of state actors (one set per deployment environment).
+        state_max_keys: most windows (accounts and agents) one shard keeps in memory; the least
+            recently used are dropped and rebuilt from the store when next needed.
         graph_hops: neighbourhood radius of the transfer-graph context (cycles of n hops need
             n - 1).
         detached_state: state actors outlive pipeline replicas (keep True in production).
@@ -36,6 +38,7 @@ class ScoringAppArgs(BaseModel):
     mongodb_db: str = "fineract_aml"
     state_shards: int = Field(default=2, ge=1, le=1024)
     state_group: str = Field(default="default", min_length=1)
+    state_max_keys: int = Field(default=200_000, ge=100)
     graph_hops: int = Field(default=3, ge=1, le=8)
     detached_state: bool = True
 
@@ -47,6 +50,7 @@ def build_app(args: ScoringAppArgs) -> Application:
         "mongodb_db": args.mongodb_db,
         "shards": args.state_shards,
         "group": args.state_group,
+        "max_keys": args.state_max_keys,
         "graph_hops": args.graph_hops,
         "detached": args.detached_state,
     }

@@ -27,6 +27,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from actors.customer_state import DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
 from aml.domain import Decision, ScorerResult, Transaction, utcnow
 from aml.history import HistoryContext
@@ -155,8 +156,8 @@ class ScoringPipeline:
     ) -> None:
         """Args:
         rules, anomaly, xgboost: handles of the scorer deployments.
-        state: ``mongodb_uri``, ``mongodb_db``, ``shards``, ``group``, ``graph_hops``,
-            ``detached`` (see ``serve.scoring.app.ScoringAppArgs``).
+        state: ``mongodb_uri``, ``mongodb_db``, ``shards``, ``group``, ``max_keys``,
+            ``graph_hops``, ``detached`` (see ``serve.scoring.app.ScoringAppArgs``).
         """
         self._rules = rules
         self._anomaly = anomaly
@@ -169,6 +170,7 @@ class ScoringPipeline:
             db_name=str(state.get("mongodb_db", "fineract_aml")),
             group=group,
             detached=detached,
+            max_keys=int(state.get("max_keys", DEFAULT_MAX_KEYS)),
         )
         graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
         self._state = ShardedState(shards, graph)
