@@ -28,6 +28,10 @@ class Permission(StrEnum):
     MODEL_READ = "model:read"
     MODEL_MANAGE = "model:manage"
     RULE_CONFIG = "rule:config"
+    CREDIT_READ = "credit:read"
+    CREDIT_REQUEST = "credit:request"  # submit requests, rescore a profile on demand
+    CREDIT_DECIDE = "credit:decide"  # approve/reject a request submitted by someone else
+    CREDIT_APPROVE_LARGE = "credit:approve_large"  # approvals above the per-currency threshold
 
 
 _ANALYST = frozenset(
@@ -40,6 +44,9 @@ _ANALYST = frozenset(
         Permission.CASE_READ,
         Permission.CASE_WRITE,
         Permission.TRANSACTION_READ,
+        Permission.CREDIT_READ,
+        Permission.CREDIT_REQUEST,
+        Permission.CREDIT_DECIDE,
     }
 )
 
@@ -54,13 +61,19 @@ _ML_ENGINEER = frozenset(
         Permission.MODEL_READ,
         Permission.MODEL_MANAGE,
         Permission.RULE_CONFIG,
+        Permission.CREDIT_READ,
     }
 )
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.ANALYST: _ANALYST,
     Role.SENIOR_ANALYST: _ANALYST
-    | {Permission.CASE_APPROVE, Permission.AUDIT_READ, Permission.MODEL_READ},
+    | {
+        Permission.CASE_APPROVE,
+        Permission.AUDIT_READ,
+        Permission.MODEL_READ,
+        Permission.CREDIT_APPROVE_LARGE,
+    },
     Role.ML_ENGINEER: _ML_ENGINEER,
     Role.ADMIN: frozenset(Permission),
 }
