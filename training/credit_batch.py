@@ -15,6 +15,7 @@ Sources:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -231,26 +232,6 @@ def score_all(
     return out
 
 
-async def _load_transactions(
-    store: Store, *, tenant: str, since: datetime, until: datetime, page_size: int
-) -> dict[str, list[Transaction]]:
-    by_client: dict[str, list[Transaction]] = {}
-    seen: set[str] = set()
-    skip = 0
-    while True:
-        page, _total = await store.transactions.search(
-            tenant=tenant, since=since, until=until, skip=skip, limit=page_size
-        )
-        for tx in page:
-            if tx.client_id is None or tx.id in seen:
-                continue
-            seen.add(tx.id)
-            by_client.setdefault(tx.client_id, []).append(tx)
-        if len(page) < page_size:
-            return by_client
-        skip += page_size
-
-
 async def _fraud_alert_dates(
     store: Store, *, tenant: str, until: datetime, page_size: int
 ) -> dict[str, list[datetime]]:
@@ -283,12 +264,15 @@ async def score_all_from_store(
     progress: Callable[[BatchProgress], None] | None = None,
     page_size: int = 5_000,
     cluster_model: CreditClusterModel | None = None,
+    clients_per_read: int | None = None,
 ) -> list[CreditProfile]:
-    """Nightly job: read the tenant's transactions and confirmed-fraud alerts from the store,
-    score every client on Ray and store the profiles (replacing the previous ones).
+    """Nightly job: stream the tenant's transactions from the store a slice of clients at a
+    time, score each slice on Ray and store its profiles (replacing the previous ones).
 
     Transactions are read from ``as_of - max(window, 365 days)`` so that, without an opening
-    date, the account age is known up to the point where its component saturates.
+    date, the account age is known up to the point where its component saturates. Only one
+    slice is scored while the next is read, so memory is bounded by the slice size rather than
+    by the tenant.
 
     Args:
         store: the open store.
@@ -297,9 +281,11 @@ async def score_all_from_store(
         config: scoring configuration (defaults when omitted).
         opened_at: account opening date per client, when known (e.g. from Fineract).
         chunk_size: clients per Ray task.
-        progress: called after every finished chunk.
-        page_size: transactions per store read.
+        progress: called after every finished chunk (counts over the whole job).
+        page_size: alerts per store read.
         cluster_model: the promoted K-Means tier model, if any (see :func:`score_all`).
+        clients_per_read: clients per store read (default: four Ray chunks, enough to keep
+            a small cluster busy).
 
     Returns:
         The stored profiles.
@@ -307,31 +293,64 @@ async def score_all_from_store(
     config = config or CreditConfig()
     as_of = ensure_utc(as_of)
     horizon = max(config.window_days, ACCOUNT_AGE_HORIZON_DAYS)
-    by_client = await _load_transactions(
-        store,
-        tenant=tenant,
-        since=as_of - timedelta(days=horizon),
-        until=as_of,
-        page_size=page_size,
-    )
+    since = as_of - timedelta(days=horizon)
+    per_read = clients_per_read or 4 * chunk_size
     alerts = await _fraud_alert_dates(store, tenant=tenant, until=as_of, page_size=page_size)
     opened = opened_at or {}
-    info = {
-        c: ClientInfo(opened_at=opened.get(c), fraud_alert_dates=tuple(alerts.get(c, ())))
-        for c in by_client
-        if c in opened or c in alerts
-    }
-    profiles = await asyncio.to_thread(
-        score_all,
-        by_client,
-        tenant=tenant,
-        as_of=as_of,
-        config=config,
-        info=info,
-        chunk_size=chunk_size,
-        progress=progress,
-        cluster_model=cluster_model,
+    ids = await store.transactions.client_ids(tenant, since=since, until=as_of)
+    chunks_total = sum(
+        -(-min(per_read, len(ids) - s) // chunk_size) for s in range(0, len(ids), per_read)
     )
-    for start in range(0, len(profiles), 1_000):
-        await store.credit_profiles.upsert_many(profiles[start : start + 1_000])
-    return profiles
+    started = time.perf_counter()
+    offset = [0, 0]  # chunks and clients finished in earlier slices
+
+    def _report(state: BatchProgress) -> None:
+        if progress is not None:
+            progress(
+                BatchProgress(
+                    offset[0] + state.chunks_done,
+                    chunks_total,
+                    offset[1] + state.clients_done,
+                    time.perf_counter() - started,
+                )
+            )
+
+    stream = store.transactions.iter_client_chunks(
+        tenant, since=since, until=as_of, clients_per_chunk=per_read, client_ids=ids
+    )
+    out: list[CreditProfile] = []
+    # Read the next slice while Ray scores the current one.
+    upcoming: asyncio.Future[dict[str, list[Transaction]] | None] = asyncio.ensure_future(
+        anext(stream, None)
+    )
+    try:
+        while (by_client := await upcoming) is not None:
+            upcoming = asyncio.ensure_future(anext(stream, None))
+            info = {
+                c: ClientInfo(opened_at=opened.get(c), fraud_alert_dates=tuple(alerts.get(c, ())))
+                for c in by_client
+                if c in opened or c in alerts
+            }
+            profiles = await asyncio.to_thread(
+                score_all,
+                by_client,
+                tenant=tenant,
+                as_of=as_of,
+                config=config,
+                info=info,
+                chunk_size=chunk_size,
+                progress=_report,
+                cluster_model=cluster_model,
+            )
+            for start in range(0, len(profiles), 1_000):
+                await store.credit_profiles.upsert_many(profiles[start : start + 1_000])
+            offset[0] += -(-len(by_client) // chunk_size)
+            offset[1] += len(profiles)
+            out.extend(profiles)
+    finally:
+        if not upcoming.done():
+            upcoming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upcoming
+        await stream.aclose()
+    return out

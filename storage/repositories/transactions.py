@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -141,6 +141,84 @@ class TransactionRepository(Repository):
         total = await self.col.count_documents(query)
         cursor = self.col.find(query).sort("occurred_at", DESCENDING).skip(skip).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor], int(total)
+
+    async def client_ids(self, tenant: str, *, since: datetime, until: datetime) -> list[str]:
+        """Every client with a transaction in [since, until), sorted; streamed from an
+        aggregation cursor (a ``distinct`` answer is one document, capped at 16 MB)."""
+        # Each bound in its own ``$and`` clause: the embedded store evaluates a date range inside
+        # an aggregation ``$match`` wrongly otherwise.
+        pipeline: list[dict[str, Any]] = [
+            {
+                "$match": {
+                    "$and": [
+                        {"tenant": tenant},
+                        {"occurred_at": {"$gte": since}},
+                        {"occurred_at": {"$lt": until}},
+                        {"client_id": {"$ne": None}},
+                    ]
+                }
+            },
+            {"$group": {"_id": "$client_id"}},
+            {"$sort": {"_id": ASCENDING}},
+        ]
+        cursor = await self.col.aggregate(pipeline)
+        ids = {str(d["_id"]) async for d in cursor if d.get("_id") is not None}
+        return sorted(ids)
+
+    async def iter_client_chunks(
+        self,
+        tenant: str,
+        *,
+        since: datetime,
+        until: datetime,
+        clients_per_chunk: int,
+        client_ids: Sequence[str] | None = None,
+    ) -> AsyncGenerator[dict[str, list[Transaction]], None]:
+        """Stream the tenant's transactions in [since, until) grouped by client, a chunk of
+        clients at a time, each client's transactions in time order.
+
+        The client ids are read first; each chunk is then one indexed query
+        (``tenant, client_id $in, occurred_at``) sorted by client and time, so neither the
+        whole tenant nor a skip offset is ever held or walked.
+
+        Args:
+            tenant: tenant to read.
+            since: first instant (inclusive).
+            until: end instant (exclusive).
+            clients_per_chunk: clients per yielded chunk (>= 1).
+            client_ids: the clients to read, when already known (default: every client with a
+                transaction in the window, see :meth:`client_ids`).
+
+        Yields:
+            ``client_id -> transactions`` for up to ``clients_per_chunk`` clients; clients
+            without a transaction in the window are left out.
+        """
+        if clients_per_chunk < 1:
+            raise ValueError("clients_per_chunk must be >= 1")
+        ids = (
+            list(client_ids)
+            if client_ids is not None
+            else await self.client_ids(tenant, since=since, until=until)
+        )
+        for start in range(0, len(ids), clients_per_chunk):
+            part = ids[start : start + clients_per_chunk]
+            # ``$in`` even for one client: a bare-value match on an indexed field can miss on
+            # the embedded store.
+            query = {
+                "tenant": tenant,
+                "client_id": {"$in": part},
+                "occurred_at": {"$gte": since, "$lt": until},
+            }
+            cursor = self.col.find(query).sort(
+                [("client_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
+            )
+            chunk: dict[str, list[Transaction]] = {}
+            async for doc in cursor:
+                tx = from_doc(Transaction, doc)
+                if tx.client_id is not None:
+                    chunk.setdefault(tx.client_id, []).append(tx)
+            if chunk:
+                yield chunk
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
         return int(await self.col.count_documents(query or {}))
