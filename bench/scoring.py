@@ -116,15 +116,37 @@ def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[s
     return {"transactions": n, "seconds": elapsed, "tx_per_s": n / elapsed}
 
 
-def _ray_workers_rss() -> int:
-    """Resident bytes of all Ray worker processes (``ray::`` titles) on this machine."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+def _descendants(root: int) -> set[int]:
+    """Process ids below ``root`` (the local Ray's raylet and workers are children of it)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if not cmd.startswith(b"ray::"):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _ray_workers_rss() -> int:
+    """Resident bytes of this benchmark's Ray worker processes (``ray::`` titles).
+
+    Only descendants of this process count: other Ray instances on a shared machine do not.
+    """
+    total = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
                 continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
