@@ -16,6 +16,7 @@ Every action is appended to the audit log (``model.promote``, ``model.shadow``,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -232,7 +233,10 @@ class Promoter:
         shadow = await self.store.models.get_shadow(record.kind)
         keep_shadow = shadow.artifact_uri if shadow and shadow.id != model_id else None
         if self.serve is not None:
-            self.serve.set_models(record.kind, model=record.artifact_uri, shadow=keep_shadow)
+            # In a thread: applying waits for the replicas, and scoring on this loop goes on.
+            await asyncio.to_thread(
+                self.serve.set_models, record.kind, model=record.artifact_uri, shadow=keep_shadow
+            )
         promoted = await self.store.models.set_stage(model_id, stage="champion")
         self._alias(promoted, CHAMPION_ALIAS)
         await self.store.audit_log.append(
@@ -265,7 +269,8 @@ class Promoter:
         if champion is not None and champion.id == model_id:
             raise Conflict("the champion cannot also be its own shadow", model_id=model_id)
         if self.serve is not None:
-            self.serve.set_models(
+            await asyncio.to_thread(
+                self.serve.set_models,
                 record.kind,
                 model=champion.artifact_uri if champion else None,
                 shadow=record.artifact_uri,

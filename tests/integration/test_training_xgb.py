@@ -154,6 +154,10 @@ async def test_tune_run_publishes_a_registered_candidate_logged_to_mlflow(
     assert version.run_id == parent.info.run_id
     assert str(tmp_path.resolve() / "mlflow" / "artifacts") in exp.artifact_location
 
+    # Promotion moves the registry's champion alias to this version.
+    await Promoter(store, data_dir=tmp_path).promote(record.id, actor="ml")
+    assert client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version == "1"
+
 
 async def _register(
     store: Store, split: DatasetSplit, tmp: Path, name: str, shuffle: bool

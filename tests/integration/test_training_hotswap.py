@@ -1,0 +1,172 @@
+"""Promotion under live scoring: the champion changes while a stream is being scored by the
+Serve application (deployed from ``deploy/serve_config.yaml`` on the shared Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray import serve
+
+from aml.domain import Decision, ModelRecord, stable_id
+from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from serve.scoring.client import ServeScoring
+from serve.scoring.deploy import apply, load_serve_config, with_args
+from storage.store import Store, open_store
+from tests.factories import T0, make_tx
+from tests.integration.test_training_xgb import PARAMS, labelled_stream
+from training.dataset_build import build_dataset, time_split
+from training.promotion import Promoter, ServeConfigUpdater
+from training.xgb_tune import fit_booster, save_xgboost_artifact
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("ray_session"),
+]
+
+CONFIG_PATH = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
+APP = "training-hotswap"
+CONFIG = {
+    "max_depth": 3,
+    "learning_rate": 0.3,
+    "min_child_weight": 1.0,
+    "subsample": 1.0,
+    "colsample_bytree": 1.0,
+    "reg_alpha": 0.0,
+    "reg_lambda": 1.0,
+    "scale_pos_weight_mult": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+async def swap_store(mongo_uri: str) -> AsyncIterator[Store]:
+    name = f"t_swap_{uuid.uuid4().hex[:8]}"
+    st = open_store(mongo_uri, name)
+    await st.ensure_indexes()
+    try:
+        yield st
+    finally:
+        await st.client.drop_database(name)
+        await st.close()
+
+
+@pytest.fixture(scope="module")
+def app_config(swap_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
+    cfg = with_args(
+        load_serve_config(CONFIG_PATH),
+        mongodb_uri=mongo_uri,
+        mongodb_db=swap_store.db.name,
+        state_group=swap_store.db.name,
+        state_shards=1,
+        detached_state=False,
+    )
+    app = cfg["applications"][0]
+    app["name"] = APP
+    # Small CPU shares: other Serve applications of the session may still hold theirs.
+    for dep in app["deployments"]:
+        dep["ray_actor_options"] = {"num_cpus": 0.05}
+        dep.pop("autoscaling_config", None)
+        dep["num_replicas"] = 1
+    yield cfg
+    with contextlib.suppress(Exception):
+        serve.delete(APP)
+
+
+async def _models(store: Store, tmp: Path) -> tuple[ModelRecord, ModelRecord]:
+    txs, labels = labelled_stream("swap-train", n=400)
+    split = time_split(build_dataset(txs, labels, params=PARAMS))
+    records = []
+    for name, rounds in (("xgb-a", 5), ("xgb-b", 40)):
+        booster = fit_booster(split.train, CONFIG, rounds, seed=0)
+        manifest = save_xgboost_artifact(tmp / name, version=name, booster=booster)
+        record = ModelRecord(
+            id=stable_id("model", name),
+            kind="xgboost",
+            version=name,
+            feature_set_version=FEATURE_SET_VERSION,
+            features=FEATURE_NAMES,
+            metrics={},
+            artifact_uri=str(manifest),
+            stage="candidate",
+            created_at=T0,
+        )
+        records.append(await store.models.register(record))
+    return records[0], records[1]
+
+
+def _xgb(d: Decision) -> str | None:
+    return next((s.model_version for s in d.scorers if s.scorer == "xgboost" and s.available), None)
+
+
+async def test_champion_changes_under_a_live_stream_without_errors(
+    swap_store: Store, app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    await asyncio.to_thread(apply, app_config)
+    a, b = await _models(swap_store, tmp_path)
+    promoter = Promoter(swap_store, serve=ServeConfigUpdater(app_config))
+    await promoter.promote(a.id, actor="ml")
+    handoff = ServeScoring(swap_store, serve.get_app_handle(APP), batch_size=8)
+
+    decisions: list[Decision] = []
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            tx = make_tx(
+                tenant="swap",
+                account_id=f"savings:{i % 5}",
+                amount_minor=(i % 7 + 1) * 50_000,
+                occurred_at=T0 + timedelta(minutes=10 * i),
+            )
+            i += 1
+            try:
+                await swap_store.transactions.insert_many([tx])
+                decisions.extend(await handoff.score_and_store([tx]))
+            except Exception as exc:
+                errors.append(exc)
+
+    task = asyncio.create_task(stream())
+    while len(decisions) < 5:
+        await asyncio.sleep(0.05)
+    await promoter.promote(b.id, actor="ml")  # the stream keeps running meanwhile
+    during = len(decisions) + 1  # the stream is sequential: at most one request in flight
+    while len(decisions) < during + 5:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+
+    assert errors == []
+    versions = [_xgb(d) for d in decisions]
+    assert set(versions) <= {"xgb-a", "xgb-b"}
+    assert versions[0] == "xgb-a"
+    assert versions[during:] == ["xgb-b"] * (len(versions) - during)
+    first_b = versions.index("xgb-b")
+    assert all(v == "xgb-b" for v in versions[first_b:])  # no flapping back
+
+    # The former champion scores in the shadow beside the new one, without changing decisions.
+    await promoter.promote_to_shadow(a.id, actor="ml")
+    tx = make_tx(tenant="swap", account_id="savings:99", occurred_at=T0 + timedelta(days=30))
+    await swap_store.transactions.insert_many([tx])
+    (shadowed,) = await handoff.score_and_store([tx])
+    assert _xgb(shadowed) == "xgb-b"
+    assert set(shadowed.shadow_scores) == {"xgboost:xgb-a"}
+
+    # Rollback brings the previous champion back.
+    back = await promoter.rollback("xgboost", actor="ml")
+    assert back.id == a.id
+    tx2 = make_tx(tenant="swap", account_id="savings:98", occurred_at=T0 + timedelta(days=31))
+    await swap_store.transactions.insert_many([tx2])
+    (after,) = await handoff.score_and_store([tx2])
+    assert _xgb(after) == "xgb-a"
+    info = await serve.get_app_handle(APP).info.remote()
+    assert info["xgboost"]["model_version"] == "xgb-a"
