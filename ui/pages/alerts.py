@@ -37,6 +37,7 @@ class QueueState:
     skip: int = 0
     selected: set[str] = field(default_factory=set)
     total: int = 0
+    signature: object = None
 
 
 def age_text(alert: Alert) -> str:
@@ -116,7 +117,7 @@ async def page() -> None:
             pager = ui.label("").mark("pager")
             ui.button("Next", on_click=lambda: move(1)).props("flat").mark("next")
 
-        async def refresh(reset: bool = False) -> None:
+        async def refresh(reset: bool = False, force: bool = False) -> None:
             if reset:
                 state.skip = 0
             result = await run_action(
@@ -138,6 +139,16 @@ async def page() -> None:
             )
             if result is None:
                 return
+            # Rebuild only when something changed, so polling does not swap rows under the
+            # analyst's cursor.
+            signature = (
+                result.total,
+                state.skip,
+                tuple((a.id, a.status, a.assignee, a.updated_at) for a in result.items),
+            )
+            if signature == state.signature and not force:
+                return
+            state.signature = signature
             state.total = result.total
             visible = {a.id for a in result.items}
             state.selected &= visible
@@ -165,7 +176,7 @@ async def page() -> None:
                 ),
                 success="Assigned to you",
             )
-            await refresh()
+            await refresh(force=True)
 
         async def bulk_assign(assignee: str | None) -> None:
             if not state.selected:
@@ -178,7 +189,7 @@ async def page() -> None:
             if done is not None:
                 ui.notify(f"Assigned {done} alerts to {assignee}", type="positive")
                 state.selected.clear()
-            await refresh()
+            await refresh(force=True)
 
         async def open_case(title: str) -> None:
             if not state.selected:
@@ -220,7 +231,7 @@ def _row(alert: Alert, actor: Actor, state: QueueState, assign_one: object) -> N
         ui.checkbox(value=alert.id in state.selected, on_change=lambda e: toggle(e.value)).mark(
             f"select-{alert.id}"
         )
-        ui.badge(theme.label_of(alert.risk_level.value)).style(
+        ui.badge(theme.label_of(alert.risk_level.value)).classes("justify-self-start").style(
             f"background-color: {theme.RISK_COLOURS[alert.risk_level]} !important"
         )
         ui.link(alert.title or alert.id, f"/alerts/{alert.id}").mark(f"open-{alert.id}")

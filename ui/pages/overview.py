@@ -94,7 +94,7 @@ async def page() -> None:
                         "tooltip": {"trigger": "axis"},
                         "xAxis": {"type": "category", "data": [d["day"] for d in data.by_day]},
                         "yAxis": {"type": "value", "minInterval": 1},
-                        "series": [{"type": "line", "data": [d["count"] for d in data.by_day]}],
+                        "series": [{"type": "bar", "data": [d["count"] for d in data.by_day]}],
                     }
                 ).classes(theme.CHART_HEIGHT)
                 ui.echart(
