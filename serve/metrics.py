@@ -62,6 +62,11 @@ class IngressMetrics:
             "Group commits that failed and went to the spool",
             registry=r,
         )
+        self.store_overloads = Counter(
+            "aml_ingest_store_overloads_total",
+            "Times the store fell behind and acks switched to the spool",
+            registry=r,
+        )
         self.spooled_events = Counter(
             "aml_ingest_spooled_events_total",
             "Events acknowledged from the local spool",

@@ -162,6 +162,12 @@ class Committer:
         batch_wait: how long the flusher waits for more events after the first one (seconds).
         write_timeout: deadline of one store write (seconds); beyond it the batch is spooled.
         retry_initial / retry_max: back-off of the drainer while the store is down (seconds).
+        overload_write: a store write slower than this (seconds) means the store cannot keep
+            up; new events are then acknowledged from the spool (fsync, a few ms) while the
+            drainer feeds the backlog to the store in large batches.
+        overload_queue: likewise when more events than this wait for the flusher (default
+            ``4 * batch_max``).
+        replay_max: most events per store write when draining the spool.
     """
 
     def __init__(
@@ -177,6 +183,9 @@ class Committer:
         write_timeout: float = 2.0,
         retry_initial: float = 0.2,
         retry_max: float = 10.0,
+        overload_write: float = 0.5,
+        overload_queue: int | None = None,
+        replay_max: int = 1024,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -188,6 +197,9 @@ class Committer:
         self._write_timeout = write_timeout
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._overload_write = overload_write
+        self._overload_queue = overload_queue if overload_queue is not None else 4 * batch_max
+        self._replay_max = replay_max
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._spool_mode = False
@@ -299,11 +311,28 @@ class Committer:
                 await self._spool_batch(batch)
             self._drain_wanted.set()
             return
-        self._metrics.store_write.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._metrics.store_write.observe(elapsed)
         for w, ack in zip(batch, acks, strict=True):
             if not w.future.done():
                 w.future.set_result(ack)
         self._after_stored(new)
+        backlog = self._queue.qsize()
+        if elapsed > self._overload_write or backlog > self._overload_queue:
+            # Fineract gives up after 10 s and never retries: keep acks fast by spooling while
+            # the drainer catches the store up (the store is up, so it starts at once).
+            self._metrics.store_overloads.inc()
+            log.warning(
+                "store cannot keep up (%.0f ms for %d events, %d queued); acknowledging from the "
+                "spool until it catches up",
+                elapsed * 1000,
+                len(batch),
+                backlog,
+            )
+            async with self._lock:
+                self._spool_mode = True
+                self._update_gauges()
+            self._drain_wanted.set()
 
     async def _spool_batch(self, batch: list[_Waiting]) -> None:
         payload = submissions_to_payload([w.submission for w in batch])
@@ -472,8 +501,7 @@ class Committer:
                     return True
             for segment in segments:
                 contents = await asyncio.to_thread(self._spool.read_segment, segment)
-                for payload in contents.records:
-                    subs = payload_to_submissions(payload)
+                for subs in self._replay_batches(contents.records):
                     try:
                         _acks, new = await self._store_batch(subs, replay=True)
                     except ConnectionFailure:
@@ -491,6 +519,20 @@ class Committer:
                 else:
                     await asyncio.to_thread(self._spool.remove, segment)
                 self._update_gauges()
+
+    def _replay_batches(self, records: list[dict[str, Any]]) -> list[list[Submission]]:
+        """A segment's records (one per spooled batch, often small) regrouped into store writes
+        of up to ``replay_max`` events, in order."""
+        batches: list[list[Submission]] = []
+        current: list[Submission] = []
+        for payload in records:
+            current.extend(payload_to_submissions(payload))
+            if len(current) >= self._replay_max:
+                batches.append(current)
+                current = []
+        if current:
+            batches.append(current)
+        return batches
 
     def _update_gauges(self) -> None:
         self._metrics.store_available.set(0 if self._spool_mode else 1)

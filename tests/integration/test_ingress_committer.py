@@ -186,3 +186,33 @@ def test_ack_body_names_status_and_transaction() -> None:
         "event_id": sub.record.id,
     }
     assert dataclasses.replace(ack, spooled=True).to_dict()["spooled"] is True
+
+
+async def test_store_falling_behind_shifts_acks_to_the_spool_without_loss(
+    store: Store, tmp_path: Path
+) -> None:
+    metrics = IngressMetrics()
+    handoff = RecordingHandoff()
+    c = Committer(
+        store,
+        Spool(tmp_path / "spool"),
+        metrics=metrics,
+        dispatcher=HandoffDispatcher(handoff, metrics),
+        batch_max=4,
+        batch_wait=0.0,
+        overload_queue=8,  # more than 8 waiting events: the store counts as behind
+        replay_max=16,
+    )
+    await c.start()
+    txs = [make_tx() for _ in range(60)]
+    acks = await c.submit_many([submission(t) for t in [*txs, txs[0]]])
+    assert any(a.spooled for a in acks) and any(not a.spooled for a in acks)
+    deadline = asyncio.get_running_loop().time() + 20
+    while not c.store_available and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await c.close()
+    assert c.store_available
+    assert await store.transactions.count() == 60
+    assert await store.ingest_log.count_by_outcome() == {"accepted": 60, "duplicate": 1}
+    assert sorted(handoff.ids) == sorted(t.id for t in txs)
+    assert Spool(tmp_path / "spool").is_empty()
