@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from aml.domain import AlertStatus, AnalystDecision, Role
 from aml.settings import Settings
 from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
-from storage.store import Store
+from storage.store import Store, open_store
 from tests.ui.seed import PASSWORD, USERNAMES, seed_alerts, seed_team
 
 pytestmark = pytest.mark.integration
@@ -275,3 +276,18 @@ async def test_transactions_search_and_openapi(store: Store) -> None:
     status, doc = await c.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert "post" in doc["paths"][f"{API_PREFIX}/cases/{{case_id}}/approve"]
+
+
+async def test_app_opens_and_closes_its_own_store(mongo_uri: str) -> None:
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    settings = Settings(jwt_secret=SECRET, mongodb_uri=mongo_uri, mongodb_db=db)
+    app = create_app(settings)
+    _, resp = await app.asgi_client.post(
+        f"{API_PREFIX}/auth/login", json={"username": "nobody", "password": "x" * 12}
+    )
+    assert resp.status == 401  # reached the store through the listener-opened client
+    assert app.ctx.store is None  # closed again by before_server_stop
+    cleanup = open_store(mongo_uri, db)
+    assert await cleanup.audit_log.count() == 1  # the failed login was audited there
+    await cleanup.client.drop_database(db)
+    await cleanup.close()

@@ -9,6 +9,7 @@ from nicegui import ui
 from nicegui.testing.user import User
 
 from aml.domain import AlertStatus, AnalystDecision, Role
+from serve.services import users
 from storage.store import Store
 from tests.factories import make_alert
 from tests.ui.seed import PASSWORD, USERNAMES, Team, seed_alerts
@@ -174,3 +175,16 @@ async def test_admin_deactivation_ends_the_session_at_once(
     await user.should_see("User deactivated; their sessions end now")
     ana = await store.users.get_by_username("ana")
     assert ana is not None and not ana.active
+
+
+async def test_deactivated_analyst_is_signed_out_on_next_page(
+    user: User, team: Team, store: Store
+) -> None:
+    await login(user, "ana")
+    await user.open("/alerts")
+    await user.should_see("Alert queue")
+    await users.deactivate(
+        store, actor=team.actor(Role.ADMIN), user_id=team.by_role[Role.ANALYST].id
+    )
+    await user.open("/alerts")
+    await user.should_see("Sign in to review alerts and cases")
