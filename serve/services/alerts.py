@@ -234,9 +234,7 @@ async def overview(store: Store, *, actor: Actor, hours: int = 24) -> Overview:
     oldest, _ = await store.alerts.list_(
         statuses=open_statuses, sort="created_at", descending=False, skip=0, limit=1
     )
-    overdue = await store.alerts.count(
-        {"status": {"$in": [s.value for s in open_statuses]}, "sla_due_at": {"$lt": now}}
-    )
+    overdue = await store.alerts.count_overdue(now=now)
     return Overview(
         by_status={str(k): int(v) for k, v in by_status.items()},
         by_risk={str(k): int(v) for k, v in by_risk.items()},

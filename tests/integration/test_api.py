@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from aml.domain import AlertStatus, AnalystDecision, Role
+from aml.domain import AlertStatus, AnalystDecision, Role, utcnow
 from aml.settings import Settings
 from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
 from storage.store import Store, open_store
+from tests.factories import make_alert
 from tests.ui.seed import PASSWORD, USERNAMES, seed_alerts, seed_team
 
 pytestmark = pytest.mark.integration
@@ -105,6 +107,8 @@ async def test_alert_queue_filters_sorts_and_pages(store: Store) -> None:
     assert [a["id"] for a in page2["items"]] == [s.alert.id for s in seeded[2:]]
     _, crit = await c.get("/alerts", risk_level="critical,high")
     assert {a["risk_level"] for a in crit["items"]} == {"critical", "high"}
+    _, by_rule = await c.get("/alerts", rule_id="R003")
+    assert [a["id"] for a in by_rule["items"]] == [seeded[1].alert.id]
     _, old = await c.get("/alerts", min_age_minutes=25)
     assert {a["id"] for a in old["items"]} == {s.alert.id for s in seeded[:2]}
     status, _ = await c.get("/alerts", sort="password")
@@ -291,3 +295,21 @@ async def test_app_opens_and_closes_its_own_store(mongo_uri: str) -> None:
     assert await cleanup.audit_log.count() == 1  # the failed login was audited there
     await cleanup.client.drop_database(db)
     await cleanup.close()
+
+
+async def test_overview_counts_open_overdue_and_decisions(store: Store) -> None:
+    await seed_team(store)
+    seeded = await seed_alerts(store, 3)
+    late = make_alert(sla_due_at=utcnow() - timedelta(minutes=5), created_at=utcnow())
+    await store.alerts.create(late)
+    c = Client(_app(store))
+    await c.login("ana")
+    await c.post(
+        f"/alerts/{seeded[0].alert.id}/decision", {"decision": "legitimate", "note": "salary"}
+    )
+    status, data = await c.get("/overview")
+    assert status == 200
+    assert data["open_count"] == 3 and data["overdue_count"] == 1
+    assert data["by_status"]["closed_legitimate"] == 1
+    assert sum(data["by_risk"].values()) == 3
+    assert sum(p["count"] for p in data["decisions_per_minute"]) == 3  # seeded within the hour
