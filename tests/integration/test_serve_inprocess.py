@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from aml.domain import AlertStatus, TransactionStatus
+from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import in_process_scoring
 from storage.store import Store
 from tests.factories import T0, make_tx
@@ -22,7 +23,7 @@ async def test_every_transaction_gets_a_decision_and_risky_ones_one_grouped_aler
         make_tx(amount_minor=9_000_000, occurred_at=T0 + timedelta(hours=10 + i)) for i in range(2)
     ]
     await store.transactions.insert_many([*normal, *big])
-    handoff = in_process_scoring(store)
+    handoff: ScoringHandoff = in_process_scoring(store)  # what the ingress hands off to
 
     await handoff.submit([*normal, *big])
 

@@ -20,6 +20,7 @@ from ray import serve
 from actors.factory import NAMESPACE, SHARD_NAME
 from aml.domain import Transaction, TransactionStatus
 from aml.rules.config import default_rule_config
+from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import ServeScoring
 from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
 from storage.store import Store, open_store
@@ -71,7 +72,9 @@ def config(serve_store: Store, mongo_uri: str, ray_session: None) -> dict[str, A
 
 @pytest.fixture
 def handoff(serve_store: Store, config: dict[str, Any]) -> ServeScoring:
-    return ServeScoring.connect(serve_store, APP, batch_size=64)
+    client = ServeScoring.connect(serve_store, APP, batch_size=64)
+    _: ScoringHandoff = client  # the ingress hands off to it through this protocol
+    return client
 
 
 def _account() -> str:
