@@ -16,6 +16,7 @@ from sanic.config import Config
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json
 
+from aml.credit.score import CreditConfig
 from aml.errors import AmlError, TooManyRequests
 from aml.settings import Settings
 from serve.api import (
@@ -23,11 +24,13 @@ from serve.api import (
     routes_audit,
     routes_auth,
     routes_cases,
+    routes_credit,
     routes_transactions,
     routes_users,
 )
 from serve.api.routes_base import RouteSpec, RouteTable, openapi_path, path_params, wrap
 from serve.auth import LoginRateLimiter, TokenService
+from serve.services.credit import CreditWorkflowPolicy
 from storage.store import Store, open_store, resolve_mongodb_uri
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ ROUTE_MODULES: tuple[tuple[str, RouteTable], ...] = (
     ("transactions", routes_transactions.routes),
     ("users", routes_users.routes),
     ("audit", routes_audit.routes),
+    ("credit", routes_credit.routes),
 )
 _app_names = itertools.count(1)
 
@@ -52,6 +56,8 @@ class ApiContext:
     store: Store | None = None
     owns_store: bool = False
     routes: list[RouteSpec] = field(default_factory=list)
+    credit_config: CreditConfig = field(default_factory=CreditConfig)
+    credit_policy: CreditWorkflowPolicy = field(default_factory=CreditWorkflowPolicy)
 
 
 ApiApp = Sanic[Config, ApiContext]
