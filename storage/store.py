@@ -19,6 +19,7 @@ from storage.repositories.credit_profiles import CreditProfileRepository
 from storage.repositories.credit_requests import CreditRequestRepository
 from storage.repositories.decisions import DecisionRepository
 from storage.repositories.ingest_log import IngestLogRepository
+from storage.repositories.jobs import DriftRepository, JobRepository
 from storage.repositories.models import ModelRepository
 from storage.repositories.rule_config import RuleConfigRepository
 from storage.repositories.transactions import TransactionRepository
@@ -45,6 +46,8 @@ class Store:
     credit_requests: CreditRequestRepository = field(init=False)
     models: ModelRepository = field(init=False)
     rule_config: RuleConfigRepository = field(init=False)
+    jobs: JobRepository = field(init=False)
+    drift: DriftRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.transactions = TransactionRepository(self.db)
@@ -58,6 +61,8 @@ class Store:
         self.credit_requests = CreditRequestRepository(self.db)
         self.models = ModelRepository(self.db)
         self.rule_config = RuleConfigRepository(self.db)
+        self.jobs = JobRepository(self.db)
+        self.drift = DriftRepository(self.db)
 
     @property
     def repositories(self) -> list[Repository]:
@@ -73,6 +78,8 @@ class Store:
             self.credit_requests,
             self.models,
             self.rule_config,
+            self.jobs,
+            self.drift,
         ]
 
     async def ensure_indexes(self) -> None:
