@@ -18,7 +18,6 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import numpy as np
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
 from aml.domain import Decision, Transaction
 from serve.scoring.pipeline import ScoringCore, scorable
-from storage.store import Store
 
 DEFAULT_BATCH = 256
 
@@ -232,24 +230,3 @@ def backtest(
         pipeline=pipeline,
     )
     return evaluate(replay(transactions, core, batch_size=batch_size), labels)
-
-
-async def load_transactions(
-    store: Store,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    tenant: str | None = None,
-    page: int = 5_000,
-) -> list[Transaction]:
-    """Every stored transaction in ``[since, until)`` (the ``--from-store`` source)."""
-    out: list[Transaction] = []
-    skip = 0
-    while True:
-        txs, total = await store.transactions.search(
-            tenant=tenant, since=since, until=until, skip=skip, limit=page
-        )
-        out.extend(txs)
-        skip += len(txs)
-        if not txs or skip >= total:
-            return out

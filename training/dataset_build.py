@@ -23,12 +23,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from aml.domain import AnalystDecision, Transaction
+from aml.domain import AnalystDecision, Transaction, TransactionStatus
 from aml.errors import Unprocessable
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION, FeatureParams, feature_frame
 from aml.history import MAX_LOOKBACK
 from storage.store import Store
 
+_MONEY = frozenset({TransactionStatus.PENDING, TransactionStatus.SCORED})
 POSITIVE = frozenset({AnalystDecision.CONFIRMED_FRAUD, AnalystDecision.SUSPICIOUS})
 
 Matrix = npt.NDArray[np.float64]
@@ -92,6 +93,46 @@ async def load_with_history(store: Store, tx_ids: Sequence[str]) -> list[Transac
         for tx in history:
             seen.setdefault(tx.id, tx)
     return list(seen.values())
+
+
+async def load_window(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tenant: str | None = None,
+    page: int = 5_000,
+) -> list[Transaction]:
+    """Every stored transaction in ``[since, until)`` (backtests ``--from-store``, drift)."""
+    out: list[Transaction] = []
+    skip = 0
+    while True:
+        txs, total = await store.transactions.search(
+            tenant=tenant, since=since, until=until, skip=skip, limit=page
+        )
+        out.extend(txs)
+        skip += len(txs)
+        if not txs or skip >= total:
+            return out
+
+
+async def window_frame(
+    store: Store,
+    *,
+    since: datetime,
+    until: datetime,
+    params: FeatureParams,
+    tenant: str | None = None,
+) -> pd.DataFrame:
+    """Point-in-time features of the transactions stored in ``[since, until)`` (their
+    accounts' earlier history loaded so the first rows have full context)."""
+    window = await load_window(store, since=since, until=until, tenant=tenant)
+    recent = [t for t in window if t.status in _MONEY]  # what serving scores
+    if not recent:
+        return pd.DataFrame(columns=list(FEATURE_NAMES), dtype=np.float64)
+    txs = await load_with_history(store, [t.id for t in recent])
+    frame = feature_frame(txs, params=params)
+    return frame.loc[[t.id for t in recent if t.id in frame.index], list(FEATURE_NAMES)]
 
 
 @dataclass(frozen=True)

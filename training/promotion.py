@@ -28,7 +28,7 @@ import numpy.typing as npt
 import yaml
 
 from aml.domain import ModelRecord, utcnow
-from aml.errors import Conflict, NotFound
+from aml.errors import ConfigError, Conflict, NotFound
 from serve.scoring.models import ANOMALY, XGBOOST, load_model
 from storage.store import Store
 from training.dataset_build import LabelledSet
@@ -117,6 +117,29 @@ class ServeConfigUpdater:
     def __init__(self, config: Mapping[str, Any], *, path: Path | None = None) -> None:
         self.config = dict(config)
         self.path = path
+
+    @classmethod
+    def from_cluster(cls, *, path: Path | None = None) -> ServeConfigUpdater:
+        """The config of every application running on the connected Ray cluster (re-applying
+        a subset would delete the others; changed ``args`` would restart them).
+
+        Raises:
+            ConfigError: no Serve application is running.
+        """
+        from ray.serve._private.api import serve_start
+
+        details = serve_start().get_serve_details()
+        apps = [
+            dict(app["deployed_app_config"])
+            for app in (details.get("applications") or {}).values()
+            if app.get("deployed_app_config")
+        ]
+        if not apps:
+            raise ConfigError("no Serve application is running to update")
+        config: dict[str, Any] = {"applications": apps}
+        if details.get("proxy_location"):
+            config["proxy_location"] = details["proxy_location"]
+        return cls(config, path=path)
 
     def set_models(self, kind: str, *, model: str | None, shadow: str | None) -> None:
         from serve.scoring.deploy import apply, with_user_config

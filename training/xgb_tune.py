@@ -33,6 +33,7 @@ from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from serve.scoring.models import XGBOOST
 from storage.store import Store
 from training.dataset_build import DatasetSplit, LabelledSet
+from training.drift import BASELINE_KEY, baseline
 from training.tracking import Tracker
 
 EXPERIMENT = "xgboost"
@@ -197,6 +198,7 @@ class XGBRun:
     trials: list[TrialSummary]
     tune_seconds: float
     dataset: dict[str, Any] = field(default_factory=dict)
+    drift_baseline: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for the registry and MLflow (test metrics unprefixed: the gate's)."""
@@ -379,6 +381,10 @@ def run_xgboost(
         trials=trials,
         tune_seconds=seconds,
         dataset=split.summary(),
+        drift_baseline={
+            **baseline(split.train.frame),
+            "until": split.test.occurred_at.max().isoformat(),
+        },
     )
 
 
@@ -495,6 +501,7 @@ async def publish_xgboost(
             "registered_model": REGISTERED_MODEL,
             "registry_version": registry_version,
             "dataset": run.dataset,
+            BASELINE_KEY: run.drift_baseline,
         },
     )
     return await store.models.register(record)
