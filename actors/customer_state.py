@@ -351,7 +351,12 @@ class HistorySource(Protocol):
 async def observe_with_rebuild(
     state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
 ) -> list[tuple[Transaction, ...]]:
-    """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer."""
+    """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer.
+
+    A rebuild reads at most the store's default page (10,000 movements per account and
+    look-back): a hub account above that gets a truncated window, so hubs with such volume
+    should be served from memory (raise ``max_keys`` rather than rely on rebuilds).
+    """
     need = state.missing(items)
     if need and source is not None:
         loaded = await asyncio.gather(
