@@ -168,6 +168,8 @@ class Committer:
         overload_queue: likewise when more events than this wait for the flusher (default
             ``4 * batch_max``).
         replay_max: most events per store write when draining the spool.
+        replay_timeout: deadline of one replay write (seconds). No sender waits on a replay, so
+            it is generous: a replay cut short by a tight deadline would be retried forever.
     """
 
     def __init__(
@@ -185,7 +187,8 @@ class Committer:
         retry_max: float = 10.0,
         overload_write: float = 0.5,
         overload_queue: int | None = None,
-        replay_max: int = 1024,
+        replay_max: int = 512,
+        replay_timeout: float = 60.0,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -200,6 +203,7 @@ class Committer:
         self._overload_write = overload_write
         self._overload_queue = overload_queue if overload_queue is not None else 4 * batch_max
         self._replay_max = replay_max
+        self._replay_timeout = max(replay_timeout, write_timeout)
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._spool_mode = False
@@ -379,6 +383,7 @@ class Committer:
 
         Returns the ack of every submission and the transactions stored by this call.
         """
+        deadline = self._replay_timeout if replay else self._write_timeout
         first_of: dict[tuple[str, str], int] = {}
         batch_dup_of: dict[int, int] = {}
         to_insert: list[int] = []
@@ -393,7 +398,7 @@ class Committer:
                 first_of[key] = i
                 to_insert.append(i)
 
-        with pymongo.timeout(self._write_timeout):
+        with pymongo.timeout(deadline):
             result = await self._store.transactions.insert_many(
                 [subs[i].transaction for i in to_insert]  # type: ignore[misc]
             )
@@ -406,7 +411,7 @@ class Committer:
             i = to_insert[p]
             tx = subs[i].transaction
             assert tx is not None
-            with pymongo.timeout(self._write_timeout):
+            with pymongo.timeout(deadline):
                 existing = await self._store.transactions.get_by_dedupe_key(
                     tx.tenant, tx.dedupe_key
                 )
@@ -440,7 +445,7 @@ class Committer:
             records.append(final)
             acks.append(Ack(outcome=outcome, transaction_id=tx_id, record_id=rec.id))
 
-        with pymongo.timeout(self._write_timeout):
+        with pymongo.timeout(deadline):
             await self._store.ingest_log.insert_many(records)  # idempotent on the record id
         for sub, ack in zip(subs, acks, strict=True):
             self._metrics.events.labels(source=sub.record.source, outcome=ack.outcome.value).inc()
