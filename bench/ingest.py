@@ -349,6 +349,8 @@ def table(result: dict[str, Any]) -> str:
         ("ack latency max (ms)", f"{lat['max']:.1f}"),
         ("mean batch size", f"{result['group_commit']['mean_batch_size']:.1f}"),
         ("mean store write per batch (ms)", f"{result['group_commit']['mean_store_write_ms']:.1f}"),
+        ("events acked from the spool", f"{result['group_commit']['spooled_events']:.0f}"),
+        ("store catch-up after load (s)", f"{result['group_commit']['drain_after_load_s']:.1f}"),
         (
             "load average before/after",
             f"{result['machine']['loadavg_before'][0]:.1f} / "
