@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     fineract_webhook_secrets: SecretStr | None = None  # comma-separated, first is current
     generic_webhook_secret: SecretStr | None = None  # HMAC key for POST /webhooks/generic
+    metrics_token: SecretStr | None = None  # bearer token for /metrics from non-loopback peers
 
     # Ingress (Sanic).
     ingress_host: str = "127.0.0.1"

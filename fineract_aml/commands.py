@@ -60,6 +60,9 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
         store=store,
         handoff=handoff,
         fineract=FineractClient.from_settings(settings),
+        metrics_token=(
+            settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        ),
     )
     app.run(
         host=settings.ingress_host,

@@ -71,7 +71,12 @@ def _decode(tp: Any, value: Any) -> Any:
         if dataclasses.is_dataclass(tp):
             return from_doc(tp, value, id_field="")
         if tp is datetime:
+            # Some MongoDB-wire servers return dates written by update operators as ISO text.
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
             return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if tp is bool and isinstance(value, int):
+            return bool(value)
         if tp is float and isinstance(value, int):
             return float(value)
         if tp is int and isinstance(value, float) and value.is_integer():

@@ -100,3 +100,17 @@ async def test_search_paginates_newest_first(store: Store) -> None:
     page, total = await store.transactions.search(min_amount_minor=1000, skip=5, limit=10)
     assert total == 21
     assert [t.amount_minor for t in page] == [100 * i for i in range(25, 15, -1)]
+
+
+async def test_enrichment_update_keeps_types(store: Store) -> None:
+    tx = make_tx()
+    await store.transactions.insert_many([tx])
+    later = T0 + timedelta(days=1)
+    got = await store.transactions.update_fields(
+        tx.id, reversed=True, enriched=True, received_at=later, running_balance_minor=123
+    )
+    assert got is not None
+    again = await store.transactions.get(tx.id)
+    assert again is not None
+    assert again.reversed is True and again.enriched is True
+    assert again.received_at == later and again.running_balance_minor == 123
