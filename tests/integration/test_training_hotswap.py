@@ -111,7 +111,10 @@ async def test_champion_changes_under_a_live_stream_without_errors(
 ) -> None:
     await asyncio.to_thread(apply, app_config)
     a, b = await _models(swap_store, tmp_path)
-    promoter = Promoter(swap_store, serve=ServeConfigUpdater(app_config))
+    # The updater reads back what the cluster runs, as the scheduler's jobs do.
+    updater = await asyncio.to_thread(ServeConfigUpdater.from_cluster)
+    assert APP in {app["name"] for app in updater.config["applications"]}
+    promoter = Promoter(swap_store, serve=updater)
     await promoter.promote(a.id, actor="ml")
     handoff = ServeScoring(swap_store, serve.get_app_handle(APP), batch_size=8)
 
@@ -138,6 +141,7 @@ async def test_champion_changes_under_a_live_stream_without_errors(
     task = asyncio.create_task(stream())
     while len(decisions) < 5:
         await asyncio.sleep(0.05)
+    pids = await serve.get_app_handle(APP).info.remote()
     await promoter.promote(b.id, actor="ml")  # the stream keeps running meanwhile
     during = len(decisions) + 1  # the stream is sequential: at most one request in flight
     while len(decisions) < during + 5:
@@ -152,6 +156,10 @@ async def test_champion_changes_under_a_live_stream_without_errors(
     assert versions[during:] == ["xgb-b"] * (len(versions) - during)
     first_b = versions.index("xgb-b")
     assert all(v == "xgb-b" for v in versions[first_b:])  # no flapping back
+    after_swap = await serve.get_app_handle(APP).info.remote()
+    # Swapped in place by reconfigure: the same replica processes, no restart.
+    assert after_swap["xgboost"]["pid"] == pids["xgboost"]["pid"]
+    assert after_swap["pid"] == pids["pid"]
 
     # The former champion scores in the shadow beside the new one, without changing decisions.
     await promoter.promote_to_shadow(a.id, actor="ml")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from aml.domain import AnalystDecision
 from aml.features import FEATURE_NAMES, FeatureParams, feature_frame
@@ -18,7 +21,14 @@ from tests.factories import T0, make_alert, make_tx
 from tests.integration.test_training_xgb import labelled_stream, seed_labels
 from training.anomaly_tune import AnomalySearch
 from training.jobs import compute_drift_job, main, train_anomaly_job, train_xgboost_job
-from training.scheduler import JobResult, JobSpec, Scheduler, new_labels_trigger
+from training.scheduler import (
+    JobResult,
+    JobSpec,
+    Schedule,
+    Scheduler,
+    new_labels_trigger,
+    start_scheduler,
+)
 from training.xgb_tune import XGBSearch
 
 pytestmark = pytest.mark.integration
@@ -169,3 +179,45 @@ def test_command_line_lists_the_jobs(capsys: pytest.CaptureFixture[str]) -> None
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert all(job in out for job in ("xgboost", "anomaly", "backtest", "drift"))
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+async def test_scheduler_actor_runs_the_product_jobs_and_reports_them(
+    store: Store, mongo_uri: str, tmp_path: Path
+) -> None:
+    import ray
+
+    settings = Settings(
+        data_dir=tmp_path, mongodb_uri=SecretStr(mongo_uri), mongodb_db=store.db.name
+    )
+    schedule = Schedule(
+        retrain_xgboost=timedelta(days=7),
+        retrain_anomaly=None,
+        drift=timedelta(hours=1),
+        credit_score_all=None,
+        credit_kmeans=None,
+    )
+    name = f"scheduler-{uuid.uuid4().hex[:6]}"
+    handle = await asyncio.to_thread(
+        start_scheduler, settings, schedule=schedule, poll_s=0.2, name=name, detached=False
+    )
+    try:
+        # The same name gives the same actor: one scheduler however often it is started.
+        again = await asyncio.to_thread(
+            start_scheduler, settings, schedule=schedule, poll_s=0.2, name=name, detached=False
+        )
+        assert again._actor_id == handle._actor_id
+        for _ in range(100):
+            drift = await store.jobs.get("drift")
+            if drift is not None and drift.outcome is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert drift is not None and drift.outcome == "skipped"  # no champion yet
+        status = {s["name"]: s for s in await handle.status.remote()}
+        assert set(status) == {"retrain-xgboost", "drift"}
+        assert status["retrain-xgboost"]["outcome"] is None  # first run in a week
+        assert status["drift"]["next_run"] > status["drift"]["last_run"]
+    finally:
+        await handle.stop.remote()
+        ray.kill(handle)
