@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from actors.factory import ShardedState, create_graph, create_state_shards
 from aml.domain import Decision, ScorerResult, Transaction, utcnow
 from aml.history import HistoryContext
 from aml.rules.engine import RuleEngine, RuleEvaluation
+from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
 from serve.scoring.pipeline import (
     ModelScorer,
@@ -174,6 +176,7 @@ class ScoringPipeline:
         )
         graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
         self._state = ShardedState(shards, graph)
+        self._metrics = ScoringMetrics()
         self.reconfigure({})
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
@@ -221,16 +224,18 @@ class ScoringPipeline:
         if not batch:
             return []
         batch = list(batch)
-        contexts = await self._state.observe_and_context(batch)
+        started = time.perf_counter()
+        self._metrics.watch_state(self._state.shards)
+        contexts = await self._metrics.timed("state", self._state.observe_and_context(batch))
         x = feature_matrix(batch, contexts, self._features)
         rules, anomaly, xgb, shadow_a, shadow_x = await asyncio.gather(
-            self._call(self._rules, batch, contexts),
-            self._model(self._anomaly, ANOMALY, x),
-            self._model(self._xgboost, XGBOOST, x),
+            self._metrics.timed("rules", self._call(self._rules, batch, contexts)),
+            self._metrics.timed(ANOMALY, self._model(self._anomaly, ANOMALY, x)),
+            self._metrics.timed(XGBOOST, self._model(self._xgboost, XGBOOST, x)),
             self._shadow(self._anomaly, x),
             self._shadow(self._xgboost, x),
         )
-        return decide_batch(
+        decisions = decide_batch(
             batch,
             rules,
             anomaly,
@@ -239,6 +244,8 @@ class ScoringPipeline:
             decided_at=utcnow(),
             shadow=(shadow_a, shadow_x),
         )
+        self._metrics.record_batch(decisions, started)
+        return decisions
 
     async def info(self) -> dict[str, Any]:
         """Versions active in every scorer (for the dashboard and tests)."""
