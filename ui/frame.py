@@ -18,6 +18,9 @@ NAV: tuple[tuple[str, str, Permission], ...] = (
     ("Alerts", "/alerts", Permission.ALERT_READ),
     ("Cases", "/cases", Permission.CASE_READ),
     ("Transactions", "/transactions", Permission.TRANSACTION_READ),
+    ("Credit", "/credit", Permission.CREDIT_READ),
+    ("Credit requests", "/credit/requests", Permission.CREDIT_READ),
+    ("Credit analytics", "/credit/analytics", Permission.CREDIT_READ),
     ("Users", "/users", Permission.USER_ADMIN),
     ("Audit log", "/audit", Permission.AUDIT_READ),
 )

@@ -9,7 +9,20 @@ from serve.auth import LoginRateLimiter, TokenService
 from storage.store import Store, open_store, resolve_mongodb_uri
 from ui import context
 from ui.auth import AuthMiddleware
-from ui.pages import alert_detail, alerts, audit, cases, login, overview, transactions, users
+from ui.pages import (
+    alert_detail,
+    alerts,
+    audit,
+    cases,
+    credit_analytics,
+    credit_profile,
+    credit_profiles,
+    credit_requests,
+    login,
+    overview,
+    transactions,
+    users,
+)
 
 
 def register_pages() -> None:
@@ -24,6 +37,10 @@ def register_pages() -> None:
     ui.page("/transactions")(transactions.page)
     ui.page("/users")(users.page)
     ui.page("/audit")(audit.page)
+    ui.page("/credit")(credit_profiles.page)
+    ui.page("/credit/clients/{tenant}/{client_id}")(credit_profile.page)
+    ui.page("/credit/requests")(credit_requests.page)
+    ui.page("/credit/analytics")(credit_analytics.page)
 
 
 def build(settings: Settings, *, store: Store | None = None) -> context.UiContext:
