@@ -6,6 +6,7 @@ from nicegui import app, ui
 
 from aml.settings import Settings
 from serve.auth import LoginRateLimiter, TokenService
+from serve.services import credit
 from storage.store import Store, open_store, resolve_mongodb_uri
 from ui import context
 from ui.auth import AuthMiddleware
@@ -71,6 +72,9 @@ def run(settings: Settings) -> None:
     ctx = build(settings)
     register_pages()
     app.on_startup(ctx.store.ensure_indexes)
+    # NiceGUI runs a coroutine returned by a start-up handler as a background task and cancels
+    # it at shutdown: the periodic expiry of credit requests lives as long as the dashboard.
+    app.on_startup(lambda: credit.run_expiry(ctx.store))
     app.on_shutdown(ctx.store.close)
     assert settings.jwt_secret is not None
     ui.run(

@@ -539,6 +539,17 @@ async def expire_requests(store: Store, now: datetime | None = None) -> int:
     return expired
 
 
+async def run_expiry(store: Store, *, every: timedelta = timedelta(minutes=5)) -> None:
+    """Run :func:`expire_requests` every ``every`` until cancelled (started by the dashboard);
+    a failed round, e.g. while the store is down, is logged and the loop goes on."""
+    while True:
+        try:
+            await expire_requests(store)
+        except Exception:  # the loop must outlive a store outage
+            log.exception("expiring credit requests failed")
+        await asyncio.sleep(every.total_seconds())
+
+
 async def get_request(
     store: Store, *, actor: Actor, request_id: str, now: datetime | None = None
 ) -> CreditRequest:

@@ -3,6 +3,8 @@ four-eyes decision → audit trail; expiry; profile detail; analytics."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -396,3 +398,30 @@ async def test_analytics_counts_tiers_limits_rates_and_pending(store: Store) -> 
     assert data.approval_rates[-1].rate == pytest.approx(2 / 3)
     other = await credit.analytics(store, actor=ana, tenant="elsewhere", weeks=1)
     assert sum(other.tier_distribution.values()) == 0 and other.pending_count == 0
+
+
+async def test_expiry_loop_expires_overdue_requests_until_cancelled(store: Store) -> None:
+    team = await seed_team(store)
+    await seed_clients(store, as_of=now_ms())
+    overdue = await credit.submit_request(
+        store,
+        actor=team.actor(Role.ANALYST),
+        tenant="default",
+        client_id="good",
+        amount_minor=1_000,
+        currency="XAF",
+        now=now_ms() - timedelta(days=30),
+    )
+    loop = asyncio.create_task(credit.run_expiry(store, every=timedelta(milliseconds=50)))
+    try:
+        for _ in range(100):
+            stored = await store.credit_requests.get(overdue.id)
+            if stored is not None and stored.status is CreditRequestStatus.EXPIRED:
+                break
+            await asyncio.sleep(0.05)
+        assert stored is not None and stored.status is CreditRequestStatus.EXPIRED
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert loop.cancelled()
