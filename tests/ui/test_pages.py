@@ -27,7 +27,7 @@ async def login(user: User, username: str, password: str = PASSWORD) -> None:
 
 async def test_unauthenticated_visit_is_sent_to_login(user: User, team: Team) -> None:
     await user.open("/alerts")
-    await user.should_see("Sign in to review alerts and cases")
+    await user.should_see("Sign in to review alerts and cases", retries=40)
 
 
 async def test_wrong_password_shows_an_error(user: User, team: Team) -> None:
@@ -35,23 +35,23 @@ async def test_wrong_password_shows_an_error(user: User, team: Team) -> None:
     user.find(marker="username").type("ana")
     user.find(marker="password").type("wrong wrong wrong")
     user.find(marker="sign-in").click()
-    await user.should_see("invalid username or password")
+    await user.should_see("invalid username or password", retries=40)
 
 
 async def test_navigation_shows_only_what_the_role_may_open(user: User, team: Team) -> None:
     await login(user, "ana")
-    await user.should_see(marker="nav-/alerts")
-    await user.should_not_see(marker="nav-/users")
-    await user.should_not_see(marker="nav-/audit")
+    await user.should_see(marker="nav-/alerts", retries=40)
+    await user.should_not_see(marker="nav-/users", retries=40)
+    await user.should_not_see(marker="nav-/audit", retries=40)
     await user.open("/users")
-    await user.should_see("Your role does not give access to this page.")
+    await user.should_see("Your role does not give access to this page.", retries=40)
 
 
 async def test_overview_counts(user: User, team: Team, store: Store) -> None:
     await seed_alerts(store, 3)
     await login(user, "ana")
     await user.open("/")
-    await user.should_see("Open alerts")
+    await user.should_see("Open alerts", retries=40)
     card = user.find(marker="card-open").elements.pop()
     assert "3" in [el.text for el in card.descendants() if isinstance(el, ui.label)]
 
@@ -60,11 +60,11 @@ async def test_queue_lists_sorts_and_assigns_to_me(user: User, team: Team, store
     seeded = await seed_alerts(store, 3)
     await login(user, "ana")
     await user.open("/alerts")
-    await user.should_see("3 alerts")
+    await user.should_see("3 alerts", retries=40)
     for s in seeded:
-        await user.should_see(marker=f"row-{s.alert.id}")
+        await user.should_see(marker=f"row-{s.alert.id}", retries=40)
     user.find(marker=f"assign-{seeded[1].alert.id}").click()
-    await user.should_see("Assigned to you")
+    await user.should_see("Assigned to you", retries=40)
     stored = await store.alerts.get(seeded[1].alert.id)
     assert stored is not None and stored.assignee == "ana"
 
@@ -75,21 +75,21 @@ async def test_queue_filters_by_risk(user: User, team: Team, store: Store) -> No
     await user.open("/alerts")
     user.find(marker="filter-risk").elements.pop().value = ["critical"]
     user.find(marker="apply").click()
-    await user.should_see("1 alerts")
-    await user.should_see(marker=f"row-{seeded[0].alert.id}")
-    await user.should_not_see(marker=f"row-{seeded[1].alert.id}")
+    await user.should_see("1 alerts", retries=40)
+    await user.should_see(marker=f"row-{seeded[0].alert.id}", retries=40)
+    await user.should_not_see(marker=f"row-{seeded[1].alert.id}", retries=40)
 
 
 async def test_new_alerts_appear_without_reload(user: User, team: Team, store: Store) -> None:
     await seed_alerts(store, 1)
     await login(user, "ana")
     await user.open("/alerts")
-    await user.should_see("1 alerts")
+    await user.should_see("1 alerts", retries=40)
     fresh = make_alert(title="Fresh burst of deposits")
     await store.alerts.create(fresh)
     await asyncio.sleep(1.2)  # the queue polls every 0.5 s in tests
-    await user.should_see(marker=f"row-{fresh.id}")
-    await user.should_see("2 alerts")
+    await user.should_see(marker=f"row-{fresh.id}", retries=40)
+    await user.should_see("2 alerts", retries=40)
 
 
 async def test_bulk_assign_by_a_senior(user: User, team: Team, store: Store) -> None:
@@ -100,7 +100,7 @@ async def test_bulk_assign_by_a_senior(user: User, team: Team, store: Store) -> 
         user.find(marker=f"select-{s.alert.id}").click()
     user.find(marker="bulk-assignee").type("ana")
     user.find(marker="bulk-assign").click()
-    await user.should_see("Assigned 2 alerts to ana")
+    await user.should_see("Assigned 2 alerts to ana", retries=40)
     _, total = await store.alerts.list_(assignee="ana")
     assert total == 2
 
@@ -112,17 +112,21 @@ async def test_decide_requires_a_note_then_stores_the_label(
     target = seeded[0]
     await login(user, "ana")
     await user.open(f"/alerts/{target.alert.id}")
-    await user.should_see(target.transaction.external_id or "")
+    await user.should_see(marker="transactions", retries=40)
+    table = user.find(marker="transactions").elements.pop()
+    assert isinstance(table, ui.table)
+    assert table.rows[0]["external_id"] == target.transaction.external_id
+    assert table.rows[0]["client_id"] == target.transaction.client_id
     await user.should_see("R001 (structuring, 0.80): count=5, window=24h, threshold=1000.5")
-    await user.should_see("amount_z = 4.5")
+    await user.should_see("amount_z = 4.5", retries=40)
     await user.should_see("xgboost: unavailable (no model)")
     user.find(marker="decision-choice").elements.pop().value = "confirmed_fraud"
     user.find(marker="decide").click()
-    await user.should_see("a note is required")
+    await user.should_see("a note is required", retries=40)
     assert (await store.alerts.get(target.alert.id)).status == AlertStatus.OPEN  # type: ignore[union-attr]
     user.find(marker="decision-note").type("cash mule, confirmed with branch")
     user.find(marker="decide").click()
-    await user.should_see("Alert queue")
+    await user.should_see("Alert queue", retries=40)
     stored = await store.alerts.get(target.alert.id)
     assert stored is not None and stored.status == AlertStatus.CLOSED_FRAUD
     assert stored.decision_note == "cash mule, confirmed with branch"
@@ -130,7 +134,7 @@ async def test_decide_requires_a_note_then_stores_the_label(
         (target.transaction.id,),
         AnalystDecision.CONFIRMED_FRAUD,
     ) in await store.alerts.labels()
-    await user.should_not_see(marker=f"row-{target.alert.id}")
+    await user.should_not_see(marker=f"row-{target.alert.id}", retries=40)
 
 
 async def test_case_from_two_alerts_and_four_eyes(user: User, team: Team, store: Store) -> None:
@@ -145,12 +149,12 @@ async def test_case_from_two_alerts_and_four_eyes(user: User, team: Team, store:
     cases, total = await store.cases.list_()
     assert total == 1 and set(cases[0].alert_ids) == {s.alert.id for s in seeded[:2]}
     user.find(marker="to-investigating").click()
-    await user.should_see("Status: Investigating")
+    await user.should_see("Status: Investigating", retries=40)
     user.find(marker="case-reason").type("SAR ANIF-2026-0042")
     user.find(marker="to-closed_sar_filed").click()
-    await user.should_see(marker="case-pending")
+    await user.should_see(marker="case-pending", retries=40)
     user.find(marker="case-approve").click()
-    await user.should_see("four-eyes: a second user must approve your own request")
+    await user.should_see("four-eyes: a second user must approve your own request", retries=40)
     case = await store.cases.get(cases[0].id)
     assert case is not None and case.pending_status is not None and case.approved_by is None
 
@@ -162,7 +166,7 @@ async def test_audit_page_for_senior_with_verify(user: User, team: Team, store: 
     assert isinstance(table, ui.table)
     assert {"user.create", "auth.login"} <= {row["action"] for row in table.rows}
     user.find(marker="audit-verify").click()
-    await user.should_see("Chain intact")
+    await user.should_see("Chain intact", retries=40)
 
 
 async def test_admin_deactivation_ends_the_session_at_once(
@@ -170,9 +174,9 @@ async def test_admin_deactivation_ends_the_session_at_once(
 ) -> None:
     await login(user, USERNAMES[Role.ADMIN])
     await user.open("/users")
-    await user.should_see(marker="user-ana")
+    await user.should_see(marker="user-ana", retries=40)
     user.find(marker="deactivate-ana").click()
-    await user.should_see("User deactivated; their sessions end now")
+    await user.should_see("User deactivated; their sessions end now", retries=40)
     ana = await store.users.get_by_username("ana")
     assert ana is not None and not ana.active
 
@@ -182,9 +186,9 @@ async def test_deactivated_analyst_is_signed_out_on_next_page(
 ) -> None:
     await login(user, "ana")
     await user.open("/alerts")
-    await user.should_see("Alert queue")
+    await user.should_see("Alert queue", retries=40)
     await users.deactivate(
         store, actor=team.actor(Role.ADMIN), user_id=team.by_role[Role.ANALYST].id
     )
     await user.open("/alerts")
-    await user.should_see("Sign in to review alerts and cases")
+    await user.should_see("Sign in to review alerts and cases", retries=40)
