@@ -50,11 +50,15 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
 
     store = connect_store(settings, appname="fineract-aml-ingress")
     handoff: Any
+    probe = None
     if args.in_process:
         handoff = in_process_scoring(store)
     else:
+        from serve.scoring.metrics import ServeStatusProbe
+
         _join_ray(settings)
         handoff = ServeScoring.connect(store, settings.serve_app_name)
+        probe = ServeStatusProbe(settings.serve_app_name)
     app = create_app(
         settings,
         store=store,
@@ -63,6 +67,7 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
         metrics_token=(
             settings.metrics_token.get_secret_value() if settings.metrics_token else None
         ),
+        scoring_probe=probe,
     )
     app.run(
         host=settings.ingress_host,

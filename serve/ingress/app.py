@@ -2,8 +2,9 @@
 
 Routes:
     ``POST|GET /webhooks/fineract/<secret>/`` (and without the slash), ``POST /webhooks/generic``,
-    ``GET /healthz`` (liveness), ``GET /readyz`` (store reachable or spool writable),
-    ``GET /metrics`` (Prometheus text).
+    ``GET /healthz`` (liveness), ``GET /readyz`` (readiness: store reachable or spool writable,
+    and, when a scoring probe is given, Ray connected and the Serve application running; one JSON
+    part per component, 503 when not ready), ``GET /metrics`` (Prometheus text).
 
 ``/metrics`` is served to loopback peers (a sidecar or node agent scraping locally) and to
 requests carrying ``Authorization: Bearer <metrics_token>`` when a token is configured; everyone
@@ -20,7 +21,9 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any, Protocol
 
 from sanic import Request, Sanic
 from sanic.config import Config
@@ -44,6 +47,14 @@ log = logging.getLogger(__name__)
 IngressApp = Sanic[Config, IngressCtx]
 
 
+class ComponentProbe(Protocol):
+    """Status of components behind the ingress (e.g. Ray and Serve), for ``/readyz``."""
+
+    async def __call__(self) -> Mapping[str, Mapping[str, Any]]:
+        """One part per component, each with a boolean ``ok``."""
+        ...
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
@@ -58,6 +69,7 @@ def create_app(
     handoff: ScoringHandoff | None = None,
     fineract: FineractClient | None = None,
     metrics_token: str | None = None,
+    scoring_probe: ComponentProbe | None = None,
     pending_sweep_interval: timedelta = timedelta(seconds=30),
     name: str = "fineract-aml-ingress",
 ) -> IngressApp:
@@ -70,6 +82,8 @@ def create_app(
         handoff: where newly stored transactions go to be scored; None stores only.
         fineract: REST client for read-back enrichment; None disables enrichment.
         metrics_token: bearer token that unlocks ``/metrics`` for non-loopback peers.
+        scoring_probe: status of the scoring side (``serve.scoring.metrics.ServeStatusProbe``);
+            when given, ``/readyz`` also requires every part it reports to be ok.
         pending_sweep_interval: how often transactions left ``pending`` are re-submitted.
         name: Sanic app name (unique per process).
     """
@@ -146,7 +160,21 @@ def create_app(
             store_ok = await c.committer.store_reachable()
         spool_ok = c.spool is not None and c.spool.writable()
         ready = c.committer is not None and (store_ok or spool_ok)
-        body = {"ready": ready, "store": store_ok, "spool_writable": spool_ok}
+        components: dict[str, Any] = {
+            "ingress": {"ok": c.committer is not None},
+            "store": {"ok": store_ok},
+            "spool": {"ok": spool_ok},
+        }
+        if scoring_probe is not None:
+            parts = await scoring_probe()
+            components.update(parts)
+            ready = ready and all(bool(part.get("ok")) for part in parts.values())
+        body = {
+            "ready": ready,
+            "store": store_ok,
+            "spool_writable": spool_ok,
+            "components": components,
+        }
         return json(body, status=200 if ready else 503)
 
     @app.get("/metrics", name="metrics")

@@ -143,6 +143,9 @@ class ServeStatusProbe:
     """Ray connection and Serve application status, for ``/readyz``.
 
     Each call returns ``{"ray": {...}, "serve": {...}}``, every part with an ``ok`` flag. The
+    application is ok when ``RUNNING``, and also while ``DEPLOYING`` once it has been seen
+    running: re-applying the Serve config (scaling, new models) keeps the old replicas serving
+    until the new ones are up, and the ingress must not leave the load balancer meanwhile. The
     answer is cached for ``ttl_s``; at most one ``serve.status()`` runs at a time (in a worker
     thread, bounded by ``timeout_s``) so a hung controller cannot pile up threads.
     """
@@ -155,6 +158,7 @@ class ServeStatusProbe:
         self._cached_at = 0.0
         self._lock = threading.Lock()
         self._inflight: asyncio.Future[dict[str, dict[str, Any]]] | None = None
+        self._seen_running = False
 
     async def __call__(self) -> dict[str, dict[str, Any]]:
         """The current (or cached) status of Ray and of the Serve application."""
@@ -203,8 +207,11 @@ class ServeStatusProbe:
                 }
             else:
                 app_status = str(getattr(app.status, "value", app.status))
+                if app_status == "RUNNING":
+                    self._seen_running = True
                 serve_part = {
-                    "ok": app_status == "RUNNING",
+                    "ok": app_status == "RUNNING"
+                    or (app_status == "DEPLOYING" and self._seen_running),
                     "app": self.app_name,
                     "status": app_status,
                     "deployments": {

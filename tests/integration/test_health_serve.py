@@ -1,0 +1,178 @@
+"""Readiness against the real Serve application, and rescaling a scorer under load.
+
+Deploys ``deploy/serve_config.yaml`` under its own application name on the shared Ray (see
+``test_metrics_scoring.small_config``). The rescale test is what an operator does: edit
+``num_replicas`` and re-apply the file while transactions flow; no request may fail and the
+ingress must stay ready throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray import serve
+
+from serve.ingress.app import IngressApp, create_app
+from serve.scoring.client import ServeScoring
+from serve.scoring.deploy import apply
+from serve.scoring.metrics import ServeStatusProbe
+from storage.store import Store
+from tests.factories import T0, make_tx
+from tests.integration.test_ingress_app import make_settings
+from tests.integration.test_metrics_scoring import open_test_store, small_config
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("ray_session"),
+]
+
+APP = "scoring-health-test"
+
+
+@pytest.fixture(scope="module")
+async def health_store(mongo_uri: str) -> AsyncIterator[Store]:
+    st = await open_test_store(mongo_uri, "t_health")
+    try:
+        yield st
+    finally:
+        await st.client.drop_database(st.db.name)
+        await st.close()
+
+
+@pytest.fixture(scope="module")
+def config(health_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
+    cfg = small_config(mongo_uri, health_store.db.name, APP)
+    apply(cfg)
+    try:
+        yield cfg
+    finally:
+        serve.delete(APP)
+
+
+def ingress(tmp_path: Path, store: Store, probe: ServeStatusProbe) -> IngressApp:
+    return create_app(
+        make_settings(tmp_path),
+        store=store,
+        handoff=ServeScoring.connect(store, APP),
+        scoring_probe=probe,
+        name=f"h-{uuid.uuid4().hex[:8]}",
+    )
+
+
+def with_replicas(config: dict[str, Any], deployment: str, n: int) -> dict[str, Any]:
+    out = copy.deepcopy(config)
+    for dep in out["applications"][0]["deployments"]:
+        if dep["name"] == deployment:
+            dep["num_replicas"] = n
+    return out
+
+
+def replicas_of(deployment: str) -> int:
+    status = serve.status().applications[APP].deployments[deployment]
+    return sum(status.replica_states.values())
+
+
+async def test_running_application_is_ready_with_ray_and_serve_parts(
+    tmp_path: Path, health_store: Store, config: dict[str, Any]
+) -> None:
+    app = ingress(tmp_path, health_store, ServeStatusProbe(APP, ttl_s=0))
+    _, resp = await app.asgi_client.get("/readyz")
+    assert resp.status == 200, resp.json
+    parts = resp.json["components"]
+    assert parts["ray"]["ok"] is True and parts["ray"]["address"]
+    assert parts["serve"]["status"] == "RUNNING"
+    assert set(parts["serve"]["deployments"]) == {
+        "ScoringPipeline",
+        "RuleScorer",
+        "AnomalyScorer",
+        "XGBoostScorer",
+    }
+
+
+async def test_missing_application_is_503(
+    tmp_path: Path, health_store: Store, config: dict[str, Any]
+) -> None:
+    app = ingress(tmp_path, health_store, ServeStatusProbe("no-such-app", ttl_s=0))
+    _, resp = await app.asgi_client.get("/readyz")
+    assert resp.status == 503
+    assert resp.json["components"]["serve"] == {
+        "ok": False,
+        "app": "no-such-app",
+        "status": "NOT_FOUND",
+    }
+    assert resp.json["components"]["store"] == {"ok": True}
+
+
+async def test_probe_answers_from_cache_within_its_ttl(config: dict[str, Any]) -> None:
+    probe = ServeStatusProbe(APP, ttl_s=60)
+    first = await probe()
+    second = await probe()
+    assert second is first  # one controller round trip per ttl, however often it is probed
+
+
+async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
+    health_store: Store, config: dict[str, Any]
+) -> None:
+    handoff = ServeScoring.connect(health_store, APP, batch_size=16)
+    probe = ServeStatusProbe(APP, ttl_s=0)
+    stop = asyncio.Event()
+    sent: list[str] = []
+    failures: list[BaseException] = []
+    unready: list[dict[str, Any]] = []
+
+    async def load(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            txs = [
+                make_tx(
+                    account_id=f"savings:scale-{worker}-{i % 5}",
+                    occurred_at=T0 + timedelta(minutes=i, seconds=k),
+                )
+                for k in range(8)
+            ]
+            i += 1
+            await health_store.transactions.insert_many(txs)
+            try:
+                await handoff.submit(txs)
+            except Exception as exc:  # counted: the test asserts there are none
+                failures.append(exc)
+            sent.extend(t.id for t in txs)
+
+    async def watch() -> None:
+        while not stop.is_set():
+            parts = await probe()
+            if not all(p["ok"] for p in parts.values()):
+                unready.append(parts)
+            await asyncio.sleep(0.2)
+
+    workers = [asyncio.create_task(load(w)) for w in range(3)]
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(apply, with_replicas(config, "XGBoostScorer", 2))
+        scaled_up = replicas_of("XGBoostScorer")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(apply, config)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, watcher)
+
+    assert scaled_up == 2
+    assert failures == []
+    assert unready == []
+    decisions = await health_store.decisions.list_for_transactions(sent)
+    assert len(sent) > 50
+    assert len({d.transaction_id for d in decisions}) == len(sent)
+    for d in decisions:
+        xgb = next(s for s in d.scorers if s.scorer == "xgboost")
+        assert xgb.reason == "no model"  # answered by a replica, never "scorer unavailable"
