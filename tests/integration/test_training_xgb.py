@@ -156,7 +156,7 @@ async def test_tune_run_publishes_a_registered_candidate_logged_to_mlflow(
 
     # Promotion moves the registry's champion alias to this version.
     await Promoter(store, data_dir=tmp_path).promote(record.id, actor="ml")
-    assert client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version) == "1"
 
 
 async def _register(
