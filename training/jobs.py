@@ -278,7 +278,8 @@ def _join_ray(settings: Settings) -> None:
         ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False)
 
 
-def _serve_updater() -> ServeUpdater | None:
+def serve_updater() -> ServeUpdater | None:
+    """The updater of the Serve applications running on the connected cluster, if any."""
     try:
         return ServeConfigUpdater.from_cluster()
     except Exception as exc:  # no Serve running: the store and MLflow still move
@@ -297,7 +298,7 @@ def train_xgboost(
 ) -> TrainOutcome:
     """Retrain XGBoost on Ray Tune from stored labels (and label files); gate and promote."""
     _join_ray(settings)
-    serve = _serve_updater() if promote else None
+    serve = serve_updater() if promote else None
     result: TrainOutcome = _run_with_store(
         settings,
         lambda store: train_xgboost_job(
@@ -324,7 +325,7 @@ def train_anomaly(
 ) -> TrainOutcome:
     """Retrain the Isolation Forest on Ray Tune from stored traffic; gate and promote."""
     _join_ray(settings)
-    serve = _serve_updater() if promote else None
+    serve = serve_updater() if promote else None
     result: TrainOutcome = _run_with_store(
         settings,
         lambda store: train_anomaly_job(

@@ -155,10 +155,15 @@ async def count_labels(store: Store) -> int:
     return await store.alerts.count({"decision": {"$in": [d.value for d in AnalystDecision]}})
 
 
-def new_labels_trigger(store: Store, min_new: int) -> Trigger:
-    """Due when ``min_new`` labels were added since the job's last run recorded its count."""
+def new_labels_trigger(
+    store: Store, min_new: int, *, min_gap: timedelta = timedelta(hours=1)
+) -> Trigger:
+    """Due when ``min_new`` labels were added since the job's last run recorded its count
+    (and at least ``min_gap`` after that run, so a failing run is not retried every tick)."""
 
     async def trigger(state: JobState, now: datetime) -> bool:
+        if state.last_run is not None and now - state.last_run < min_gap:
+            return False
         seen = int(state.details.get("labels", 0))
         return await count_labels(store) - seen >= min_new
 
@@ -192,9 +197,12 @@ def product_jobs(
 
         async def retrain_xgboost(now: datetime) -> JobResult:
             labels = await count_labels(store)
-            outcome = await training_jobs.train_xgboost_job(
-                store, settings, now=now, serve=training_jobs._serve_updater()
-            )
+            try:
+                outcome = await training_jobs.train_xgboost_job(
+                    store, settings, now=now, serve=training_jobs.serve_updater()
+                )
+            except Unprocessable as exc:  # remember the count: wait for new labels again
+                return JobResult("skipped", str(exc), {"labels": labels})
             return JobResult("ok", str(outcome), {"labels": labels})
 
         specs.append(
@@ -215,7 +223,7 @@ def product_jobs(
                 since=now - timedelta(days=30),
                 until=now,
                 now=now,
-                serve=training_jobs._serve_updater(),
+                serve=training_jobs.serve_updater(),
             )
             return JobResult("ok", str(outcome))
 

@@ -102,7 +102,7 @@ class Tracker:
 
         A ``parent_run_id`` makes it a nested run (how the MLflow UI groups Tune trials).
         """
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -114,7 +114,6 @@ class Tracker:
             run_id,
             metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
             params=[Param(k, _param(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, v) for k, v in all_tags.items() if k != "mlflow.parentRunId"],
         )
         for path in artifacts:
             if path.is_dir():
