@@ -154,8 +154,10 @@ async def test_queue_flags_inflation_and_rejects_bad_amounts(
 ) -> None:
     await seed_clients(store, as_of=now_ms())
     await login(user, "ana")
-    await user.open("/credit/requests")
-    user.find(marker="req-client").type("inflated")
+    # The profile page links here with the client filled in.
+    await user.open("/credit/requests?client_id=inflated")
+    client_input = user.find(marker="req-client").elements.pop()
+    assert isinstance(client_input, ui.input) and client_input.value == "inflated"
     user.find(marker="req-amount").type("abc")
     user.find(marker="req-submit").click()
     await user.should_see("the amount must be a number")
