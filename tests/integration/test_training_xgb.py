@@ -20,6 +20,8 @@ from aml.domain import (
     stable_id,
 )
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION, FeatureParams
+from aml.history import build_context
+from serve.scoring.client import in_process_scoring
 from serve.scoring.models import load_model
 from storage.store import Store
 from tests.factories import T0, make_alert, make_tx
@@ -224,3 +226,30 @@ async def test_gate_promotes_only_a_candidate_that_beats_the_champion_on_the_sam
     assert back.id == weak.id and back.stage == "champion"
     assert (await store.models.get_champion("xgboost")).id == weak.id  # type: ignore[union-attr]
     assert await store.audit_log.verify() is None
+
+
+async def test_a_shadow_model_is_recorded_but_never_changes_the_decision(
+    store: Store, tmp_path: Path
+) -> None:
+    split = await stored_split(store, tmp_path, "shadow")
+    champion = await _register(store, split, tmp_path, "champ", shuffle=False)
+    challenger = await _register(store, split, tmp_path, "chall", shuffle=True)
+    plain = in_process_scoring(store, xgboost={"model": champion.artifact_uri})
+    shadowed = in_process_scoring(
+        store, xgboost={"model": champion.artifact_uri, "shadow": challenger.artifact_uri}
+    )
+    txs = [
+        make_tx(tenant="shadow-live", account_id=f"savings:{a}", amount_minor=a, occurred_at=T0)
+        for a in (10_000, 7_000_000)
+    ]
+    a = plain.core.score(txs, [build_context(t, []) for t in txs], decided_at=T0)
+    b = shadowed.core.score(txs, [build_context(t, []) for t in txs], decided_at=T0)
+    for d_plain, d_shadow in zip(a, b, strict=True):
+        assert d_plain.shadow_scores == {}
+        assert set(d_shadow.shadow_scores) == {"xgboost:chall"}
+        assert 0.0 <= d_shadow.shadow_scores["xgboost:chall"] <= 1.0
+        assert (d_shadow.score, d_shadow.alert, d_shadow.scorers) == (
+            d_plain.score,
+            d_plain.alert,
+            d_plain.scorers,
+        )
