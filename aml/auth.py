@@ -27,7 +27,11 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     MODEL_READ = "model:read"
     MODEL_MANAGE = "model:manage"
+    RULE_READ = "rule:read"
     RULE_CONFIG = "rule:config"
+    JOB_READ = "job:read"
+    JOB_RUN = "job:run"
+    REPORT_EXPORT = "report:export"  # export a suspicious-transaction report of a SAR case
     CREDIT_READ = "credit:read"
     CREDIT_REQUEST = "credit:request"  # submit requests, rescore a profile on demand
     CREDIT_DECIDE = "credit:decide"  # approve/reject a request submitted by someone else
@@ -44,6 +48,7 @@ _ANALYST = frozenset(
         Permission.CASE_READ,
         Permission.CASE_WRITE,
         Permission.TRANSACTION_READ,
+        Permission.RULE_READ,
         Permission.CREDIT_READ,
         Permission.CREDIT_REQUEST,
         Permission.CREDIT_DECIDE,
@@ -60,7 +65,9 @@ _ML_ENGINEER = frozenset(
         Permission.TRANSACTION_READ,
         Permission.MODEL_READ,
         Permission.MODEL_MANAGE,
-        Permission.RULE_CONFIG,
+        Permission.RULE_READ,
+        Permission.JOB_READ,
+        Permission.JOB_RUN,
         Permission.CREDIT_READ,
     }
 )
@@ -72,6 +79,8 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
         Permission.CASE_APPROVE,
         Permission.AUDIT_READ,
         Permission.MODEL_READ,
+        Permission.RULE_CONFIG,  # thresholds are a compliance decision, not a modelling one
+        Permission.REPORT_EXPORT,
         Permission.CREDIT_APPROVE_LARGE,
     },
     Role.ML_ENGINEER: _ML_ENGINEER,

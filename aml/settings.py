@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     ray_address: str | None = None  # None: start a local Ray; "auto" or host:port to join
     serve_app_name: str = "scoring"
 
+    # Suspicious-transaction reports (goAML export). Optional: the export names what is missing.
+    reporting_entity_id: str | None = None  # goAML rentity_id issued by the FIU
+    reporting_entity_name: str | None = None
+
     # Auth.
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_hours: int = Field(default=12, ge=1, le=24 * 30)

@@ -25,6 +25,7 @@ from serve.api import (
     routes_auth,
     routes_cases,
     routes_credit,
+    routes_reports,
     routes_transactions,
     routes_users,
 )
@@ -44,6 +45,7 @@ ROUTE_MODULES: tuple[tuple[str, RouteTable], ...] = (
     ("users", routes_users.routes),
     ("audit", routes_audit.routes),
     ("credit", routes_credit.routes),
+    ("reports", routes_reports.routes),
 )
 _app_names = itertools.count(1)
 
