@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_future_seconds: int = Field(default=300, ge=0)
     max_age_days: int = Field(default=5 * 365, ge=1)
 
+    # REST API (Sanic, /api/v1).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8001, ge=0, le=65535)
+
     # Dashboard (NiceGUI).
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(default=8080, ge=0, le=65535)

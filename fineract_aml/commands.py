@@ -87,6 +87,21 @@ def _cmd_serve_ui(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_api(settings: Settings, _: argparse.Namespace) -> int:
+    """The versioned REST API (/api/v1) for transactions, alerts, cases, users and audit."""
+    from serve.api.app import create_app
+
+    app = create_app(settings)
+    app.run(
+        host=settings.api_host,
+        port=settings.api_port,
+        single_process=True,
+        access_log=False,
+        motd=False,
+    )
+    return 0
+
+
 def _cmd_deploy_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the Serve config to a running cluster (scale replicas, change user_config)."""
     from serve.scoring.deploy import apply, load_serve_config, with_args
@@ -204,6 +219,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve-ui", help="run the analyst dashboard and REST API")
     p.set_defaults(func=_cmd_serve_ui)
+
+    p = sub.add_parser("serve-api", help="run the REST API (/api/v1)")
+    p.set_defaults(func=_cmd_serve_api)
 
     p = sub.add_parser("deploy-serve", help="apply deploy/serve_config.yaml to a Ray cluster")
     p.add_argument("--config", help="Serve config file (default deploy/serve_config.yaml)")

@@ -132,6 +132,7 @@ def run_all(settings: Settings) -> int:
                 env[f"AML_{key.upper()}"] = value.get_secret_value()
 
         sup.spawn("ingress", ["serve-ingress"], env)
+        sup.spawn("api", ["serve-api"], env)
         sup.spawn("dashboard", ["serve-ui"], env)
         _print_banner(settings, uri, address, one_time_password)
         while True:
@@ -150,12 +151,13 @@ def _print_banner(settings: Settings, uri: str, ray_address: str, password: str 
     secret = settings.webhook_secrets()[0]
     base = f"http://{settings.ingress_host}:{settings.ingress_port}"
     ui = f"http://{settings.ui_host}:{settings.ui_port}"
+    api = f"http://{settings.api_host}:{settings.api_port}/api/v1"
     store_desc = "embedded nx-27017" if settings.mongodb_uri is None else "external MongoDB"
     lines = [
         "",
         "fineract-aml is running",
         f"  Dashboard            {ui}/",
-        f"  REST API             {ui}/api/v1  (docs: {ui}/api/v1/openapi.json)",
+        f"  REST API             {api}  (OpenAPI: {api}/openapi.json)",
         f"  Fineract hook URL    {base}/webhooks/fineract/{secret}/",
         f"  Generic webhook      {base}/webhooks/generic  (HMAC-SHA256 in X-Webhook-Signature)",
         f"  Health / metrics     {base}/healthz  {base}/readyz  {base}/metrics",
