@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from aml.domain import Direction, Transaction
+from aml.domain import Direction, Transaction, fast_pickle
 from aml.graph import EdgeIndex
 from aml.history import (
     AGENT_LOOKBACK,
@@ -55,6 +55,7 @@ class Role(StrEnum):
     AGENT = "agent"  # agent: answers the agent view
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class WindowKey:
     """Identity of one window: ``kind`` is ``"account"`` or ``"agent"``."""
@@ -105,6 +106,7 @@ def keys_for(tx: Transaction) -> list[tuple[Role, WindowKey]]:
     return out
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class ShardItem:
     """One (transaction, role) pair sent to a shard; ``index`` is the position in the batch."""
@@ -133,10 +135,10 @@ def merge_views(
     acct: list[tuple[Transaction, ...]] = [() for _ in batch]
     cp: list[tuple[Transaction, ...]] = [() for _ in batch]
     agent: list[tuple[Transaction, ...]] = [() for _ in batch]
+    targets = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent}
     for items, views in answers:
         for item, view in zip(items, views, strict=True):
-            target = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent}[item.role]
-            target[item.index] = view
+            targets[item.role][item.index] = view
     out = []
     for i, tx in enumerate(batch):
         # A self-transfer has no separate counterparty item: its counterparty view is its own.

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+import operator
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from aml.money import to_major
+from aml.money import exponent
+
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -140,12 +144,60 @@ class IngestOutcome(StrEnum):
     INVALID = "invalid"  # bad input, answered with 4xx
 
 
+def fast_pickle(cls: type[_T]) -> type[_T]:
+    """Pickle instances of a slotted dataclass as one tuple of field values.
+
+    The hot types cross Ray process boundaries several times per batch. The default for a
+    slotted dataclass walks ``dataclasses.fields`` on both sides and sets fields one generic
+    call at a time; this stores the values with one ``attrgetter`` call and rebuilds with
+    straight-line slot assignments, two to three times faster, with every field kept. The
+    rebuild function is registered under a module-level name so pickle finds it by reference.
+    Apply it after the ``@dataclass`` decorator (``slots=True`` replaces the class).
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    getter = operator.attrgetter(*names)
+    setters = {f"_s{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)}
+    body = "".join(f"    _s{i}(o, v[{i}])\n" for i in range(len(names)))
+    fn_name = f"_rebuild_{cls.__name__}"
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, **setters}
+    exec(f"def {fn_name}(v):\n    o = _new(_cls)\n{body}    return o\n", namespace)
+    rebuild: Callable[[tuple[Any, ...]], _T] = namespace[fn_name]
+    rebuild.__module__ = cls.__module__
+    rebuild.__qualname__ = fn_name
+    setattr(sys.modules[cls.__module__], fn_name, rebuild)
+    if len(names) == 1:
+
+        def reduce(self: _T, protocol: int = 0) -> tuple[Any, ...]:
+            return rebuild, ((getter(self),),)
+    else:
+
+        def reduce(self: _T, protocol: int = 0) -> tuple[Any, ...]:
+            return rebuild, (getter(self),)
+
+    # ``__reduce_ex__`` too: pickle calls it first, and the inherited one only forwards.
+    setattr(cls, "__reduce__", reduce)  # noqa: B010
+    setattr(cls, "__reduce_ex__", reduce)  # noqa: B010
+    return cls
+
+
+_UNIT: dict[str, float] = {}
+
+
+def _unit(currency: str) -> float:
+    """``10 ** exponent`` of a currency as a float (cached: ``amount`` is read constantly)."""
+    unit = _UNIT.get(currency)
+    if unit is None:
+        unit = _UNIT[currency] = float(10 ** exponent(currency))
+    return unit
+
+
 def stable_id(*parts: object) -> str:
     """Deterministic 24-hex id from the given parts (used for ids derived from dedupe keys)."""
     raw = "\x1f".join(str(p) for p in parts).encode()
     return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transaction:
     """A money movement (or a recorded attempt/correction) as the product sees it.
@@ -194,7 +246,9 @@ class Transaction:
     @property
     def amount(self) -> float:
         """Amount in major units (for features and display only; never for bookkeeping)."""
-        return to_major(self.amount_minor, self.currency)
+        # Same value as ``aml.money.to_major`` (int / float divides as float / float).
+        unit = _UNIT.get(self.currency)
+        return self.amount_minor / (unit if unit is not None else _unit(self.currency))
 
     @property
     def customer_key(self) -> str:
@@ -205,6 +259,7 @@ class Transaction:
         return dataclasses.replace(self, **changes)
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleHit:
     """One rule that fired, with the values that made it fire."""
@@ -216,6 +271,7 @@ class RuleHit:
     description: str = ""
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureContribution:
     feature: str
@@ -223,6 +279,7 @@ class FeatureContribution:
     contribution: float  # signed; for anomaly: standardised distance from the customer's baseline
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScorerResult:
     """What one scorer said about one transaction.
@@ -239,6 +296,7 @@ class ScorerResult:
     contributions: tuple[FeatureContribution, ...] = ()
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     transaction_id: str
@@ -255,6 +313,7 @@ class Decision:
     explanation: str = ""
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
     """An alert on a customer; repeated risky transactions of the same customer while the alert

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from aml.domain import Transaction
+from aml.domain import Transaction, fast_pickle
 
 # Longest look-back any feature or rule needs. Loan monitoring looks 7 days after a disbursement.
 MAX_LOOKBACK = timedelta(days=7)
@@ -21,6 +21,7 @@ COUNTERPARTY_LOOKBACK = timedelta(days=7)
 AGENT_LOOKBACK = timedelta(hours=24)
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class TransferEdge:
     """A directed money edge between two accounts of one tenant (for cycle/chain search)."""
@@ -32,6 +33,7 @@ class TransferEdge:
     tx_id: str
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class HistoryContext:
     """What was known about the transaction's surroundings just before it happened.
