@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -106,11 +106,35 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
     return out
 
 
+@lru_cache(maxsize=32)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 class RuleInput:
     """What a rule sees: the transaction, its history, the knobs and its currency's thresholds.
 
-    Derived views (movements, windows) are computed once per transaction and shared by rules.
+    Derived views (movements, windows, the loan and agent-float views, local time) are built
+    once per transaction and shared by every rule: the views that nearly every transaction needs
+    are computed here, the rest on the first rule that asks for them.
     """
+
+    __slots__ = (
+        "_agent_float",
+        "_loan",
+        "_local",
+        "_same_currency_moves",
+        "_since",
+        "agent_txs",
+        "amount",
+        "ctx",
+        "current",
+        "edge",
+        "moves",
+        "p",
+        "th",
+        "tx",
+    )
 
     def __init__(
         self,
@@ -124,30 +148,56 @@ class RuleInput:
         self.p = params
         self.th = thresholds
         self.amount = tx.amount
-
-    @cached_property
-    def moves(self) -> list[Movement]:
-        """Prior movements of the transaction's account (7 days, time-ordered)."""
-        return movements(self.tx.account_id, self.ctx.account)
-
-    @cached_property
-    def current(self) -> Movement | None:
-        return _movement(self.tx.account_id, self.tx)
-
-    @cached_property
-    def edge(self) -> TransferEdge | None:
-        return edge_of(self.tx)
-
-    @cached_property
-    def agent_txs(self) -> list[Transaction]:
-        return [o for o in self.ctx.agent if is_scorable(o)]
+        # Prior movements of the transaction's account (7 days, time-ordered).
+        self.moves: list[Movement] = movements(tx.account_id, ctx.account)
+        self.current: Movement | None = _movement(tx.account_id, tx)
+        self.edge: TransferEdge | None = edge_of(tx)
+        self.agent_txs: list[Transaction] = (
+            [o for o in ctx.agent if is_scorable(o)] if ctx.agent else []
+        )
+        self._since: dict[timedelta, list[Movement]] = {}
+        self._same_currency_moves: list[Movement] | None = None
+        self._local: datetime | None = None
+        self._loan: tuple[_LoanView | None] | None = None
+        self._agent_float: tuple[float, float, int] | None = None
 
     def since(self, span: timedelta) -> list[Movement]:
-        start = self.tx.occurred_at - span
-        return [m for m in self.moves if m.at >= start]
+        """Prior movements within ``span`` before the transaction (shared: do not modify)."""
+        out = self._since.get(span)
+        if out is None:
+            start = self.tx.occurred_at - span
+            out = self._since[span] = [m for m in self.moves if m.at >= start]
+        return out
 
     def same_currency(self, items: Sequence[Movement]) -> list[Movement]:
-        return [m for m in items if m.currency == self.tx.currency]
+        if items is self.moves:
+            if self._same_currency_moves is None:
+                currency = self.tx.currency
+                self._same_currency_moves = [m for m in items if m.currency == currency]
+            return self._same_currency_moves
+        currency = self.tx.currency
+        return [m for m in items if m.currency == currency]
+
+    @property
+    def local(self) -> datetime:
+        """The transaction's time in the configured time zone."""
+        if self._local is None:
+            self._local = self.tx.occurred_at.astimezone(_zone(self.p.timezone))
+        return self._local
+
+    @property
+    def loan_view(self) -> _LoanView | None:
+        """The latest fresh disbursement and what left since (see :func:`_loan_view`)."""
+        if self._loan is None:
+            self._loan = (_loan_view(self),)
+        return self._loan[0]
+
+    @property
+    def agent_float(self) -> tuple[float, float, int]:
+        """Cash in, cash out and count the agent handled in 24 h (see :func:`_agent_float`)."""
+        if self._agent_float is None:
+            self._agent_float = _agent_float(self)
+        return self._agent_float
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +286,8 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
     if tx.type not in _CASH_TYPES:
         return None
     limit = _th(ri).ctr_threshold
-    tz = ZoneInfo(ri.p.timezone)
-    day = tx.occurred_at.astimezone(tz).date()
+    tz = _zone(ri.p.timezone)
+    day = ri.local.date()
     prior = sum(
         m.amount
         for m in ri.same_currency(ri.moves)
@@ -305,7 +355,7 @@ def high_velocity_volume(ri: RuleInput) -> Fired | None:
 
 def unusual_hours(ri: RuleInput) -> Fired | None:
     """Local time of day inside the configured night window (may wrap midnight)."""
-    local = ri.tx.occurred_at.astimezone(ZoneInfo(ri.p.timezone))
+    local = ri.local
     start, end = ri.p.unusual_start_hour, ri.p.unusual_end_hour % 24
     h = local.hour
     inside = start <= h < end if start < end else (h >= start or h < end)
@@ -610,7 +660,7 @@ def agent_float_volume(ri: RuleInput) -> Fired | None:
     """
     if not _is_agent_tx(ri.tx):
         return None
-    cash_in, cash_out, count = _agent_float(ri)
+    cash_in, cash_out, count = ri.agent_float
     net = abs(cash_in - cash_out)
     limit = _th(ri).agent_net_float
     if net < limit:
@@ -632,7 +682,7 @@ def agent_float_anomaly(ri: RuleInput) -> Fired | None:
     """An agent's 24 h volume almost all on one side (cash-in or cash-out)."""
     if not _is_agent_tx(ri.tx):
         return None
-    cash_in, cash_out, count = _agent_float(ri)
+    cash_in, cash_out, count = ri.agent_float
     gross = cash_in + cash_out
     if gross < _th(ri).agent_float_minimum or count < ri.p.agent_float_min_count:
         return None
@@ -785,7 +835,7 @@ def _loan_values(v: _LoanView, **extra: Any) -> dict[str, Any]:
 
 def loan_and_run(ri: RuleInput) -> Fired | None:
     """Most of a fresh loan moved out of the account during the watch."""
-    v = _loan_view(ri)
+    v = ri.loan_view
     if v is None:
         return None
     total = sum(m.amount for m in v.outflows)
@@ -801,7 +851,7 @@ def loan_and_run(ri: RuleInput) -> Fired | None:
 
 def immediate_cash_out(ri: RuleInput) -> Fired | None:
     """Most of a fresh loan withdrawn in cash within minutes of disbursement."""
-    v = _loan_view(ri)
+    v = ri.loan_view
     if v is None or ri.tx.type is not TransactionType.WITHDRAWAL:
         return None
     minutes = (ri.tx.occurred_at - v.disbursement.occurred_at).total_seconds() / 60
@@ -817,7 +867,7 @@ def immediate_cash_out(ri: RuleInput) -> Fired | None:
 
 def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
     """A fresh loan split into several transfers below the structuring band."""
-    v = _loan_view(ri)
+    v = ri.loan_view
     floor = _th(ri).structuring_floor
     if v is None or ri.amount >= floor or ri.tx.type not in _TRANSFER_TYPES:
         return None
@@ -835,7 +885,7 @@ def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
 
 def loan_dispersal(ri: RuleInput) -> Fired | None:
     """A fresh loan spread over many counterparties."""
-    v = _loan_view(ri)
+    v = ri.loan_view
     if v is None:
         return None
     cps = _distinct(v.outflows, Direction.OUT)

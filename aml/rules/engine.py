@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from aml.domain import RuleHit, Transaction
+from aml.domain import RuleHit, Transaction, fast_pickle
 from aml.errors import ConfigError
 from aml.history import HistoryContext
 from aml.rules.catalog import CATALOG, RuleInput, RuleSpec, is_scorable
-from aml.rules.config import RuleConfig
+from aml.rules.config import CurrencyThresholds, RuleConfig
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class RuleEvaluation:
     """What the rules said about one transaction."""
@@ -73,6 +74,14 @@ class RuleEngine:
             if enabled:
                 active.append(_Active(spec, severity))
         self._active = tuple(active)
+        # Flat plans, one per thresholds case, so the per-transaction loop reads no attributes.
+        plan = tuple(
+            (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity, a.spec.needs_thresholds)
+            for a in active
+        )
+        self._with_thresholds = tuple(step[:4] for step in plan)
+        self._without_thresholds = tuple(step[:4] for step in plan if not step[4])
+        self._thresholds: dict[str, CurrencyThresholds | None] = {}
 
     @property
     def version(self) -> int:
@@ -88,31 +97,40 @@ class RuleEngine:
         Rejected attempts, corrections and reversed transactions are not money movements and
         get an empty evaluation. Amount rules are skipped for a currency without thresholds.
         """
+        version = self.config.version
         if not is_scorable(tx):
-            return RuleEvaluation(score=0.0, hits=(), config_version=self.config.version)
-        thresholds = self.config.thresholds_for(tx.currency)
+            return RuleEvaluation(score=0.0, hits=(), config_version=version)
+        currency = tx.currency
+        try:
+            thresholds = self._thresholds[currency]
+        except KeyError:
+            thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
         ri = RuleInput(tx, ctx, self.config.params, thresholds)
         hits: list[RuleHit] = []
-        for a in self._active:
-            if a.spec.needs_thresholds and thresholds is None:
-                continue
-            fired = a.spec.fn(ri)
+        plan = self._without_thresholds if thresholds is None else self._with_thresholds
+        for (
+            rule_id,
+            category,
+            fn,
+            override,
+        ) in plan:
+            fired = fn(ri)
             if fired is None:
                 continue
-            severity = fired.severity if a.severity is None else a.severity
+            severity = fired.severity if override is None else override
             hits.append(
                 RuleHit(
-                    rule_id=a.spec.rule_id,
-                    category=a.spec.category,
+                    rule_id=rule_id,
+                    category=category,
                     severity=min(1.0, max(0.0, severity)),
                     values=fired.values,
                     description=fired.description,
                 )
             )
         return RuleEvaluation(
-            score=combine(h.severity for h in hits),
+            score=combine(h.severity for h in hits) if hits else 0.0,
             hits=tuple(hits),
-            config_version=self.config.version,
+            config_version=version,
         )
 
     def evaluate_batch(
