@@ -27,6 +27,7 @@ decision keeps every scorer's model version plus the rule-config and feature-set
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -154,13 +155,19 @@ class PolicyConfig:
 
 def _sanitise(result: ScorerResult) -> ScorerResult:
     """A result the policy can use, or the same result marked absent with the reason."""
+    score = result.score
+    if result.available and type(score) is float and 0.0 <= score <= 1.0:
+        # The usual case: a clean float in range is used as it is (no copy).
+        return result
     if not result.available:
+        if score is None and result.reason:
+            return result
         return replace(result, score=None, reason=result.reason or "unavailable")
-    if result.score is None:
+    if score is None:
         return replace(result, available=False, reason="available but returned no score")
-    if not math.isfinite(result.score):
+    if not math.isfinite(score):
         return replace(result, available=False, score=None, reason="non-finite score")
-    return replace(result, score=min(max(float(result.score), 0.0), 1.0))
+    return replace(result, score=min(max(float(score), 0.0), 1.0))
 
 
 def _rule_score(rules: RuleOutcome) -> float:
@@ -173,6 +180,20 @@ def _fmt_contribution(c: FeatureContribution) -> str:
     return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})"
 
 
+def _hit_text(hit: RuleHit) -> str:
+    text = f"rule {hit.rule_id} ({hit.category}, severity {hit.severity:.2f})"
+    if hit.description:
+        text += f": {hit.description}"
+    return text
+
+
+def _model_text(result: ScorerResult) -> str:
+    text = f"{result.scorer} score {result.score:.2f}"
+    if result.contributions:
+        text += " [" + ", ".join(_fmt_contribution(c) for c in result.contributions[:3]) + "]"
+    return text
+
+
 def _explain(
     final: float,
     level: RiskLevel,
@@ -183,20 +204,18 @@ def _explain(
     absent: list[ScorerResult],
     max_reasons: int,
 ) -> str:
-    reasons: list[tuple[float, str]] = []
-    for hit in sorted(hits, key=lambda h: (-h.severity, h.rule_id)):
-        text = f"rule {hit.rule_id} ({hit.category}, severity {hit.severity:.2f})"
-        if hit.description:
-            text += f": {hit.description}"
-        reasons.append((hit.severity, text))
-    for weighted, result in models:
-        text = f"{result.scorer} score {result.score:.2f}"
-        if result.contributions:
-            text += " [" + ", ".join(_fmt_contribution(c) for c in result.contributions[:3]) + "]"
-        reasons.append((weighted, text))
+    # Reasons are ranked by weight first and only the shown ones are formatted: formatting
+    # every hit and contribution cost more than the rest of the decision.
+    reasons: list[tuple[float, RuleHit | ScorerResult]] = [
+        (hit.severity, hit) for hit in sorted(hits, key=lambda h: (-h.severity, h.rule_id))
+    ]
+    reasons.extend(models)
     reasons.sort(key=lambda r: -r[0])
+    shown = [
+        _hit_text(item) if isinstance(item, RuleHit) else _model_text(item)
+        for item in itertools.islice((item for weight, item in reasons if weight > 0), max_reasons)
+    ]
     head = f"{level.value.upper()} risk, score {final:.2f}" + (" (alert)" if alert else "")
-    shown = [text for weight, text in reasons if weight > 0][:max_reasons]
     body = (
         ("Top reasons: " + "; ".join(shown) + ".")
         if shown
