@@ -44,6 +44,7 @@ from serve.scoring.pipeline import (
     policy_config_from,
     rule_config_from,
     shadow_from,
+    tune_gc_for_scoring,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RuleScorer:
 
     def __init__(self) -> None:
         self._engine = RuleEngine(rule_config_from({}))
+        tune_gc_for_scoring()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Swap the rule configuration (validated before it replaces the current one)."""
@@ -84,6 +86,7 @@ class _ModelDeployment:
 
     def __init__(self) -> None:
         self._scorer = ModelScorer(self.scorer_name)
+        tune_gc_for_scoring()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the named model (or go back to "no model"); a bad artifact raises and the
@@ -178,6 +181,7 @@ class ScoringPipeline:
         self._state = ShardedState(shards, graph)
         self._metrics = ScoringMetrics()
         self.reconfigure({})
+        tune_gc_for_scoring()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Swap the policy and feature parameters."""
