@@ -25,13 +25,16 @@ from serve.api import (
     routes_auth,
     routes_cases,
     routes_credit,
+    routes_models,
     routes_reports,
+    routes_rules,
     routes_transactions,
     routes_users,
 )
 from serve.api.routes_base import RouteSpec, RouteTable, openapi_path, path_params, wrap
 from serve.auth import LoginRateLimiter, TokenService
 from serve.services.credit import CreditWorkflowPolicy
+from serve.services.jobs import Operations
 from storage.store import Store, open_store, resolve_mongodb_uri
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ ROUTE_MODULES: tuple[tuple[str, RouteTable], ...] = (
     ("audit", routes_audit.routes),
     ("credit", routes_credit.routes),
     ("reports", routes_reports.routes),
+    ("rules", routes_rules.routes),
+    ("models", routes_models.routes),
 )
 _app_names = itertools.count(1)
 
@@ -60,6 +65,7 @@ class ApiContext:
     routes: list[RouteSpec] = field(default_factory=list)
     credit_config: CreditConfig = field(default_factory=CreditConfig)
     credit_policy: CreditWorkflowPolicy = field(default_factory=CreditWorkflowPolicy)
+    ops: Operations = field(default_factory=Operations)
 
 
 ApiApp = Sanic[Config, ApiContext]
@@ -77,6 +83,7 @@ def create_app(
     tokens: TokenService | None = None,
     limiter: LoginRateLimiter | None = None,
     name: str | None = None,
+    ops: Operations | None = None,
 ) -> ApiApp:
     """Build the API app.
 
@@ -86,6 +93,8 @@ def create_app(
         tokens: token service; built from ``settings.jwt_secret`` when omitted.
         limiter: login rate limiter; built from ``settings.login_attempts_per_minute`` when omitted.
         name: Sanic app name (unique per process).
+        ops: Serve and scheduler hooks (rule activation, promotion, "run now"); without them
+            those actions change the store only or answer 503.
     """
     if tokens is None:
         if settings.jwt_secret is None:
@@ -100,6 +109,7 @@ def create_app(
         tokens=tokens,
         limiter=limiter or LoginRateLimiter(max_attempts=settings.login_attempts_per_minute),
         store=store,
+        ops=ops or Operations(settings=settings),
     )
     app: ApiApp = Sanic(name or f"fineract-aml-api-{next(_app_names)}", ctx=ctx)
     app.config.FALLBACK_ERROR_FORMAT = "json"
