@@ -242,6 +242,18 @@ def register(sub: Any) -> None:
     p.add_argument("--alert-rate", type=float, default=0.005)
     p.set_defaults(func=_cmd_fit_anomaly)
 
+    from training import jobs
+
+    train = sub.add_parser("train", help="retrain a model on Ray Tune (MLflow-tracked)")
+    jobs.add_train_parsers(train.add_subparsers(dest="model", required=True))
+    train.set_defaults(func=jobs.run_job)
+    p = sub.add_parser("backtest", help="replay transactions through rules and models")
+    jobs.add_backtest_arguments(p)
+    p.set_defaults(func=jobs.run_job)
+    p = sub.add_parser("drift", help="PSI of recent traffic against the champions' baselines")
+    jobs.add_drift_arguments(p)
+    p.set_defaults(func=jobs.run_job)
+
     credit = sub.add_parser("credit", help="credit scoring jobs")
     csub = credit.add_subparsers(dest="credit_command", required=True)
     p = csub.add_parser("score-all", help="score every client (nightly batch on Ray)")

@@ -118,6 +118,12 @@ def run_all(settings: Settings) -> int:
         from serve.scoring.deploy import deploy_from_config
 
         address = deploy_from_config(settings, SERVE_CONFIG, mongodb_uri=uri)
+        from pydantic import SecretStr
+
+        from training.scheduler import start_scheduler
+
+        # One scheduler for every periodic job (retraining, drift, sweep, credit batches).
+        start_scheduler(settings.model_copy(update={"mongodb_uri": SecretStr(uri)}))
         # ray.init installs its own SIGTERM handler; ours stops the children first.
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)

@@ -386,22 +386,24 @@ def _date(text: str) -> datetime:
     return ensure_utc(datetime.fromisoformat(text))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.jobs {xgboost,anomaly,backtest,drift} ...``."""
-    parser = argparse.ArgumentParser(prog="python -m training.jobs")
-    sub = parser.add_subparsers(dest="job", required=True)
+def add_train_parsers(sub: Any) -> None:
+    """Add ``xgboost`` and ``anomaly`` sub-commands (used by ``fineract-aml train``)."""
     p = sub.add_parser("xgboost", help="retrain XGBoost on Ray Tune")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--since", type=_date, help="labels decided since (ISO date)")
     p.add_argument("--labels", type=Path, action="append", default=[], help="label CSV/Parquet")
     p.add_argument("--no-promote", action="store_true")
+    p.set_defaults(job="xgboost")
     p = sub.add_parser("anomaly", help="retrain the Isolation Forest on Ray Tune")
     p.add_argument("--since", type=_date)
     p.add_argument("--until", type=_date)
     p.add_argument("--alert-rate", type=float, default=0.005)
     p.add_argument("--no-promote", action="store_true")
-    p = sub.add_parser("backtest", help="replay stored transactions through rules and models")
+    p.set_defaults(job="anomaly")
+
+
+def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-store", action="store_true", required=True)
     p.add_argument("--since", type=_date)
     p.add_argument("--until", type=_date)
@@ -410,10 +412,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--anomaly-model")
     p.add_argument("--xgboost-model")
     p.add_argument("--out", type=Path, default=Path("backtest-report"))
-    p = sub.add_parser("drift", help="PSI of recent traffic against each champion's baseline")
+    p.set_defaults(job="backtest")
+
+
+def add_drift_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-days", type=int, default=7)
-    args = parser.parse_args(argv)
-    settings = load_settings()
+    p.set_defaults(job="drift")
+
+
+def run_job(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the job selected by ``args.job`` with the parsed arguments."""
     if args.job == "xgboost":
         print(
             train_xgboost(
@@ -451,6 +459,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in compute_drift(settings, args.window_days):
             print(f"{run.model_kind} {run.model_version}: {run.level} over {run.rows} rows")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.jobs {xgboost,anomaly,backtest,drift} ...`` (``ray job submit``)."""
+    parser = argparse.ArgumentParser(prog="python -m training.jobs")
+    sub = parser.add_subparsers(dest="job", required=True)
+    add_train_parsers(sub)
+    add_backtest_arguments(
+        sub.add_parser("backtest", help="replay stored transactions through rules and models")
+    )
+    add_drift_arguments(
+        sub.add_parser("drift", help="PSI of recent traffic against each champion's baseline")
+    )
+    args = parser.parse_args(argv)
+    return run_job(load_settings(), args)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,14 @@ def test_run_scores_a_fineract_hook_and_stops_cleanly(tmp_path: Path) -> None:
             assert db.transactions.find_one({"_id": tx_id})["status"] == "scored"
             scorers = {s["scorer"]: s["available"] for s in decision["scorers"]}
             assert scorers["rules"] is True and scorers["anomaly"] is False
+            # The product's one scheduler has registered its periodic jobs.
+            deadline = time.monotonic() + 60
+            while db.jobs.count_documents({}) == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            names = {j["_id"] if "name" not in j else j["name"] for j in db.jobs.find()}
+            assert {"retrain-xgboost", "retrain-anomaly", "drift", "credit-score-all"} <= names, (
+                names
+            )
 
         api = f"http://127.0.0.1:{ports['api']}/api/v1"
         _wait_http(f"{api}/openapi.json", 60)
