@@ -23,6 +23,9 @@ NAV: tuple[tuple[str, str, Permission], ...] = (
     ("Credit analytics", "/credit/analytics", Permission.CREDIT_READ),
     ("Users", "/users", Permission.USER_ADMIN),
     ("Audit log", "/audit", Permission.AUDIT_READ),
+    ("Rules", "/rules", Permission.RULE_READ),
+    ("Models", "/models", Permission.MODEL_READ),
+    ("Jobs", "/jobs", Permission.JOB_READ),
 )
 
 

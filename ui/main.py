@@ -7,6 +7,7 @@ from nicegui import app, ui
 from aml.settings import Settings
 from serve.auth import LoginRateLimiter, TokenService
 from serve.services import credit
+from serve.services.jobs import Operations
 from storage.store import Store, open_store, resolve_mongodb_uri
 from ui import context
 from ui.auth import AuthMiddleware
@@ -19,8 +20,12 @@ from ui.pages import (
     credit_profile,
     credit_profiles,
     credit_requests,
+    jobs,
     login,
+    models,
     overview,
+    report,
+    rules,
     transactions,
     users,
 )
@@ -35,17 +40,27 @@ def register_pages() -> None:
     ui.page("/alerts/{alert_id}")(alert_detail.page)
     ui.page("/cases")(cases.list_page)
     ui.page("/cases/{case_id}")(cases.detail_page)
+    ui.page("/cases/{case_id}/report")(report.page)
     ui.page("/transactions")(transactions.page)
     ui.page("/users")(users.page)
     ui.page("/audit")(audit.page)
+    ui.page("/rules")(rules.page)
+    ui.page("/models")(models.page)
+    ui.page("/jobs")(jobs.page)
     ui.page("/credit")(credit_profiles.page)
     ui.page("/credit/clients/{tenant}/{client_id}")(credit_profile.page)
     ui.page("/credit/requests")(credit_requests.page)
     ui.page("/credit/analytics")(credit_analytics.page)
 
 
-def build(settings: Settings, *, store: Store | None = None) -> context.UiContext:
-    """Configure the dashboard's dependencies from settings (opening the store lazily)."""
+def build(
+    settings: Settings, *, store: Store | None = None, ops: Operations | None = None
+) -> context.UiContext:
+    """Configure the dashboard's dependencies from settings (opening the store lazily).
+
+    ``ops`` carries the Serve and scheduler hooks (rule activation, promotion, "run now");
+    without them the dashboard changes the store only and says so.
+    """
     if settings.jwt_secret is None:
         raise RuntimeError("AML_JWT_SECRET is not set")
     if store is None:
@@ -64,6 +79,7 @@ def build(settings: Settings, *, store: Store | None = None) -> context.UiContex
         currency=settings.default_currency,
     )
     context.configure(ctx)
+    jobs.configure(ops or Operations(settings=settings))
     return ctx
 
 

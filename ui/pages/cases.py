@@ -35,21 +35,32 @@ async def list_page() -> None:
                 .mark("case-filter-status")
             )
             pending = ui.switch("Awaiting approval only").mark("case-filter-pending")
-            ui.button("Apply", on_click=lambda: render()).mark("case-apply")
+            ui.button("Apply", on_click=lambda: render(reset=True)).mark("case-apply")
         body = ui.column().classes("w-full gap-1")
+        with ui.row().classes("items-center gap-2"):
+            ui.button("Previous", on_click=lambda: move(-1)).props("flat").mark("case-prev")
+            pager = ui.label("").mark("case-pager")
+            ui.button("Next", on_click=lambda: move(1)).props("flat").mark("case-next")
+        window = {"skip": 0, "total": 0}
 
-        async def render() -> None:
+        async def render(reset: bool = False) -> None:
+            if reset:
+                window["skip"] = 0
             page = await run_action(
                 lambda a: cases.list_cases(
                     ctx.store,
                     actor=a,
                     status=[CaseStatus(s) for s in status.value or []],
                     pending_only=bool(pending.value),
+                    skip=window["skip"],
                     limit=PAGE_SIZE,
                 )
             )
             if page is None:
                 return
+            window["total"] = page.total
+            last = min(page.skip + PAGE_SIZE, page.total)
+            pager.text = f"{page.skip + 1 if page.total else 0}-{last} of {page.total}"
             body.clear()
             with body:
                 ui.label(f"{page.total} cases").classes(theme.MUTED)
@@ -64,6 +75,12 @@ async def list_page() -> None:
                                 f"awaiting approval: {theme.label_of(case.pending_status.value)}"
                             ).props("color=warning")
                         ui.label(f"{len(case.alert_ids)} alerts · assignee {case.assignee or '—'}")
+
+        async def move(step: int) -> None:
+            new = window["skip"] + step * PAGE_SIZE
+            if 0 <= new < max(window["total"], 1):
+                window["skip"] = new
+                await render()
 
         await render()
 
@@ -92,6 +109,11 @@ async def detail_page(case_id: str) -> None:
             ui.label(f"Opened by {case.created_by} on {case.created_at:%Y-%m-%d %H:%M}")
             ui.label(f"SLA due {case.sla_due_at:%Y-%m-%d}")
         _workflow(actor, case)
+        if case.status == CaseStatus.CLOSED_SAR_FILED and can(actor.role, Permission.REPORT_EXPORT):
+            ui.button(
+                "Suspicious transaction report (goAML)",
+                on_click=lambda: ui.navigate.to(f"/cases/{case.id}/report"),
+            ).props("color=primary").mark("case-str")
         ui.label("Alerts").classes(theme.SECTION_TITLE)
         with ui.column().mark("case-alerts"):
             for alert_id in case.alert_ids:
