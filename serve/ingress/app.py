@@ -4,7 +4,8 @@ Routes:
     ``POST|GET /webhooks/fineract/<secret>/`` (and without the slash), ``POST /webhooks/generic``,
     ``GET /healthz`` (liveness), ``GET /readyz`` (readiness: store reachable or spool writable,
     and, when a scoring probe is given, Ray connected and the Serve application running; one JSON
-    part per component, 503 when not ready), ``GET /metrics`` (Prometheus text).
+    part per component, 503 when not ready; ``?scope=ingest`` leaves the scoring side out of the
+    verdict but still reports it), ``GET /metrics`` (Prometheus text).
 
 ``/metrics`` is served to loopback peers (a sidecar or node agent scraping locally) and to
 requests carrying ``Authorization: Bearer <metrics_token>`` when a token is configured; everyone
@@ -168,7 +169,12 @@ def create_app(
         if scoring_probe is not None:
             parts = await scoring_probe()
             components.update(parts)
-            ready = ready and all(bool(part.get("ok")) for part in parts.values())
+            # ``?scope=ingest``: whether this pod can acknowledge hooks durably, which needs no
+            # scoring (pending transactions are scored once Serve is back). A load balancer
+            # asks this; pulling every ingress when a scorer is down would turn a scoring
+            # outage into lost hooks.
+            if request.args.get("scope") != "ingest":
+                ready = ready and all(bool(part.get("ok")) for part in parts.values())
         body = {
             "ready": ready,
             "store": store_ok,

@@ -91,3 +91,6 @@ async def test_a_failing_scoring_part_makes_the_ingress_unready(
     assert resp.json["components"]["store"] == {"ok": True}
     _, health = await app.asgi_client.get("/healthz")
     assert health.status == 200  # alive: restarting the pod would not bring Serve back
+    _, ingest = await app.asgi_client.get("/readyz", params={"scope": "ingest"})
+    assert ingest.status == 200  # hooks are still acknowledged durably and scored later
+    assert ingest.json["components"]["serve"]["status"] == "DEPLOY_FAILED"
