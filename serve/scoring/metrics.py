@@ -188,8 +188,9 @@ class ServeStatusProbe:
                     "serve": {"ok": False, "app": self.app_name, "status": "UNKNOWN"},
                 }
             ray_part: dict[str, Any] = {"ok": True}
-            try:
+            with contextlib.suppress(Exception):  # not available through Ray Client
                 ray_part["address"] = str(ray.get_runtime_context().gcs_address)
+            try:
                 from ray import serve
 
                 status = serve.status()
