@@ -257,10 +257,14 @@ class AlertRepository(Repository):
         query: dict[str, Any] = {}
         if tenant is not None:
             query["tenant"] = tenant
+        # One value as a plain equality: the embedded store searches its index for that, and
+        # scans the whole collection for ``$in``.
         if statuses:
-            query["status"] = {"$in": [s.value for s in statuses]}
+            values = [s.value for s in statuses]
+            query["status"] = values[0] if len(values) == 1 else {"$in": values}
         if risk_levels:
-            query["risk_level"] = {"$in": [r.value for r in risk_levels]}
+            levels = [r.value for r in risk_levels]
+            query["risk_level"] = levels[0] if len(levels) == 1 else {"$in": levels}
         if rule_id is not None:
             # ``$in`` rather than a bare value: the embedded store's index lookup on array
             # fields misses bare-value matches; both forms mean the same to MongoDB.
@@ -279,7 +283,7 @@ class AlertRepository(Repository):
         if sla_due_before is not None:
             query["sla_due_at"] = {"$lt": sla_due_before}
         direction = DESCENDING if descending else ASCENDING
-        total = await self.col.count_documents(query)
+        total = await self._count(query)
         cursor = (
             self.col.find(query)
             .sort([(sort, direction), ("_id", direction)])
@@ -287,6 +291,26 @@ class AlertRepository(Repository):
             .limit(limit)
         )
         return [from_doc(Alert, d) async for d in cursor], int(total)
+
+    async def _count(self, query: dict[str, Any]) -> int:
+        """Matching alerts, counted for the queue's pager.
+
+        The ``count`` command rather than ``count_documents``: the latter is an aggregation that
+        the embedded store answers by reading every matching document (seconds at 100,000
+        alerts), while ``count`` is answered from the indexes. A multi-valued ``$in`` on a
+        scalar field is counted as ``$or`` of equalities, which the embedded store can answer
+        from an index and MongoDB reads the same way.
+        """
+        clauses: list[dict[str, Any]] = []
+        rest: dict[str, Any] = {}
+        for key, value in query.items():
+            if key in ("status", "risk_level") and isinstance(value, dict) and "$in" in value:
+                clauses.append({"$or": [{key: v} for v in value["$in"]]})
+            else:
+                rest[key] = value
+        counted = {"$and": [rest, *clauses]} if clauses else rest
+        reply = await self.col.database.command("count", self.col.name, query=counted)
+        return int(reply["n"])
 
     async def count_overdue(self, *, now: datetime, tenant: str | None = None) -> int:
         """Open alerts whose SLA deadline has passed at ``now``."""
