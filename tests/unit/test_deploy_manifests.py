@@ -294,6 +294,23 @@ def test_cluster_launcher_installs_like_ci_and_deploys_the_serve_config() -> Non
             parser.parse_args(words[at + 1 :])
 
 
+def test_both_provider_variants_pass_rays_cluster_config_schema() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = (ROOT / "ray-cluster.yaml").read_text()
+    validate_config(prepare_config(yaml.safe_load(text)))  # local/on-prem, as `ray up` does
+
+    # The commented cloud variant replaces the provider block; the rest is shared.
+    start, end = text.index("# provider:\n#   type: aws"), text.index("\nauth:")
+    lines = text[start:end].splitlines()
+    aws = yaml.safe_load("\n".join(ln[2:] if ln.startswith("# ") else "" for ln in lines))
+    assert aws["provider"]["type"] == "aws"
+    cfg = {**yaml.safe_load(text), **aws, "max_workers": 6}
+    # fields `ray up` fills in (it would also ask AWS for instance types, not possible here)
+    validate_config({"cluster_synced_files": [], "rsync_filter": [], **cfg})
+    assert aws["head_node_type"] in aws["available_node_types"]
+
+
 # --- metrics ----------------------------------------------------------------------------------
 
 
