@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from aml.domain import Direction, Transaction, fast_pickle
+from aml.domain import Direction, PackedList, Transaction, fast_pickle
 from aml.graph import EdgeIndex
 from aml.history import (
     AGENT_LOOKBACK,
@@ -122,7 +122,10 @@ def route(batch: Sequence[Transaction], n_shards: int) -> dict[int, list[ShardIt
     plan: dict[int, list[ShardItem]] = {}
     for i, tx in enumerate(batch):
         for role, key in keys_for(tx):
-            plan.setdefault(shard_of(key, n_shards), []).append(ShardItem(i, role, key, tx))
+            # Packed: each list is one shard actor's argument (see PackedList).
+            plan.setdefault(shard_of(key, n_shards), PackedList()).append(
+                ShardItem(i, role, key, tx)
+            )
     return plan
 
 
@@ -322,7 +325,8 @@ class ShardState:
             touched[item.key] = win
             if self.newest is None or item.tx.occurred_at > self.newest:
                 self.newest = item.tx.occurred_at
-        views = [touched[item.key].before(item.tx, _SPAN[item.role]) for item in items]
+        # Packed: the views are what a shard actor sends back (see PackedList).
+        views = PackedList(touched[item.key].before(item.tx, _SPAN[item.role]) for item in items)
         if self.newest is not None:
             cutoff = self.newest - self.retention
             for win in touched.values():
@@ -407,7 +411,7 @@ class TransferGraph:
                 if index is None:
                     index = self.indexes[tx.tenant] = EdgeIndex(self.window)
                 index.add(edge)
-        out: list[list[TransferEdge]] = []
+        out: list[list[TransferEdge]] = PackedList()  # the graph actor's answer
         for tx in batch:
             index = self.indexes.get(tx.tenant)
             if index is None:

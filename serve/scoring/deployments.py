@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.customer_state import DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
-from aml.domain import Decision, ScorerResult, Transaction, utcnow
+from aml.domain import Decision, PackedList, ScorerResult, Transaction, utcnow
 from aml.history import HistoryContext
 from aml.rules.engine import RuleEngine, RuleEvaluation
 from serve.scoring.metrics import ScoringMetrics
@@ -69,7 +69,7 @@ class RuleScorer:
     def score(
         self, batch: Sequence[Transaction], contexts: Sequence[HistoryContext]
     ) -> list[RuleEvaluation]:
-        return self._engine.evaluate_batch(list(zip(batch, contexts, strict=True)))
+        return PackedList(self._engine.evaluate_batch(list(zip(batch, contexts, strict=True))))
 
     def info(self) -> dict[str, Any]:
         return {"rule_config_version": self._engine.version, "pid": os.getpid()}
@@ -135,7 +135,7 @@ class _ModelDeployment:
         except Exception:
             log.warning("shadow scoring failed", exc_info=True)
             shadow = []
-        return results, shadow
+        return PackedList(results), shadow
 
     def info(self) -> dict[str, Any]:
         model, shadow = self._scorer.model, self._scorer.shadow
@@ -245,7 +245,10 @@ class ScoringPipeline:
         contexts = await self._metrics.timed("state", self._state.observe_and_context(batch))
         x = feature_matrix(batch, contexts, self._features)
         rules, (anomaly, shadow_a), (xgb, shadow_x) = await asyncio.gather(
-            self._metrics.timed("rules", self._call(self._rules, batch, contexts)),
+            # Packed: the contexts are the largest argument any scorer receives.
+            self._metrics.timed(
+                "rules", self._call(self._rules, PackedList(batch), PackedList(contexts))
+            ),
             self._metrics.timed(ANOMALY, self._model(self._anomaly, ANOMALY, x)),
             self._metrics.timed(XGBOOST, self._model(self._xgboost, XGBOOST, x)),
         )
@@ -259,7 +262,7 @@ class ScoringPipeline:
             shadow=(shadow_a, shadow_x),
         )
         self._metrics.record_batch(decisions, started)
-        return decisions
+        return PackedList(decisions)
 
     async def info(self) -> dict[str, Any]:
         """Versions active in every scorer (for the dashboard and tests)."""

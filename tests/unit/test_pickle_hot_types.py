@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from ray import cloudpickle
 
 from actors.customer_state import Role, ShardItem, WindowKey
 from aml.domain import (
@@ -23,6 +24,7 @@ from aml.domain import (
     Decision,
     Direction,
     FeatureContribution,
+    PackedList,
     RiskLevel,
     RuleHit,
     ScorerResult,
@@ -198,3 +200,16 @@ def test_amount_in_major_units_is_unchanged() -> None:
     assert make_tx(amount_minor=123_456, currency="EUR").amount == 1234.56
     assert make_tx(amount_minor=123_456, currency="xaf").amount == 123_456.0
     assert make_tx(amount_minor=1_234, currency="KWD").amount == 1.234
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_a_packed_list_arrives_as_the_same_plain_list(dumps: Any) -> None:
+    shared = make_tx()
+    contexts = PackedList([HistoryContext(account=[shared]), HistoryContext(agent=[shared])])
+    back = pickle.loads(dumps(PackedList([contexts, PackedList([FULL_TX, DECISION])])))
+    assert back == [contexts, [FULL_TX, DECISION]]
+    assert type(back) is list and type(back[0]) is list
+    assert back[0][0].account[0] is back[0][1].agent[0]
+    packed = PackedList([1, 2])
+    packed.append(3)  # an ordinary list in-process
+    assert packed == [1, 2, 3] and isinstance(packed, list)
