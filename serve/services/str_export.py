@@ -79,9 +79,9 @@ def reporting_entity(settings: Settings) -> ReportingEntity:
             f"{' and '.join(missing)} must be set to export suspicious-transaction reports",
             variables=missing,
         )
-    assert settings.reporting_entity_id and settings.reporting_entity_name
     return ReportingEntity(
-        id=settings.reporting_entity_id.strip(), name=settings.reporting_entity_name.strip()
+        id=(settings.reporting_entity_id or "").strip(),
+        name=(settings.reporting_entity_name or "").strip(),
     )
 
 

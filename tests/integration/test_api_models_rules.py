@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from aml.rules.config import default_rule_config
 from aml.settings import Settings
 from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
+from serve.scoring.deploy import load_serve_config
+from serve.services import rules
 from serve.services.jobs import Operations
 from storage.repositories.jobs import DriftRun, JobState
 from storage.store import Store
@@ -23,6 +26,7 @@ from tests.integration.test_str_export import SECRET
 from tests.ui.seed import Team, seed_team
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Api:
@@ -248,3 +252,33 @@ async def test_run_now_without_a_scheduler_says_so(store: Store) -> None:
     api = await _api(store)
     status, data = await api.call(Role.ADMIN, "post", "/jobs/drift/run")
     assert status == 503 and "scheduler" in data["message"]
+
+
+async def test_serve_rule_applier_sets_the_rule_scorer_user_config(
+    store: Store, tmp_path: Path
+) -> None:
+    """Activation re-applies the whole Serve config with only ``RuleScorer.user_config``
+    changed (the real config file; the deploy function is recorded instead of a cluster)."""
+    config = load_serve_config(ROOT / "deploy" / "serve_config.yaml")
+    applied: list[Mapping[str, Any]] = []
+    written = tmp_path / "serve_config.yaml"
+    applier = rules.ServeRuleApplier(config, apply=applied.append, path=written)
+    team = await seed_team(store)
+    saved = await rules.save(
+        store, actor=team.actor(Role.SENIOR_ANALYST), config=default_rule_config().to_dict()
+    )
+    await rules.activate(
+        store, actor=team.actor(Role.SENIOR_ANALYST), version=saved.version, apply=applier
+    )
+
+    (deployed,) = applied
+    by_name = {d["name"]: d for app in deployed["applications"] for d in app["deployments"]}
+    assert by_name["RuleScorer"]["user_config"]["rule_config"]["version"] == saved.version
+    before = {d["name"]: d for app in config["applications"] for d in app["deployments"]}
+    assert {k: v for k, v in by_name.items() if k != "RuleScorer"} == {
+        k: v for k, v in before.items() if k != "RuleScorer"
+    }
+    assert [a["import_path"] for a in deployed["applications"]] == [
+        a["import_path"] for a in config["applications"]
+    ]
+    assert load_serve_config(written) == deployed  # a restart keeps the active rules

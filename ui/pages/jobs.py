@@ -12,7 +12,7 @@ from ui import context, theme
 from ui.auth import require_page, run_action
 from ui.frame import frame
 
-_operations = Operations()
+_operations: Operations | None = None
 
 
 def configure(ops: Operations) -> None:
@@ -22,7 +22,11 @@ def configure(ops: Operations) -> None:
 
 
 def operations() -> Operations:
-    """The hooks installed by the entry point (the defaults when none were)."""
+    """The hooks installed by the entry point (no hooks and default settings when none were:
+    built on first use, never at import)."""
+    global _operations
+    if _operations is None:
+        _operations = Operations()
     return _operations
 
 

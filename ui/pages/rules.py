@@ -225,14 +225,18 @@ async def _history(actor: Actor, editable: bool) -> None:
             elif editable:
 
                 async def activate(version: int = record.version) -> None:
+                    applier = operations().rule_applier
                     done = await run_action(
                         lambda a: rules.activate(
-                            ctx.store,
-                            actor=a,
-                            version=version,
-                            apply=operations().rule_applier,
+                            ctx.store, actor=a, version=version, apply=applier
                         ),
-                        success=f"Version {version} is active",
+                        success=f"Version {version} is active"
+                        + (
+                            ""
+                            if applier
+                            else " (this dashboard is not connected to Serve: the scorers "
+                            "take it when the Serve config is next applied)"
+                        ),
                     )
                     if done is not None:
                         ui.navigate.to("/rules")
