@@ -35,6 +35,12 @@ _seq = itertools.count(1)
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 
 
+def _daytime(n: int) -> datetime:
+    """The n-th default time: increasing with n, always within local business hours (rules on
+    unusual hours must not fire by accident however many transactions a session has built)."""
+    return T0 + timedelta(days=n // 480, minutes=n % 480)
+
+
 def make_tx(**overrides: Any) -> Transaction:
     n = next(_seq)
     tenant = overrides.pop("tenant", "default")
@@ -48,8 +54,8 @@ def make_tx(**overrides: Any) -> Transaction:
         "direction": Direction.IN,
         "amount_minor": 10_000,
         "currency": "XAF",
-        "occurred_at": T0 + timedelta(minutes=n),
-        "received_at": T0 + timedelta(minutes=n, seconds=1),
+        "occurred_at": _daytime(n),
+        "received_at": _daytime(n) + timedelta(seconds=1),
         "account_id": "savings:12",
         "client_id": "7",
         "external_id": str(n),
