@@ -65,13 +65,7 @@ def paysim_split(*, balances: bool, params: FeatureParams) -> DatasetSplit:
 
 def amlsim_split(params: FeatureParams) -> DatasetSplit:
     data = load_amlsim()
-    labels = {
-        tx.id: int(
-            tx.account_id in data.fraud_accounts
-            and (tx.occurred_at - EPOCH).days >= data.fraud_step[tx.account_id]
-        )
-        for tx in data.transactions
-    }
+    labels = data.transaction_labels()
     built = build_dataset(data.transactions, labels, params=params)
     return time_split(built, validation_fraction=0.2, test_fraction=0.2)
 

@@ -103,6 +103,17 @@ class AmlSimData:
     fraud_accounts: frozenset[str]  # account ids labelled as laundering
     fraud_step: dict[str, int]
 
+    def transaction_labels(self) -> dict[str, int]:
+        """Account labels carried to transactions: a fraud account's outgoing transfers from its
+        ``fraudStep`` (day index) on; ``fraudStep`` -1 marks all of them."""
+        return {
+            tx.id: int(
+                tx.account_id in self.fraud_accounts
+                and (tx.occurred_at - EPOCH).days >= self.fraud_step[tx.account_id]
+            )
+            for tx in self.transactions
+        }
+
 
 def load_amlsim(
     root: Path | None = None, *, currency: str = "USD", tenant: str = "amlsim"
@@ -143,3 +154,43 @@ def load_amlsim(
             )
     txs.sort(key=lambda t: (t.occurred_at, t.id))
     return AmlSimData(txs, frozenset(fraud), fraud_step)
+
+
+def load_labelled_file(
+    path: Path, *, currency: str = "XAF"
+) -> tuple[list[Transaction], dict[str, int]]:
+    """Transactions and 0/1 labels from a file, for backtests on data outside the store.
+
+    Recognised by name: PaySim's ``*.csv.gz`` (``isFraud``), an AMLSim directory (``nodes.csv`` +
+    ``transactions.csv``), or JSON lines of transaction documents (the store's own field names,
+    ISO datetimes) with an optional ``label`` field per line.
+    """
+    import json
+
+    from storage.codec import from_doc
+
+    if path.is_dir() and (path / "nodes.csv").exists():
+        data = load_amlsim(path)
+        return data.transactions, data.transaction_labels()
+    if path.name.endswith(".csv.gz"):
+        rows = list(load_paysim(path, currency=currency))
+        return [r.tx for r in rows], {r.tx.id: r.label for r in rows}
+    txs: list[Transaction] = []
+    labels: dict[str, int] = {}
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            label = doc.pop("label", None)
+            for key in ("occurred_at", "received_at"):
+                if isinstance(doc.get(key), str):
+                    doc[key] = datetime.fromisoformat(doc[key])
+            try:
+                tx = from_doc(Transaction, {"_id": doc.pop("id", None), **doc})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{n}: not a transaction document: {exc}") from None
+            txs.append(tx)
+            if label is not None:
+                labels[tx.id] = int(label)
+    return txs, labels

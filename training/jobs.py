@@ -42,6 +42,7 @@ from training.dataset_build import (
     load_with_history,
     time_split,
 )
+from training.datasets import load_labelled_file
 from training.drift import compute_drift as drift_for
 from training.promotion import (
     GateConfig,
@@ -346,16 +347,37 @@ def backtest(
     since: datetime | None = None,
     until: datetime | None = None,
     *,
+    data: Path | None = None,
     label_files: Sequence[Path] = (),
     rules_config: Path | None = None,
     anomaly_model: str | None = None,
     xgboost_model: str | None = None,
     out_dir: Path | None = None,
 ) -> BacktestReport:
-    """Backtest stored transactions; write JSON, Markdown and HTML reports to ``out_dir``."""
+    """Backtest stored transactions, or the file ``data`` (no store needed); write JSON,
+    Markdown and HTML reports to ``out_dir``."""
     import json
 
     rules = json.loads(rules_config.read_text()) if rules_config else None
+    if data is not None:
+        txs, labels = load_labelled_file(data, currency=settings.default_currency)
+        txs = [
+            t
+            for t in txs
+            if (since is None or t.occurred_at >= since)
+            and (until is None or t.occurred_at < until)
+        ]
+        replayed = run_backtest(
+            txs,
+            labels,
+            rules_config=rules,
+            anomaly_model=anomaly_model,
+            xgboost_model=xgboost_model,
+            pipeline={"features": {"timezone": settings.timezone}},
+        )
+        if out_dir is not None:
+            replayed.write(out_dir)
+        return replayed
     report: BacktestReport = _run_with_store(
         settings,
         lambda store: backtest_job(
@@ -404,7 +426,13 @@ def add_train_parsers(sub: Any) -> None:
 
 
 def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from-store", action="store_true", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-store", action="store_true", help="replay stored transactions")
+    source.add_argument(
+        "--data",
+        type=Path,
+        help="replay a file: PaySim .csv.gz, an AMLSim directory, or JSON lines of transactions",
+    )
     p.add_argument("--since", type=_date)
     p.add_argument("--until", type=_date)
     p.add_argument("--labels", type=Path, action="append", default=[])
@@ -448,6 +476,7 @@ def run_job(settings: Settings, args: argparse.Namespace) -> int:
             settings,
             args.since,
             args.until,
+            data=args.data,
             label_files=args.labels,
             rules_config=args.rules,
             anomaly_model=args.anomaly_model,
