@@ -16,6 +16,9 @@ shared, loaded machine where wall-clock time is not:
 * ``pickle_*``: what crossing a Ray process boundary costs per transaction (dumps + loads of
   the batch, its contexts, the rule evaluations and the decisions).
 
+With the interpreter's default garbage collection, collections land in whichever stage happens
+to allocate when a threshold is crossed; ``--tune-gc`` collects as the scoring replicas do.
+
 A second pass over a fresh state runs the whole pipeline under ``cProfile`` and lists the
 hottest functions by own time.
 
@@ -180,7 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile-transactions", type=int, default=5_000)
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--label", default=f"{datetime.now(UTC):%Y-%m-%d}")
+    p.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="collect garbage as the scoring replicas do (serve.scoring.pipeline)",
+    )
     args = p.parse_args(list(argv) if argv is not None else None)
+    if args.tune_gc:
+        from serve.scoring.pipeline import tune_gc_for_scoring
+
+        tune_gc_for_scoring()
 
     stream = synthetic_stream(args.transactions + args.train, accounts=args.accounts)
     train, txs = stream[: args.train], stream[args.train :]
