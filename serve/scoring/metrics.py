@@ -144,10 +144,12 @@ class ServeStatusProbe:
 
     Each call returns ``{"ray": {...}, "serve": {...}}``, every part with an ``ok`` flag. The
     application is ok when ``RUNNING``, and also while ``DEPLOYING`` once it has been seen
-    running: re-applying the Serve config (scaling, new models) keeps the old replicas serving
-    until the new ones are up, and the ingress must not leave the load balancer meanwhile. The
-    answer is cached for ``ttl_s``; at most one ``serve.status()`` runs at a time (in a worker
-    thread, bounded by ``timeout_s``) so a hung controller cannot pile up threads.
+    running if every deployment still has a running replica: re-applying the Serve config
+    (scaling, new models) keeps the old replicas serving until the new ones are up. A deployment
+    whose replicas are all gone (their node lost) and whose replacements cannot be placed is
+    ``DEPLOYING`` too, but serves nothing: not ok. The answer is cached for ``ttl_s``; at most
+    one ``serve.status()`` runs at a time (in a worker thread, bounded by ``timeout_s``) so a
+    hung controller cannot pile up threads.
     """
 
     def __init__(self, app_name: str, *, ttl_s: float = 5.0, timeout_s: float = 3.0) -> None:
@@ -210,15 +212,28 @@ class ServeStatusProbe:
                 app_status = str(getattr(app.status, "value", app.status))
                 if app_status == "RUNNING":
                     self._seen_running = True
+                running = {
+                    name: sum(
+                        n
+                        for state, n in d.replica_states.items()
+                        if getattr(state, "value", state) == "RUNNING"
+                    )
+                    for name, d in app.deployments.items()
+                }
                 serve_part = {
                     "ok": app_status == "RUNNING"
-                    or (app_status == "DEPLOYING" and self._seen_running),
+                    or (
+                        app_status == "DEPLOYING"
+                        and self._seen_running
+                        and all(n > 0 for n in running.values())
+                    ),
                     "app": self.app_name,
                     "status": app_status,
                     "deployments": {
                         name: str(getattr(d.status, "value", d.status))
                         for name, d in app.deployments.items()
                     },
+                    "running_replicas": running,
                 }
                 if app.message:
                     serve_part["message"] = app.message[:300]

@@ -176,3 +176,53 @@ async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
     for d in decisions:
         xgb = next(s for s in d.scorers if s.scorer == "xgboost")
         assert xgb.reason == "no model"  # answered by a replica, never "scorer unavailable"
+
+
+async def test_scorer_left_without_replicas_during_an_update_is_not_ready(
+    tmp_path: Path, health_store: Store, config: dict[str, Any]
+) -> None:
+    import ray
+
+    probe = ServeStatusProbe(APP, ttl_s=0)
+    assert (await probe())["serve"]["ok"] is True
+    # An update whose new replicas can never be placed (like replacements for a lost node):
+    # the old replica keeps serving, then it dies.
+    stuck = copy.deepcopy(config)
+    for dep in stuck["applications"][0]["deployments"]:
+        if dep["name"] == "XGBoostScorer":
+            dep["ray_actor_options"]["resources"] = {"no-such-node": 1}
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    serve_start().deploy_apps(ServeDeploySchema.parse_obj(stuck))
+    try:
+        updating = await wait_for_serve(probe, lambda s: s["status"] == "DEPLOYING")
+        assert updating["ok"] is True  # the old replica still answers
+        assert updating["running_replicas"]["XGBoostScorer"] == 1
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if f"{APP}#XGBoostScorer#" in actor["name"]:
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+        lost = await wait_for_serve(probe, lambda s: s["running_replicas"]["XGBoostScorer"] == 0)
+        assert lost["ok"] is False
+        app = ingress(tmp_path, health_store, probe)
+        _, resp = await app.asgi_client.get("/readyz")
+        assert resp.status == 503
+        _, ingest = await app.asgi_client.get("/readyz", params={"scope": "ingest"})
+        assert ingest.status == 200
+    finally:
+        await asyncio.to_thread(apply, config)
+    assert (await probe())["serve"]["ok"] is True
+
+
+async def wait_for_serve(
+    probe: ServeStatusProbe, check: Any, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """The probe's ``serve`` part once ``check`` accepts it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        part = (await probe())["serve"]
+        if "running_replicas" in part and check(part):
+            return part
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"Serve never reached the expected state: {part}")
+        await asyncio.sleep(0.5)
