@@ -35,7 +35,7 @@ from actors.customer_state import (
     observe_with_rebuild,
     route,
 )
-from aml.domain import Transaction
+from aml.domain import PackedList, Transaction
 from aml.history import HistoryContext
 from storage.store import Store, open_store
 
@@ -167,7 +167,7 @@ class ShardedState:
         order = list(plan.items())
         calls = [self.shards[s].observe_and_views.remote(items) for s, items in order]
         if self.graph is not None:
-            calls.append(self.graph.observe_and_edges.remote(list(batch)))
+            calls.append(self.graph.observe_and_edges.remote(PackedList(batch)))
         results = await asyncio.gather(*calls)
         edges = results.pop() if self.graph is not None else None
         answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
