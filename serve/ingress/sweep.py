@@ -70,6 +70,54 @@ def _currency(data: dict[str, Any], default: str) -> str:
     return code.upper() if isinstance(code, str) and len(code) == 3 else default
 
 
+def _swept(
+    raw: dict[str, Any],
+    *,
+    tenant: str,
+    entity: str,
+    action: str,
+    tx_type: TransactionType,
+    direction: Direction,
+    account_id: str,
+    balance_field: str,
+    client_id: str | None,
+    received_at: datetime,
+    default_currency: str,
+    tz: str,
+    loan_id: str | None = None,
+    account_no: str | None = None,
+) -> Transaction | None:
+    """A classified swept transaction keyed as the hook parser keys ``entity|action|<txId>``."""
+    day = parse_local_date(raw.get("date"))
+    amount = to_decimal(raw.get("amount"))
+    if day is None or amount is None or not isinstance(raw.get("id"), int):
+        return None
+    tx_id = str(raw["id"])
+    currency = _currency(raw, default_currency)
+    dedupe_key = f"{entity}|{action}|{tx_id}"
+    balance = to_decimal(raw.get(balance_field))
+    return Transaction(
+        id=stable_id(tenant, dedupe_key),
+        tenant=tenant,
+        dedupe_key=dedupe_key,
+        source=SOURCE,
+        type=tx_type,
+        direction=direction,
+        amount_minor=to_minor(amount, currency),
+        currency=currency,
+        occurred_at=_occurred(day, tz),
+        received_at=received_at,
+        account_id=account_id,
+        external_id=tx_id,
+        client_id=client_id,
+        loan_id=loan_id,
+        running_balance_minor=to_minor(balance, currency) if balance is not None else None,
+        account_no=account_no,
+        enriched=True,  # read from Fineract itself
+        attributes={"time_estimated": True, "swept": True},
+    )
+
+
 def savings_transaction(
     raw: dict[str, Any],
     *,
@@ -90,32 +138,20 @@ def savings_transaction(
         action, tx_type, direction = "WITHDRAWAL", TransactionType.WITHDRAWAL, Direction.OUT
     else:
         return None
-    day = parse_local_date(raw.get("date"))
-    amount = to_decimal(raw.get("amount"))
-    if day is None or amount is None or not isinstance(raw.get("id"), int):
-        return None
-    tx_id = str(raw["id"])
-    currency = _currency(raw, default_currency)
-    dedupe_key = f"SAVINGSACCOUNT|{action}|{tx_id}"
-    balance = to_decimal(raw.get("runningBalance"))
-    return Transaction(
-        id=stable_id(tenant, dedupe_key),
+    return _swept(
+        raw,
         tenant=tenant,
-        dedupe_key=dedupe_key,
-        source=SOURCE,
-        type=tx_type,
+        entity="SAVINGSACCOUNT",
+        action=action,
+        tx_type=tx_type,
         direction=direction,
-        amount_minor=to_minor(amount, currency),
-        currency=currency,
-        occurred_at=_occurred(day, tz),
-        received_at=received_at,
         account_id=f"savings:{savings_id}",
-        external_id=tx_id,
+        balance_field="runningBalance",
         client_id=client_id,
-        running_balance_minor=to_minor(balance, currency) if balance is not None else None,
+        received_at=received_at,
+        default_currency=default_currency,
+        tz=tz,
         account_no=raw.get("accountNo") if isinstance(raw.get("accountNo"), str) else None,
-        enriched=True,  # read from Fineract itself
-        attributes={"time_estimated": True, "swept": True},
     )
 
 
@@ -139,32 +175,20 @@ def loan_transaction(
         action, tx_type, direction = "REPAYMENT", TransactionType.LOAN_REPAYMENT, Direction.IN
     else:
         return None
-    day = parse_local_date(raw.get("date"))
-    amount = to_decimal(raw.get("amount"))
-    if day is None or amount is None or not isinstance(raw.get("id"), int):
-        return None
-    tx_id = str(raw["id"])
-    currency = _currency(raw, default_currency)
-    dedupe_key = f"LOAN|{action}|{tx_id}"
-    balance = to_decimal(raw.get("outstandingLoanBalance"))
-    return Transaction(
-        id=stable_id(tenant, dedupe_key),
+    return _swept(
+        raw,
         tenant=tenant,
-        dedupe_key=dedupe_key,
-        source=SOURCE,
-        type=tx_type,
+        entity="LOAN",
+        action=action,
+        tx_type=tx_type,
         direction=direction,
-        amount_minor=to_minor(amount, currency),
-        currency=currency,
-        occurred_at=_occurred(day, tz),
-        received_at=received_at,
         account_id=f"loan:{loan_id}",
-        external_id=tx_id,
+        balance_field="outstandingLoanBalance",
         client_id=client_id,
+        received_at=received_at,
+        default_currency=default_currency,
+        tz=tz,
         loan_id=loan_id,
-        running_balance_minor=to_minor(balance, currency) if balance is not None else None,
-        enriched=True,
-        attributes={"time_estimated": True, "swept": True},
     )
 
 
