@@ -744,6 +744,37 @@ def _loan_id(hook: _Hook) -> str:
     return loan if loan is not None else hook.required_id("response", "resourceId")
 
 
+def _loan_event(
+    hook: _Hook,
+    dedupe_key: str,
+    *,
+    type: TransactionType,
+    direction: Direction,
+    amount_minor: int,
+    occurred_at: datetime,
+    loan: str,
+    external_id: str | None,
+    attributes: dict[str, Any],
+) -> ParsedEvent:
+    """An accepted movement on loan account ``loan``, with the hook's client, group and text."""
+    tx = hook.transaction(
+        dedupe_key,
+        type=type,
+        direction=direction,
+        amount_minor=amount_minor,
+        currency=hook.currency(),
+        occurred_at=occurred_at,
+        account_id=f"loan:{loan}",
+        external_id=external_id,
+        client_id=hook.client_id,
+        group_id=hook.optional_id("response", "groupId"),
+        loan_id=loan,
+        description=hook.description(),
+        attributes=attributes,
+    )
+    return hook.event(IngestOutcome.ACCEPTED, dedupe_key, tx)
+
+
 def _loan_disburse(hook: _Hook) -> ParsedEvent:
     loan = _loan_id(hook)
     sub = hook.optional_id("response", "subResourceId")
@@ -769,23 +800,18 @@ def _loan_disburse(hook: _Hook) -> ParsedEvent:
             attributes[key] = text
     if hook.action == "DISBURSETOSAVINGS":
         attributes["to_savings"] = True
-    tx = hook.transaction(
+    return _loan_event(
+        hook,
         dedupe_key,
         type=TransactionType.LOAN_DISBURSEMENT,
         # Relative to the loan account: the principal leaves it towards the client.
         direction=Direction.OUT,
         amount_minor=minor,
-        currency=hook.currency(),
         occurred_at=occurred,
-        account_id=f"loan:{loan}",
+        loan=loan,
         external_id=sub,
-        client_id=hook.client_id,
-        group_id=hook.optional_id("response", "groupId"),
-        loan_id=loan,
-        description=hook.description(),
         attributes=attributes,
     )
-    return hook.event(IngestOutcome.ACCEPTED, dedupe_key, tx)
 
 
 def _loan_repayment(hook: _Hook) -> ParsedEvent:
@@ -805,22 +831,17 @@ def _loan_repayment(hook: _Hook) -> ParsedEvent:
     if external is not None:
         attributes["externalId"] = external
     dedupe_key = f"LOAN|REPAYMENT|{tx_id}"
-    tx = hook.transaction(
+    return _loan_event(
+        hook,
         dedupe_key,
         type=TransactionType.LOAN_REPAYMENT,
         direction=Direction.IN,
         amount_minor=minor,
-        currency=hook.currency(),
         occurred_at=occurred,
-        account_id=f"loan:{loan}",
+        loan=loan,
         external_id=tx_id,
-        client_id=hook.client_id,
-        group_id=hook.optional_id("response", "groupId"),
-        loan_id=loan,
-        description=hook.description(),
         attributes=attributes,
     )
-    return hook.event(IngestOutcome.ACCEPTED, dedupe_key, tx)
 
 
 def _correction(
