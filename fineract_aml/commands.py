@@ -179,6 +179,7 @@ def _cmd_credit_score_all(settings: Settings, args: argparse.Namespace) -> int:
     """Nightly credit batch: score every client of the tenant on Ray."""
     from fineract_aml.runtime import connect_store
     from training.credit_batch import BatchProgress, score_all_from_store
+    from training.credit_kmeans import load_champion_clusters
 
     if args.local_ray:
         import ray
@@ -198,10 +199,35 @@ def _cmd_credit_score_all(settings: Settings, args: argparse.Namespace) -> int:
                 tenant=args.tenant or settings.default_tenant,
                 as_of=datetime.now(UTC),
                 progress=_progress,
+                cluster_model=await load_champion_clusters(store),
             )
         finally:
             await store.close()
         print(f"\nscored {len(profiles)} clients")
+        return 0
+
+    return asyncio.run(_run())
+
+
+def _cmd_credit_clusters(settings: Settings, args: argparse.Namespace) -> int:
+    """Fit the K-Means credit tiers on Ray Tune over the stored profiles and publish them."""
+    from fineract_aml.runtime import connect_store
+    from training.credit_kmeans import train_and_publish
+
+    _join_ray(settings)
+
+    async def _run() -> int:
+        store = connect_store(settings, appname="fineract-aml-credit")
+        try:
+            record, run_id = await train_and_publish(
+                store,
+                tenant=args.tenant or settings.default_tenant,
+                now=datetime.now(UTC),
+                data_dir=settings.data_dir,
+            )
+        finally:
+            await store.close()
+        print(f"credit clusters {record.version} are the champion (MLflow run {run_id})")
         return 0
 
     return asyncio.run(_run())
@@ -260,3 +286,6 @@ def register(sub: Any) -> None:
     p.add_argument("--tenant", help="tenant to score (default AML_DEFAULT_TENANT)")
     p.add_argument("--local-ray", action="store_true", help="start a local Ray for this job")
     p.set_defaults(func=_cmd_credit_score_all)
+    p = csub.add_parser("clusters", help="fit K-Means credit tiers on Ray Tune and publish them")
+    p.add_argument("--tenant", help="tenant whose profiles to cluster (default AML_DEFAULT_TENANT)")
+    p.set_defaults(func=_cmd_credit_clusters)

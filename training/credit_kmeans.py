@@ -33,7 +33,8 @@ from sklearn.preprocessing import StandardScaler
 
 from aml.credit.features import CREDIT_FEATURE_SET_VERSION, FEATURE_INDEX, FEATURE_NAMES
 from aml.credit.score import TierPolicy, apply_cluster, feature_vector, is_scored
-from aml.domain import CreditProfile, CreditTier, ensure_utc
+from aml.domain import CreditProfile, CreditTier, ModelRecord, ensure_utc, stable_id
+from storage.store import Store
 from training.tracking import default_tracking_uri as default_tracking_uri
 from training.tracking import ensure_experiment, resolve_tracking_uri
 
@@ -372,3 +373,65 @@ def train_credit_clusters(
     uri = tracking_uri or resolve_tracking_uri(data_dir)
     run_id = _log_to_mlflow(model, uri, data_dir)
     return model, run_id
+
+
+CLUSTER_MODEL_KIND = "credit_kmeans"
+
+
+async def publish_clusters(
+    store: Store, model: CreditClusterModel, *, models_dir: Path, run_id: str | None = None
+) -> ModelRecord:
+    """Save the clustering, register it and make it the champion the request path and the
+    nightly batch use (clusters are advisory: there is no gate, the newest fit serves)."""
+    path = model.save(models_dir / f"{model.version}.joblib")
+    record = await store.models.register(
+        ModelRecord(
+            id=stable_id("model", CLUSTER_MODEL_KIND, model.version),
+            kind=CLUSTER_MODEL_KIND,
+            version=model.version,
+            feature_set_version=model.feature_set_version,
+            features=tuple(model.feature_names),
+            metrics=dict(model.metrics),
+            artifact_uri=str(path.resolve()),
+            stage="candidate",
+            created_at=model.trained_at,
+            params={**model.params, **({"mlflow_run_id": run_id} if run_id else {})},
+        )
+    )
+    return await store.models.set_stage(record.id, stage="champion")
+
+
+async def load_champion_clusters(store: Store) -> CreditClusterModel | None:
+    """The champion clustering, or None when none was published (or its file is gone)."""
+    record = await store.models.get_champion(CLUSTER_MODEL_KIND)
+    if record is None:
+        return None
+    path = Path(record.artifact_uri.removeprefix("file://"))
+    if not path.exists():
+        return None
+    return CreditClusterModel.load(path)
+
+
+async def train_and_publish(
+    store: Store, *, tenant: str, now: datetime, data_dir: Path
+) -> tuple[ModelRecord, str]:
+    """Fit the clustering on the tenant's stored profiles (Ray Tune) and publish it.
+
+    Raises:
+        ValueError: too few scored profiles to cluster.
+    """
+    import asyncio
+
+    profiles: list[CreditProfile] = []
+    skip = 0
+    while True:
+        page, total = await store.credit_profiles.list_(tenant=tenant, skip=skip, limit=5_000)
+        profiles.extend(page)
+        skip += len(page)
+        if not page or skip >= total:
+            break
+    model, run_id = await asyncio.to_thread(
+        train_credit_clusters, profiles, trained_at=now, data_dir=data_dir
+    )
+    record = await publish_clusters(store, model, models_dir=data_dir / "models", run_id=run_id)
+    return record, run_id

@@ -276,33 +276,33 @@ def product_jobs(
 
         async def credit_score_all(now: datetime) -> JobResult:
             from training.credit_batch import score_all_from_store
+            from training.credit_kmeans import load_champion_clusters
 
-            profiles = await score_all_from_store(store, tenant=settings.default_tenant, as_of=now)
+            profiles = await score_all_from_store(
+                store,
+                tenant=settings.default_tenant,
+                as_of=now,
+                cluster_model=await load_champion_clusters(store),
+            )
             return JobResult("ok", f"scored {len(profiles)} clients")
 
         specs.append(JobSpec("credit-score-all", s.credit_score_all, credit_score_all))
     if s.credit_kmeans is not None:
 
         async def credit_kmeans(now: datetime) -> JobResult:
-            from training.credit_kmeans import train_credit_clusters
+            from training.credit_kmeans import train_and_publish
 
-            profiles, skip = [], 0
-            while True:
-                page, total = await store.credit_profiles.list_(
-                    tenant=settings.default_tenant, skip=skip, limit=5_000
-                )
-                profiles.extend(page)
-                skip += len(page)
-                if not page or skip >= total:
-                    break
             try:
-                model, run_id = await asyncio.to_thread(
-                    train_credit_clusters, profiles, trained_at=now, data_dir=settings.data_dir
+                record, run_id = await train_and_publish(
+                    store, tenant=settings.default_tenant, now=now, data_dir=settings.data_dir
                 )
             except ValueError as exc:
                 return JobResult("skipped", str(exc))
-            path = model.save(settings.data_dir / "models" / f"{model.version}.joblib")
-            return JobResult("ok", f"{model.version} (MLflow run {run_id})", {"path": str(path)})
+            return JobResult(
+                "ok",
+                f"{record.version} champion (MLflow run {run_id})",
+                {"path": record.artifact_uri},
+            )
 
         specs.append(
             JobSpec("credit-kmeans", s.credit_kmeans, credit_kmeans, first_delay=s.credit_kmeans)

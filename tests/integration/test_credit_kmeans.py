@@ -11,11 +11,15 @@ from mlflow.tracking import MlflowClient
 from aml.credit.score import TIER_ORDER, CreditConfig, TierPolicy, profiles_from_columns
 from aml.domain import CreditTier
 from bench.credit_scale import AS_OF, SyntheticClients
+from storage.store import Store
 from training.credit_kmeans import (
+    CLUSTER_MODEL_KIND,
     EXPERIMENT,
     CreditClusterModel,
     KMeansSearch,
     default_tracking_uri,
+    load_champion_clusters,
+    train_and_publish,
     train_credit_clusters,
 )
 
@@ -70,3 +74,23 @@ def test_too_few_clients_is_refused(tmp_path: Path) -> None:
         train_credit_clusters(
             profiles, trained_at=AS_OF, search=KMeansSearch(k_max=8), data_dir=tmp_path
         )
+
+
+async def test_published_clusters_become_the_champion_the_batch_and_requests_use(
+    tmp_path: Path, store: Store
+) -> None:
+    cols = SyntheticClients(300, chunk_size=300, seed=5).load(0)
+    profiles = profiles_from_columns(cols, tenant="t", as_of=AS_OF, config=CreditConfig())
+    await store.credit_profiles.upsert_many(profiles)
+    assert await load_champion_clusters(store) is None
+
+    trained_at = datetime(2026, 7, 9, 3, 0, tzinfo=UTC)
+    record, _ = await train_and_publish(store, tenant="t", now=trained_at, data_dir=tmp_path)
+
+    champion = await store.models.get_champion(CLUSTER_MODEL_KIND)
+    assert champion is not None and champion.id == record.id
+    assert Path(champion.artifact_uri).exists()
+    loaded = await load_champion_clusters(store)
+    assert loaded is not None and loaded.version == record.version
+    tier = loaded.predict_tier(profiles[0].features)
+    assert loaded.annotate(profiles[0]).cluster_tier is tier
