@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from aml.domain import Alert, AlertStatus, AnalystDecision, RiskLevel
 from aml.errors import Conflict, NotFound
 from storage.codec import from_doc, to_doc
-from storage.repositories.base import Document, Repository
+from storage.repositories.base import Document, Repository, add_range
 
 AlertSort = Literal["created_at", "score", "updated_at", "sla_due_at"]
 Escalate = Literal["escalate"]
@@ -278,13 +278,7 @@ class AlertRepository(Repository):
             query["assignee"] = assignee
         if customer_key is not None:
             query["customer_key"] = customer_key
-        created: dict[str, datetime] = {}
-        if created_from is not None:
-            created["$gte"] = created_from
-        if created_before is not None:
-            created["$lt"] = created_before
-        if created:
-            query["created_at"] = created
+        add_range(query, "created_at", gte=created_from, lt=created_before)
         if sla_due_before is not None:
             query["sla_due_at"] = {"$lt": sla_due_before}
         direction = DESCENDING if descending else ASCENDING

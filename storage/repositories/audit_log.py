@@ -18,7 +18,7 @@ from aml.audit import build_entry, verify_chain
 from aml.domain import AuditEntry
 from aml.errors import Conflict
 from storage.codec import from_doc, to_doc
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, add_range
 
 _MAX_RETRIES = 100
 _VERIFY_CHUNK = 1000
@@ -94,13 +94,7 @@ class AuditLogRepository(Repository):
             query["target_type"] = target_type
         if target_id is not None:
             query["target_id"] = target_id
-        when: dict[str, datetime] = {}
-        if since is not None:
-            when["$gte"] = since
-        if until is not None:
-            when["$lt"] = until
-        if when:
-            query["at"] = when
+        add_range(query, "at", gte=since, lt=until)
         total = await self.col.count_documents(query)
         cursor = self.col.find(query).sort("seq", DESCENDING).skip(skip).limit(limit)
         return [from_doc(AuditEntry, d) async for d in cursor], int(total)

@@ -24,6 +24,18 @@ class BulkInsertResult:
     duplicates: tuple[int, ...]  # positions rejected by a unique index (already stored)
 
 
+def add_range(
+    query: Document, field: str, *, gte: Any = None, lt: Any = None, lte: Any = None
+) -> None:
+    """Constrain ``field`` of ``query`` to the bounds given; a bound of None stays open.
+
+    Adds nothing when every bound is None, so an unbounded search keeps using any index.
+    """
+    bounds = {op: v for op, v in (("$gte", gte), ("$lt", lt), ("$lte", lte)) if v is not None}
+    if bounds:
+        query[field] = bounds
+
+
 class Repository:
     """Base: one collection, its indexes."""
 

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from aml.domain import Case, CaseNote, CaseStatus
 from aml.errors import Conflict, Forbidden, NotFound
 from storage.codec import from_doc, to_doc
-from storage.repositories.base import Document, Repository
+from storage.repositories.base import Document, Repository, add_range
 
 CaseSort = Literal["created_at", "updated_at", "sla_due_at"]
 COUNTERS = "counters"
@@ -298,13 +298,7 @@ class CaseRepository(Repository):
             query["alert_ids"] = {"$in": [alert_id]}
         if pending_only:
             query["pending_status"] = {"$in": [s.value for s in CaseStatus]}
-        created: dict[str, datetime] = {}
-        if created_from is not None:
-            created["$gte"] = created_from
-        if created_before is not None:
-            created["$lt"] = created_before
-        if created:
-            query["created_at"] = created
+        add_range(query, "created_at", gte=created_from, lt=created_before)
         direction = DESCENDING if descending else ASCENDING
         total = await self.col.count_documents(query)
         cursor = (

@@ -10,7 +10,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from aml.domain import Transaction, TransactionStatus
 from storage.codec import from_doc, to_doc
-from storage.repositories.base import BulkInsertResult, Repository
+from storage.repositories.base import BulkInsertResult, Repository, add_range
 
 
 class TransactionRepository(Repository):
@@ -124,20 +124,8 @@ class TransactionRepository(Repository):
             query["account_id"] = account_id
         if client_id:
             query["client_id"] = client_id
-        amount: dict[str, int] = {}
-        if min_amount_minor is not None:
-            amount["$gte"] = min_amount_minor
-        if max_amount_minor is not None:
-            amount["$lte"] = max_amount_minor
-        if amount:
-            query["amount_minor"] = amount
-        when: dict[str, datetime] = {}
-        if since is not None:
-            when["$gte"] = since
-        if until is not None:
-            when["$lt"] = until
-        if when:
-            query["occurred_at"] = when
+        add_range(query, "amount_minor", gte=min_amount_minor, lte=max_amount_minor)
+        add_range(query, "occurred_at", gte=since, lt=until)
         total = await self.col.count_documents(query)
         cursor = self.col.find(query).sort("occurred_at", DESCENDING).skip(skip).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor], int(total)
