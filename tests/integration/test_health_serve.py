@@ -1,7 +1,7 @@
 """Readiness against the real Serve application, and rescaling a scorer under load.
 
 Deploys ``deploy/serve_config.yaml`` under its own application name on the shared Ray (see
-``test_metrics_scoring.small_config``). The rescale test is what an operator does: edit
+``tests.integration.serve_app.small_config``). The rescale test is what an operator does: edit
 ``num_replicas`` and re-apply the file while transactions flow; no request may fail and the
 ingress must stay ready throughout.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from serve.scoring.deploy import apply
 from serve.scoring.metrics import ServeStatusProbe
 from storage.store import Store
 from tests.factories import T0, make_tx
+from tests.integration.serve_app import small_config
 from tests.integration.test_ingress_app import make_settings
-from tests.integration.test_metrics_scoring import open_test_store, small_config
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,18 +39,8 @@ APP = "scoring-health-test"
 
 
 @pytest.fixture(scope="module")
-async def health_store(mongo_uri: str) -> AsyncIterator[Store]:
-    st = await open_test_store(mongo_uri, "t_health")
-    try:
-        yield st
-    finally:
-        await st.client.drop_database(st.db.name)
-        await st.close()
-
-
-@pytest.fixture(scope="module")
-def config(health_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
-    cfg = small_config(mongo_uri, health_store.db.name, APP)
+def config(module_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
+    cfg = small_config(mongo_uri, module_store.db.name, APP)
     apply(cfg)
     try:
         yield cfg
@@ -82,9 +72,9 @@ def replicas_of(deployment: str) -> int:
 
 
 async def test_running_application_is_ready_with_ray_and_serve_parts(
-    tmp_path: Path, health_store: Store, config: dict[str, Any]
+    tmp_path: Path, module_store: Store, config: dict[str, Any]
 ) -> None:
-    app = ingress(tmp_path, health_store, ServeStatusProbe(APP, ttl_s=0))
+    app = ingress(tmp_path, module_store, ServeStatusProbe(APP, ttl_s=0))
     _, resp = await app.asgi_client.get("/readyz")
     assert resp.status == 200, resp.json
     parts = resp.json["components"]
@@ -99,9 +89,9 @@ async def test_running_application_is_ready_with_ray_and_serve_parts(
 
 
 async def test_missing_application_is_503(
-    tmp_path: Path, health_store: Store, config: dict[str, Any]
+    tmp_path: Path, module_store: Store, config: dict[str, Any]
 ) -> None:
-    app = ingress(tmp_path, health_store, ServeStatusProbe("no-such-app", ttl_s=0))
+    app = ingress(tmp_path, module_store, ServeStatusProbe("no-such-app", ttl_s=0))
     _, resp = await app.asgi_client.get("/readyz")
     assert resp.status == 503
     assert resp.json["components"]["serve"] == {
@@ -120,9 +110,9 @@ async def test_probe_answers_from_cache_within_its_ttl(config: dict[str, Any]) -
 
 
 async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
-    health_store: Store, config: dict[str, Any]
+    module_store: Store, config: dict[str, Any]
 ) -> None:
-    handoff = ServeScoring.connect(health_store, APP, batch_size=16)
+    handoff = ServeScoring.connect(module_store, APP, batch_size=16)
     probe = ServeStatusProbe(APP, ttl_s=0)
     stop = asyncio.Event()
     sent: list[str] = []
@@ -140,7 +130,7 @@ async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
                 for k in range(8)
             ]
             i += 1
-            await health_store.transactions.insert_many(txs)
+            await module_store.transactions.insert_many(txs)
             try:
                 await handoff.submit(txs)
             except Exception as exc:  # counted: the test asserts there are none
@@ -170,7 +160,7 @@ async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
     assert scaled_up == 2
     assert failures == []
     assert unready == []
-    decisions = await health_store.decisions.list_for_transactions(sent)
+    decisions = await module_store.decisions.list_for_transactions(sent)
     assert len(sent) > 50
     assert len({d.transaction_id for d in decisions}) == len(sent)
     for d in decisions:
@@ -179,7 +169,7 @@ async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
 
 
 async def test_scorer_left_without_replicas_during_an_update_is_not_ready(
-    tmp_path: Path, health_store: Store, config: dict[str, Any]
+    tmp_path: Path, module_store: Store, config: dict[str, Any]
 ) -> None:
     import ray
 
@@ -204,7 +194,7 @@ async def test_scorer_left_without_replicas_during_an_update_is_not_ready(
                 ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
         lost = await wait_for_serve(probe, lambda s: s["running_replicas"]["XGBoostScorer"] == 0)
         assert lost["ok"] is False
-        app = ingress(tmp_path, health_store, probe)
+        app = ingress(tmp_path, module_store, probe)
         _, resp = await app.asgi_client.get("/readyz")
         assert resp.status == 503
         _, ingest = await app.asgi_client.get("/readyz", params={"scope": "ingest"})

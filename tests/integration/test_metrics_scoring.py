@@ -10,9 +10,8 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +21,10 @@ from ray import serve
 
 from aml.domain import Transaction
 from serve.scoring.client import ServeScoring
-from serve.scoring.deploy import apply, load_serve_config, with_args
-from storage.store import Store, open_store
+from serve.scoring.deploy import apply
+from storage.store import Store
 from tests.factories import T0, make_tx
+from tests.integration.serve_app import small_config
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,54 +33,14 @@ pytestmark = [
     pytest.mark.usefixtures("ray_session"),
 ]
 
-CONFIG_PATH = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
 APP = "scoring-metrics-test"
 # Ray's metrics agent reports every ~10 s; leave room for two rounds.
 SCRAPE_DEADLINE_S = 45.0
 
 
-def small_config(
-    mongo_uri: str, db_name: str, app_name: str, *, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The shipped Serve config renamed to ``app_name`` and shrunk to fit beside others."""
-    cfg = with_args(
-        load_serve_config(CONFIG_PATH),
-        mongodb_uri=mongo_uri,
-        mongodb_db=db_name,
-        state_group=db_name,
-        state_shards=2,
-        detached_state=False,
-        **(extra or {}),
-    )
-    app = cfg["applications"][0]
-    app["name"] = app_name
-    for dep in app["deployments"]:
-        dep.setdefault("ray_actor_options", {})["num_cpus"] = 0.01
-        if "autoscaling_config" in dep:
-            dep.pop("autoscaling_config")
-            dep["num_replicas"] = 1
-    return cfg
-
-
-async def open_test_store(mongo_uri: str, prefix: str) -> Store:
-    st = open_store(mongo_uri, f"{prefix}_{uuid.uuid4().hex[:8]}")
-    await st.ensure_indexes()
-    return st
-
-
 @pytest.fixture(scope="module")
-async def metrics_store(mongo_uri: str) -> AsyncIterator[Store]:
-    st = await open_test_store(mongo_uri, "t_metrics")
-    try:
-        yield st
-    finally:
-        await st.client.drop_database(st.db.name)
-        await st.close()
-
-
-@pytest.fixture(scope="module")
-def deployed(metrics_store: Store, mongo_uri: str, ray_session: None) -> Iterator[None]:
-    apply(small_config(mongo_uri, metrics_store.db.name, APP))
+def deployed(module_store: Store, mongo_uri: str, ray_session: None) -> Iterator[None]:
+    apply(small_config(mongo_uri, module_store.db.name, APP))
     try:
         yield
     finally:
@@ -123,9 +83,9 @@ async def wait_for_metrics(check: Any, deadline_s: float = SCRAPE_DEADLINE_S) ->
 
 
 async def test_decisions_alerts_latency_and_state_are_exported(
-    metrics_store: Store, deployed: None
+    module_store: Store, deployed: None
 ) -> None:
-    handoff = ServeScoring.connect(metrics_store, APP, batch_size=32)
+    handoff = ServeScoring.connect(module_store, APP, batch_size=32)
     acct = f"savings:{uuid.uuid4().hex[:8]}"
     small = [
         make_tx(account_id=acct, amount_minor=1_000, occurred_at=T0 + timedelta(minutes=i))
@@ -136,7 +96,7 @@ async def test_decisions_alerts_latency_and_state_are_exported(
         for i in range(2)
     ]
     txs: list[Transaction] = [*small, *big]
-    await metrics_store.transactions.insert_many(txs)
+    await module_store.transactions.insert_many(txs)
     decisions = await handoff.score_and_store(txs)
     alerting = sum(d.alert for d in decisions)
     assert alerting >= 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from aml.domain import Transaction, TransactionStatus
 from aml.rules.config import default_rule_config
 from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import ServeScoring
-from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
-from storage.store import Store, open_store
+from serve.scoring.deploy import apply, with_user_config
+from storage.store import Store
 from tests.factories import T0, make_tx
+from tests.integration.serve_app import shipped_config
 from tests.integration.test_serve_anomaly import history
 from training.fit_anomaly import fit_anomaly
 
@@ -35,33 +35,13 @@ pytestmark = [
     pytest.mark.usefixtures("ray_session"),
 ]
 
-CONFIG_PATH = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
 APP = "scoring"
 SHARDS = 2
 
 
 @pytest.fixture(scope="module")
-async def serve_store(mongo_uri: str) -> AsyncIterator[Store]:
-    name = f"t_serve_{uuid.uuid4().hex[:8]}"
-    st = open_store(mongo_uri, name)
-    await st.ensure_indexes()
-    try:
-        yield st
-    finally:
-        await st.client.drop_database(name)
-        await st.close()
-
-
-@pytest.fixture(scope="module")
-def config(serve_store: Store, mongo_uri: str, ray_session: None) -> dict[str, Any]:
-    cfg = with_args(
-        load_serve_config(CONFIG_PATH),
-        mongodb_uri=mongo_uri,
-        mongodb_db=serve_store.db.name,
-        state_group=serve_store.db.name,
-        state_shards=SHARDS,
-        detached_state=False,
-    )
+def config(module_store: Store, mongo_uri: str, ray_session: None) -> dict[str, Any]:
+    cfg = shipped_config(mongo_uri, module_store.db.name, shards=SHARDS)
     # Detect a dead scorer replica quickly and keep retrying long enough for its replacement.
     for dep in cfg["applications"][0]["deployments"]:
         dep["health_check_period_s"] = 1
@@ -71,8 +51,8 @@ def config(serve_store: Store, mongo_uri: str, ray_session: None) -> dict[str, A
 
 
 @pytest.fixture
-def handoff(serve_store: Store, config: dict[str, Any]) -> ServeScoring:
-    client = ServeScoring.connect(serve_store, APP, batch_size=64)
+def handoff(module_store: Store, config: dict[str, Any]) -> ServeScoring:
+    client = ServeScoring.connect(module_store, APP, batch_size=64)
     _: ScoringHandoff = client  # the ingress hands off to it through this protocol
     return client
 
@@ -87,7 +67,7 @@ async def _stored(store: Store, txs: list[Transaction]) -> list[Transaction]:
 
 
 async def test_transactions_in_decisions_and_alerts_out(
-    serve_store: Store, handoff: ServeScoring
+    module_store: Store, handoff: ServeScoring
 ) -> None:
     acct = _account()
     small = [
@@ -98,31 +78,31 @@ async def test_transactions_in_decisions_and_alerts_out(
         make_tx(account_id=acct, amount_minor=9_000_000, occurred_at=T0 + timedelta(hours=5 + i))
         for i in range(2)
     ]
-    await _stored(serve_store, [*small, *big])
+    await _stored(module_store, [*small, *big])
 
     await handoff.submit([*small, *big])
 
     decisions = {
         d.transaction_id: d
-        for d in await serve_store.decisions.list_for_transactions([t.id for t in [*small, *big]])
+        for d in await module_store.decisions.list_for_transactions([t.id for t in [*small, *big]])
     }
     assert len(decisions) == 5
     assert [decisions[t.id].alert for t in [*small, *big]] == [False, False, False, True, True]
     anomaly = next(s for s in decisions[big[0].id].scorers if s.scorer == "anomaly")
     assert not anomaly.available and anomaly.reason == "no model"
-    alert = await serve_store.alerts.get_open_for_customer(
+    alert = await module_store.alerts.get_open_for_customer(
         tenant="default", customer_key=big[0].customer_key
     )
     assert alert is not None and set(alert.transaction_ids) == {big[0].id, big[1].id}
-    scored = await serve_store.transactions.get_many([t.id for t in [*small, *big]])
+    scored = await module_store.transactions.get_many([t.id for t in [*small, *big]])
     assert {t.status for t in scored} == {TransactionStatus.SCORED}
 
 
 async def test_rule_threshold_hot_reload_changes_the_next_decisions(
-    serve_store: Store, handoff: ServeScoring, config: dict[str, Any]
+    module_store: Store, handoff: ServeScoring, config: dict[str, Any]
 ) -> None:
     acct = _account()
-    first = await _stored(serve_store, [make_tx(account_id=acct, amount_minor=300_000)])
+    first = await _stored(module_store, [make_tx(account_id=acct, amount_minor=300_000)])
     (before,) = await handoff.score_and_store(first)
     assert "large_amount" not in {h.rule_id for h in before.rule_hits}
     pipeline = serve.get_app_handle(APP)
@@ -135,7 +115,7 @@ async def test_rule_threshold_hot_reload_changes_the_next_decisions(
     apply(with_user_config(config, "RuleScorer", {"rule_config": rules}))
     try:
         second = await _stored(
-            serve_store,
+            module_store,
             [
                 make_tx(
                     account_id=_account(), amount_minor=300_000, occurred_at=first[0].occurred_at
@@ -152,7 +132,7 @@ async def test_rule_threshold_hot_reload_changes_the_next_decisions(
 
 
 async def test_killing_a_state_actor_mid_stream_loses_no_transaction(
-    serve_store: Store, handoff: ServeScoring
+    module_store: Store, handoff: ServeScoring
 ) -> None:
     accounts = [_account() for _ in range(4)]
     # 25 transactions per account within 50 minutes: from the 21st on, "rapid_transactions"
@@ -164,12 +144,12 @@ async def test_killing_a_state_actor_mid_stream_loses_no_transaction(
     first, second = stream[:60], stream[60:]
     shards = [
         ray.get_actor(
-            SHARD_NAME.format(group=serve_store.db.name, index=i, count=SHARDS),
+            SHARD_NAME.format(group=module_store.db.name, index=i, count=SHARDS),
             namespace=NAMESPACE,
         )
         for i in range(SHARDS)
     ]
-    await handoff.submit(await _stored(serve_store, first))
+    await handoff.submit(await _stored(module_store, first))
     pids = [(await s.stats.remote())["pid"] for s in shards]
     for s in shards:
         ray.kill(s, no_restart=False)
@@ -178,14 +158,14 @@ async def test_killing_a_state_actor_mid_stream_loses_no_transaction(
         await asyncio.sleep(0.02)
         ray.kill(shards[0], no_restart=False)
 
-    await asyncio.gather(handoff.submit(await _stored(serve_store, second)), kill_again())
+    await asyncio.gather(handoff.submit(await _stored(module_store, second)), kill_again())
 
     ids = [t.id for t in stream]
     decisions = {
-        d.transaction_id: d for d in await serve_store.decisions.list_for_transactions(ids)
+        d.transaction_id: d for d in await module_store.decisions.list_for_transactions(ids)
     }
     assert len(decisions) == len(stream)
-    pending = await serve_store.transactions.count(
+    pending = await module_store.transactions.count(
         {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value}
     )
     assert pending == 0
@@ -195,7 +175,7 @@ async def test_killing_a_state_actor_mid_stream_loses_no_transaction(
 
 
 async def test_dead_scorer_replica_is_replaced_and_the_request_recovered(
-    serve_store: Store, handoff: ServeScoring
+    module_store: Store, handoff: ServeScoring
 ) -> None:
     pipeline = serve.get_app_handle(APP)
     old_pid = (await pipeline.info.remote())["anomaly"]["pid"]
@@ -207,7 +187,7 @@ async def test_dead_scorer_replica_is_replaced_and_the_request_recovered(
     assert replicas
     for r in replicas:
         ray.kill(ray.get_actor(r["name"], namespace=r["namespace"]), no_restart=True)
-    txs = await _stored(serve_store, [make_tx(account_id=_account()) for _ in range(5)])
+    txs = await _stored(module_store, [make_tx(account_id=_account()) for _ in range(5)])
 
     decisions = await handoff.score_and_store(txs)
 
@@ -219,14 +199,14 @@ async def test_dead_scorer_replica_is_replaced_and_the_request_recovered(
 
 
 async def test_fitted_isolation_forest_is_loaded_by_reconfigure_and_scores(
-    serve_store: Store, handoff: ServeScoring, config: dict[str, Any], tmp_path: Path
+    module_store: Store, handoff: ServeScoring, config: dict[str, Any], tmp_path: Path
 ) -> None:
-    await serve_store.transactions.insert_many(history("fit"))
-    record = await fit_anomaly(serve_store, out_dir=tmp_path, tenant="fit")
+    await module_store.transactions.insert_many(history("fit"))
+    record = await fit_anomaly(module_store, out_dir=tmp_path, tenant="fit")
     apply(with_user_config(config, "AnomalyScorer", {"model": record.artifact_uri}))
     try:
         txs = await _stored(
-            serve_store,
+            module_store,
             [
                 make_tx(
                     tenant="fit",

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from ray import serve
 from aml.domain import Decision, ModelRecord, stable_id
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from serve.scoring.client import ServeScoring
-from serve.scoring.deploy import apply, load_serve_config, with_args
-from storage.store import Store, open_store
+from serve.scoring.deploy import apply
+from storage.store import Store
 from tests.factories import T0, make_tx
+from tests.integration.serve_app import small_config
 from tests.integration.test_training_xgb import PARAMS, labelled_stream
 from training.dataset_build import build_dataset, time_split
 from training.promotion import Promoter, ServeConfigUpdater
@@ -32,7 +32,6 @@ pytestmark = [
     pytest.mark.usefixtures("ray_session"),
 ]
 
-CONFIG_PATH = Path(__file__).parents[2] / "deploy" / "serve_config.yaml"
 APP = "training-hotswap"
 CONFIG = {
     "max_depth": 3,
@@ -47,34 +46,8 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-async def swap_store(mongo_uri: str) -> AsyncIterator[Store]:
-    name = f"t_swap_{uuid.uuid4().hex[:8]}"
-    st = open_store(mongo_uri, name)
-    await st.ensure_indexes()
-    try:
-        yield st
-    finally:
-        await st.client.drop_database(name)
-        await st.close()
-
-
-@pytest.fixture(scope="module")
-def app_config(swap_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
-    cfg = with_args(
-        load_serve_config(CONFIG_PATH),
-        mongodb_uri=mongo_uri,
-        mongodb_db=swap_store.db.name,
-        state_group=swap_store.db.name,
-        state_shards=1,
-        detached_state=False,
-    )
-    app = cfg["applications"][0]
-    app["name"] = APP
-    # Small CPU shares: other Serve applications of the session may still hold theirs.
-    for dep in app["deployments"]:
-        dep["ray_actor_options"] = {"num_cpus": 0.05}
-        dep.pop("autoscaling_config", None)
-        dep["num_replicas"] = 1
+def app_config(module_store: Store, mongo_uri: str, ray_session: None) -> Iterator[dict[str, Any]]:
+    cfg = small_config(mongo_uri, module_store.db.name, APP, shards=1, num_cpus=0.05)
     yield cfg
     with contextlib.suppress(Exception):
         serve.delete(APP)
@@ -107,16 +80,16 @@ def _xgb(d: Decision) -> str | None:
 
 
 async def test_champion_changes_under_a_live_stream_without_errors(
-    swap_store: Store, app_config: dict[str, Any], tmp_path: Path
+    module_store: Store, app_config: dict[str, Any], tmp_path: Path
 ) -> None:
     await asyncio.to_thread(apply, app_config)
-    a, b = await _models(swap_store, tmp_path)
+    a, b = await _models(module_store, tmp_path)
     # The updater reads back what the cluster runs, as the scheduler's jobs do.
     updater = await asyncio.to_thread(ServeConfigUpdater.from_cluster)
     assert APP in {app["name"] for app in updater.config["applications"]}
-    promoter = Promoter(swap_store, serve=updater)
+    promoter = Promoter(module_store, serve=updater)
     await promoter.promote(a.id, actor="ml")
-    handoff = ServeScoring(swap_store, serve.get_app_handle(APP), batch_size=8)
+    handoff = ServeScoring(module_store, serve.get_app_handle(APP), batch_size=8)
 
     decisions: list[Decision] = []
     errors: list[BaseException] = []
@@ -133,7 +106,7 @@ async def test_champion_changes_under_a_live_stream_without_errors(
             )
             i += 1
             try:
-                await swap_store.transactions.insert_many([tx])
+                await module_store.transactions.insert_many([tx])
                 decisions.extend(await handoff.score_and_store([tx]))
             except Exception as exc:
                 errors.append(exc)
@@ -164,7 +137,7 @@ async def test_champion_changes_under_a_live_stream_without_errors(
     # The former champion scores in the shadow beside the new one, without changing decisions.
     await promoter.promote_to_shadow(a.id, actor="ml")
     tx = make_tx(tenant="swap", account_id="savings:99", occurred_at=T0 + timedelta(days=30))
-    await swap_store.transactions.insert_many([tx])
+    await module_store.transactions.insert_many([tx])
     (shadowed,) = await handoff.score_and_store([tx])
     assert _xgb(shadowed) == "xgb-b"
     assert set(shadowed.shadow_scores) == {"xgboost:xgb-a"}
@@ -173,7 +146,7 @@ async def test_champion_changes_under_a_live_stream_without_errors(
     back = await promoter.rollback("xgboost", actor="ml")
     assert back.id == a.id
     tx2 = make_tx(tenant="swap", account_id="savings:98", occurred_at=T0 + timedelta(days=31))
-    await swap_store.transactions.insert_many([tx2])
+    await module_store.transactions.insert_many([tx2])
     (after,) = await handoff.score_and_store([tx2])
     assert _xgb(after) == "xgb-a"
     info = await serve.get_app_handle(APP).info.remote()
