@@ -524,38 +524,32 @@ def _distinct(items: Sequence[Movement], direction: Direction) -> set[str]:
     return {m.counterparty for m in items if m.direction is direction and m.counterparty}
 
 
-def fan_in(ri: RuleInput) -> Fired | None:
-    """Many distinct senders into the account within the fan window."""
+def _fan(ri: RuleInput, direction: Direction, parties: str) -> Fired | None:
+    """Fires when ``direction`` movements reach ``fan_min`` distinct counterparties (named
+    ``parties`` in the values and the reason) within the fan window, the current one included."""
     cur = ri.current
-    if cur is None or cur.direction is not Direction.IN or not cur.counterparty:
+    if cur is None or cur.direction is not direction or not cur.counterparty:
         return None
     hours = ri.p.fan_window_hours
-    senders = _distinct(ri.since(timedelta(hours=hours)), Direction.IN) | {cur.counterparty}
-    n = len(senders)
+    seen = _distinct(ri.since(timedelta(hours=hours)), direction) | {cur.counterparty}
+    n = len(seen)
     if n < ri.p.fan_min:
         return None
     return Fired(
         _clip(0.5 + 0.05 * (n - ri.p.fan_min), hi=0.9),
-        {"senders": n, "threshold": ri.p.fan_min, "window_hours": hours},
-        f"{n} distinct senders within {hours} h",
+        {parties: n, "threshold": ri.p.fan_min, "window_hours": hours},
+        f"{n} distinct {parties} within {hours} h",
     )
+
+
+def fan_in(ri: RuleInput) -> Fired | None:
+    """Many distinct senders into the account within the fan window."""
+    return _fan(ri, Direction.IN, "senders")
 
 
 def fan_out(ri: RuleInput) -> Fired | None:
     """Many distinct recipients from the account within the fan window."""
-    cur = ri.current
-    if cur is None or cur.direction is not Direction.OUT or not cur.counterparty:
-        return None
-    hours = ri.p.fan_window_hours
-    recipients = _distinct(ri.since(timedelta(hours=hours)), Direction.OUT) | {cur.counterparty}
-    n = len(recipients)
-    if n < ri.p.fan_min:
-        return None
-    return Fired(
-        _clip(0.5 + 0.05 * (n - ri.p.fan_min), hi=0.9),
-        {"recipients": n, "threshold": ri.p.fan_min, "window_hours": hours},
-        f"{n} distinct recipients within {hours} h",
-    )
+    return _fan(ri, Direction.OUT, "recipients")
 
 
 def scatter_gather(ri: RuleInput) -> Fired | None:
