@@ -53,14 +53,19 @@ def _amount_fields(tx: Transaction, currency: str | None, amount: Decimal | None
     return fields
 
 
-def savings_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
-    """Fields to update from a savings transaction read-back."""
+def _account_fields(tx: Transaction, data: dict[str, Any], balance_field: str) -> dict[str, Any]:
+    """Amount, currency and the account's balance after the movement (``balance_field``)."""
     currency = _currency(data)
     fields = _amount_fields(tx, currency, to_decimal(data.get("amount")))
-    cur = currency or tx.currency
-    balance = to_decimal(data.get("runningBalance"))
+    balance = to_decimal(data.get(balance_field))
     if balance is not None:
-        fields["running_balance_minor"] = to_minor(balance, cur)
+        fields["running_balance_minor"] = to_minor(balance, currency or tx.currency)
+    return fields
+
+
+def savings_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
+    """Fields to update from a savings transaction read-back."""
+    fields = _account_fields(tx, data, "runningBalance")
     if isinstance(data.get("accountNo"), str):
         fields["account_no"] = data["accountNo"]
     if data.get("reversed") is True:
@@ -70,12 +75,7 @@ def savings_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
 
 def loan_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
     """Fields to update from a loan transaction read-back."""
-    currency = _currency(data)
-    fields = _amount_fields(tx, currency, to_decimal(data.get("amount")))
-    cur = currency or tx.currency
-    balance = to_decimal(data.get("outstandingLoanBalance"))
-    if balance is not None:
-        fields["running_balance_minor"] = to_minor(balance, cur)
+    fields = _account_fields(tx, data, "outstandingLoanBalance")
     if data.get("manuallyReversed") is True or data.get("reversed") is True:
         fields["reversed"] = True
     return fields
