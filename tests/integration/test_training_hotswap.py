@@ -13,17 +13,15 @@ from typing import Any
 import pytest
 from ray import serve
 
-from aml.domain import Decision, ModelRecord, stable_id
-from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from aml.domain import Decision, ModelRecord
 from serve.scoring.client import ServeScoring
 from serve.scoring.deploy import apply
 from storage.store import Store
 from tests.factories import T0, make_tx
 from tests.integration.serve_app import small_config
-from tests.integration.test_training_xgb import PARAMS, labelled_stream
+from tests.integration.test_training_xgb import PARAMS, labelled_stream, register_booster
 from training.dataset_build import build_dataset, time_split
 from training.promotion import Promoter, ServeConfigUpdater
-from training.xgb_tune import fit_booster, save_xgboost_artifact
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,16 +31,6 @@ pytestmark = [
 ]
 
 APP = "training-hotswap"
-CONFIG = {
-    "max_depth": 3,
-    "learning_rate": 0.3,
-    "min_child_weight": 1.0,
-    "subsample": 1.0,
-    "colsample_bytree": 1.0,
-    "reg_alpha": 0.0,
-    "reg_lambda": 1.0,
-    "scale_pos_weight_mult": 1.0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +44,9 @@ def app_config(module_store: Store, mongo_uri: str, ray_session: None) -> Iterat
 async def _models(store: Store, tmp: Path) -> tuple[ModelRecord, ModelRecord]:
     txs, labels = labelled_stream("swap-train", n=400)
     split = time_split(build_dataset(txs, labels, params=PARAMS))
-    records = []
-    for name, rounds in (("xgb-a", 5), ("xgb-b", 40)):
-        booster = fit_booster(split.train, CONFIG, rounds, seed=0)
-        manifest = save_xgboost_artifact(tmp / name, version=name, booster=booster)
-        record = ModelRecord(
-            id=stable_id("model", name),
-            kind="xgboost",
-            version=name,
-            feature_set_version=FEATURE_SET_VERSION,
-            features=FEATURE_NAMES,
-            metrics={},
-            artifact_uri=str(manifest),
-            stage="candidate",
-            created_at=T0,
-        )
-        records.append(await store.models.register(record))
-    return records[0], records[1]
+    a = await register_booster(store, split.train, tmp, "xgb-a", rounds=5)
+    b = await register_booster(store, split.train, tmp, "xgb-b", rounds=40)
+    return a, b
 
 
 def _xgb(d: Decision) -> str | None:

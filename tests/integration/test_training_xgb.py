@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from serve.scoring.client import in_process_scoring
 from serve.scoring.models import load_model
 from storage.store import Store
 from tests.factories import T0, make_alert, make_tx
-from training.dataset_build import DatasetSplit, build_from_store, time_split
+from training.dataset_build import DatasetSplit, LabelledSet, build_from_store, time_split
 from training.promotion import GateConfig, Promoter
 from training.tracking import default_tracking_uri
 from training.xgb_tune import (
@@ -161,25 +162,29 @@ async def test_tune_run_publishes_a_registered_candidate_logged_to_mlflow(
     assert str(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version) == "1"
 
 
-async def _register(
-    store: Store, split: DatasetSplit, tmp: Path, name: str, shuffle: bool
+QUICK_CONFIG = {
+    "max_depth": 3,
+    "learning_rate": 0.3,
+    "min_child_weight": 1.0,
+    "subsample": 1.0,
+    "colsample_bytree": 1.0,
+    "reg_alpha": 0.0,
+    "reg_lambda": 1.0,
+    "scale_pos_weight_mult": 1.0,
+}
+
+
+async def register_booster(
+    store: Store,
+    part: LabelledSet,
+    tmp: Path,
+    name: str,
+    *,
+    rounds: int,
+    params: dict[str, Any] | None = None,
 ) -> ModelRecord:
-    """A quickly trained booster (no Tune) registered as a candidate."""
-    part = split.train
-    if shuffle:  # labels carrying no signal: a model no better than chance
-        rng = np.random.default_rng(0)
-        part = type(part)(part.frame, rng.permutation(part.labels), part.occurred_at)
-    config = {
-        "max_depth": 3,
-        "learning_rate": 0.3,
-        "min_child_weight": 1.0,
-        "subsample": 1.0,
-        "colsample_bytree": 1.0,
-        "reg_alpha": 0.0,
-        "reg_lambda": 1.0,
-        "scale_pos_weight_mult": 1.0,
-    }
-    booster = fit_booster(part, config, 30, seed=0)
+    """A booster trained on ``part`` without Tune, saved and registered as candidate ``name``."""
+    booster = fit_booster(part, QUICK_CONFIG, rounds, seed=0)
     manifest = save_xgboost_artifact(tmp / name, version=name, booster=booster)
     record = ModelRecord(
         id=stable_id("model", name),
@@ -191,9 +196,20 @@ async def _register(
         artifact_uri=str(manifest),
         stage="candidate",
         created_at=T0,
-        params={"threshold": 0.5},
+        params=dict(params or {}),
     )
     return await store.models.register(record)
+
+
+async def _register(
+    store: Store, split: DatasetSplit, tmp: Path, name: str, shuffle: bool
+) -> ModelRecord:
+    """A quickly trained booster (no Tune) registered as a candidate."""
+    part = split.train
+    if shuffle:  # labels carrying no signal: a model no better than chance
+        rng = np.random.default_rng(0)
+        part = type(part)(part.frame, rng.permutation(part.labels), part.occurred_at)
+    return await register_booster(store, part, tmp, name, rounds=30, params={"threshold": 0.5})
 
 
 async def test_gate_promotes_only_a_candidate_that_beats_the_champion_on_the_same_rows(
