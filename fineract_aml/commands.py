@@ -79,11 +79,44 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operations(settings: Settings) -> Any:
+    """Serve and scheduler hooks of the API and the dashboard: rule activation and model
+    promotion reconfigure the running scorers, "run now" reaches the scheduler. Without a
+    reachable Ray cluster they are left out (the pages then say so)."""
+    from serve.services.jobs import Operations, ray_job_runner
+
+    try:
+        _join_ray(settings)
+    except Exception as exc:  # the dashboard still serves the store's data
+        log.warning(
+            "Ray not reachable (%s): rule activation and promotion will not reach Serve", exc
+        )
+        return Operations(settings=settings)
+
+    from serve.scoring.deploy import apply
+    from serve.services.rules import ServeRuleApplier
+    from training.jobs import serve_updater
+    from training.promotion import ServeConfigUpdater
+
+    def apply_rules(rule_config: dict[str, Any]) -> None:
+        # The running config, read back now: re-applying it with only the rules changed keeps
+        # every other deployment (and a promoted model) as it is.
+        running = ServeConfigUpdater.from_cluster()
+        ServeRuleApplier(running.config, apply=apply)(rule_config)
+
+    return Operations(
+        settings=settings,
+        rule_applier=apply_rules,
+        model_serve=serve_updater,
+        run_job=ray_job_runner(),
+    )
+
+
 def _cmd_serve_ui(settings: Settings, _: argparse.Namespace) -> int:
-    """The analyst dashboard and the REST API."""
+    """The analyst dashboard."""
     from ui.main import run
 
-    run(settings)
+    run(settings, ops=_operations(settings))
     return 0
 
 
@@ -91,7 +124,7 @@ def _cmd_serve_api(settings: Settings, _: argparse.Namespace) -> int:
     """The versioned REST API (/api/v1) for transactions, alerts, cases, users and audit."""
     from serve.api.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, ops=_operations(settings))
     app.run(
         host=settings.api_host,
         port=settings.api_port,

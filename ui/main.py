@@ -83,9 +83,9 @@ def build(
     return ctx
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, ops: Operations | None = None) -> None:
     """Serve the dashboard (blocking). The JWT secret doubles as the session-cookie secret."""
-    ctx = build(settings)
+    ctx = build(settings, ops=ops)
     register_pages()
     app.on_startup(ctx.store.ensure_indexes)
     # NiceGUI runs a coroutine returned by a start-up handler as a background task and cancels

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from aml.rules import default_rule_config
 from storage import embedded
 from storage.embedded import free_port
 
@@ -131,6 +132,37 @@ def test_run_scores_a_fineract_hook_and_stops_cleanly(tmp_path: Path) -> None:
         me = httpx.get(f"{api}/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert me.status_code == 200 and json.loads(me.text)["username"] == "admin"
         assert httpx.get(f"{api}/auth/me", timeout=30).status_code == 401
+
+        # Hot reload end to end: a rule config saved and activated through the API reaches the
+        # running RuleScorer (reconfigure, no restart) and changes the next decision.
+        auth = {"Authorization": f"Bearer {token}"}
+        config = default_rule_config().to_dict()
+        config["thresholds"]["XAF"].update(large_amount=1000, structuring_floor=900)
+        saved = httpx.post(
+            f"{api}/rules/versions", json={"config": config, "comment": "e2e"}, headers=auth
+        )
+        assert saved.status_code == 201, saved.text
+        version = saved.json()["version"]
+        activated = httpx.post(
+            f"{api}/rules/versions/{version}/activate", headers=auth, timeout=120
+        )
+        assert activated.status_code == 200, activated.text
+        second = body.replace(b'"resourceId":345', b'"resourceId":346')
+        posted = httpx.post(hook_url.group(1), content=second, headers=headers, timeout=30)
+        assert posted.status_code == 200, posted.text
+        with MongoClient(server.uri) as client:
+            db = client.fineract_aml
+            deadline = time.monotonic() + 90
+            later = None
+            while later is None and time.monotonic() < deadline:
+                later = db.decisions.find_one({"_id": posted.json()["transaction_id"]})
+                time.sleep(0.5)
+            assert later is not None, "no decision for the second hook"
+            assert "large_amount" in {h["rule_id"] for h in later["rule_hits"]}
+            assert later["rule_config_version"] == version
+
+        jobs = httpx.get(f"{api}/jobs", headers=auth, timeout=30)
+        assert jobs.status_code == 200, jobs.text
 
         _wait_http(f"http://127.0.0.1:{ports['ui']}/login", 60)
     finally:
