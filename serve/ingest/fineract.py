@@ -22,13 +22,12 @@ tenant): ``SAVINGSACCOUNT|DEPOSIT|<resourceId>``, ``LOAN|REPAYMENT|<resourceId>`
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aml.domain import (
@@ -46,6 +45,8 @@ from serve.ingest.formats import (
     ValueDate,
     amount_to_minor,
     check_window,
+    decode_json_object,
+    decode_text,
     describe,
     parse_amount,
     parse_currency,
@@ -132,7 +133,7 @@ def parse_fineract(
 
     media = _media_type(content_type if content_type is not None else hdrs.get("content-type"))
     typeless = media == "form"
-    data = _decode_form(body) if typeless else _decode_json(body)
+    data = _decode_form(body) if typeless else decode_json_object(body)
 
     notes: list[str] = []
     if _is_wrapper(data):
@@ -258,32 +259,8 @@ def _media_type(content_type: str | None) -> str:
     raise UnsupportedMediaType(f"unsupported Content-Type: {expected}")
 
 
-def _decode_text(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("body is not valid UTF-8") from None
-
-
-def _no_constants(name: str) -> NoReturn:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _decode_json(body: bytes) -> dict[str, Any]:
-    text = _decode_text(body)
-    try:
-        data = json.loads(text, parse_constant=_no_constants)
-    except RecursionError:
-        raise BadRequest("body is not valid JSON: nested too deeply") from None
-    except ValueError:
-        raise BadRequest("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise Unprocessable(f"body: expected a JSON object, got {describe(data)}")
-    return data
-
-
 def _decode_form(body: bytes) -> dict[str, Any]:
-    text = _decode_text(body)
+    text = decode_text(body)
     try:
         pairs = parse_qsl(
             text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=64

@@ -12,15 +12,17 @@ itself (request bodies can carry personal data).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aml.errors import ConfigError, Unprocessable
+from aml.errors import BadRequest, ConfigError, Unprocessable
 from aml.money import to_minor
 
 __all__ = [
@@ -105,6 +107,41 @@ def describe(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
+
+
+def decode_text(body: bytes) -> str:
+    """``body`` as strict UTF-8 text.
+
+    Raises:
+        BadRequest: the body is not valid UTF-8.
+    """
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8") from None
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object, refusing ``NaN`` and ``Infinity`` (no JSON standard has them).
+
+    Raises:
+        BadRequest: the body is not UTF-8, not JSON, or nested too deeply to parse.
+        Unprocessable: the body is JSON but not an object.
+    """
+    text = decode_text(body)
+    try:
+        data = json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Unprocessable(f"body: expected a JSON object, got {describe(data)}")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

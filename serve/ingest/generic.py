@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -36,10 +35,10 @@ from aml.domain import (
     ensure_utc,
     stable_id,
 )
-from aml.errors import BadRequest, ConfigError, Unauthorized, Unprocessable
+from aml.errors import ConfigError, Unauthorized, Unprocessable
 from aml.money import to_minor
 from serve.ingest.events import ParsedEvent, ParseOptions
-from serve.ingest.formats import describe
+from serve.ingest.formats import decode_json_object
 
 __all__ = [
     "MAX_AMOUNT_MAJOR",
@@ -152,24 +151,6 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> None:
         raise Unauthorized("invalid signature")
 
 
-def _no_constants(name: str) -> NoReturn:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-    except UnicodeDecodeError:
-        raise BadRequest("body is not valid UTF-8") from None
-    except RecursionError:
-        raise BadRequest("body is not valid JSON: nested too deeply") from None
-    except ValueError:
-        raise BadRequest("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise Unprocessable(f"body: expected a JSON object, got {describe(data)}")
-    return data
-
-
 def _validate(data: dict[str, Any]) -> GenericTransaction:
     try:
         return GenericTransaction.model_validate(data)
@@ -197,7 +178,7 @@ def parse_generic(
             ``max_age``, amount above 1e9).
     """
     received = ensure_utc(received_at)
-    model = _validate(_decode(body))
+    model = _validate(decode_json_object(body))
     occurred = ensure_utc(model.transaction_date)
     currency = (model.currency or options.default_currency).upper()
 
