@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from aml.domain import AlertStatus, AnalystDecision, Role, utcnow
 from aml.settings import Settings
@@ -14,40 +14,16 @@ from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
 from storage.store import Store, open_store
 from tests.factories import make_alert
+from tests.integration.api_client import Client
 from tests.ui.seed import PASSWORD, USERNAMES, seed_alerts, seed_team
 
 pytestmark = pytest.mark.integration
 SECRET = "k" * 48
 
 
-class Client:
-    def __init__(self, app: ApiApp) -> None:
-        self.app = app
-        self.token: str | None = None
-
-    async def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
-        status, data = await self.post("/auth/login", {"username": username, "password": password})
-        assert status == 200, data
-        self.token = data["access_token"]
-        return data
-
-    async def _req(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        _, resp = await self.app.asgi_client.request(
-            method, API_PREFIX + path, headers=headers, **kw
-        )
-        return int(resp.status), resp.json
-
-    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
-        return await self._req("get", path, params=params)
-
-    async def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        return await self._req("post", path, json=body or {})
-
-
 def _app(store: Store, attempts: int = 1000) -> ApiApp:
     return create_app(
-        Settings(jwt_secret=SECRET),
+        Settings(jwt_secret=SecretStr(SECRET)),
         store=store,
         tokens=TokenService(SECRET),
         limiter=LoginRateLimiter(max_attempts=attempts),
@@ -284,7 +260,9 @@ async def test_transactions_search_and_openapi(store: Store) -> None:
 
 async def test_app_opens_and_closes_its_own_store(mongo_uri: str) -> None:
     db = f"t_{uuid.uuid4().hex[:12]}"
-    settings = Settings(jwt_secret=SECRET, mongodb_uri=mongo_uri, mongodb_db=db)
+    settings = Settings(
+        jwt_secret=SecretStr(SECRET), mongodb_uri=SecretStr(mongo_uri), mongodb_db=db
+    )
     app = create_app(settings)
     _, resp = await app.asgi_client.post(
         f"{API_PREFIX}/auth/login", json={"username": "nobody", "password": "x" * 12}

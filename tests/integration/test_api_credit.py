@@ -4,7 +4,6 @@ routes is generated in ``test_api_auth_matrix.py`` from the route table)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -16,37 +15,12 @@ from serve.api.app import API_PREFIX, ApiApp, all_route_specs, create_app
 from serve.auth import LoginRateLimiter, TokenService
 from serve.services.credit import CreditWorkflowPolicy
 from storage.store import Store
+from tests.integration.api_client import Client
 from tests.integration.credit_seed import now_ms, seed_clients
-from tests.ui.seed import PASSWORD, seed_team
+from tests.ui.seed import seed_team
 
 pytestmark = pytest.mark.integration
 SECRET = "k" * 48
-
-
-class Client:
-    """One signed-in API user."""
-
-    def __init__(self, app: ApiApp) -> None:
-        self.app = app
-        self.token: str | None = None
-
-    async def login(self, username: str) -> None:
-        status, data = await self.post("/auth/login", {"username": username, "password": PASSWORD})
-        assert status == 200, data
-        self.token = str(data["access_token"])
-
-    async def _req(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        _, resp = await self.app.asgi_client.request(
-            method, API_PREFIX + path, headers=headers, **kw
-        )
-        return int(resp.status), resp.json
-
-    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
-        return await self._req("get", path, params=params)
-
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return await self._req("post", path, json=body)
 
 
 def _app(store: Store) -> ApiApp:
