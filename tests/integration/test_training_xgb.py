@@ -55,7 +55,9 @@ def labelled_stream(
         at = T0 + timedelta(minutes=rng.randrange(60 * 24 * 12))
         acct = f"savings:{rng.randrange(40)}"
         roll = rng.random()
-        if roll < 0.08:
+        if roll < 0.16:
+            # A large withdrawal: at night it is fraud, in the daytime it is legitimate.
+            fraud = roll < 0.08
             tx = make_tx(
                 tenant=tenant,
                 dedupe_key=f"{tenant}|{i}",
@@ -63,20 +65,11 @@ def labelled_stream(
                 type=TransactionType.WITHDRAWAL,
                 direction=Direction.OUT,
                 amount_minor=rng.randint(2_000, 9_000) * 1_000,
-                occurred_at=at.replace(hour=rng.choice([0, 1, 2, 3, 23])),
+                occurred_at=at.replace(
+                    hour=rng.choice([0, 1, 2, 3, 23] if fraud else [10, 11, 14, 15])
+                ),
             )
-            label = 1
-        elif roll < 0.16:
-            tx = make_tx(
-                tenant=tenant,
-                dedupe_key=f"{tenant}|{i}",
-                account_id=acct,
-                type=TransactionType.WITHDRAWAL,
-                direction=Direction.OUT,
-                amount_minor=rng.randint(2_000, 9_000) * 1_000,
-                occurred_at=at.replace(hour=rng.choice([10, 11, 14, 15])),
-            )
-            label = 0
+            label = 1 if fraud else 0
         else:
             tx = make_tx(
                 tenant=tenant,
