@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aml.audit import GENESIS_HASH, build_entry, canonical_json, entry_hash, verify_chain
 from aml.domain import AuditEntry
@@ -32,30 +33,19 @@ def _chain(n: int) -> list[AuditEntry]:
 def test_first_entry_chains_from_genesis_and_hash_covers_prev_hash() -> None:
     first = _chain(1)[0]
     assert first.seq == 1 and first.prev_hash == GENESIS_HASH
-    same = entry_hash(
-        GENESIS_HASH,
-        seq=1,
-        at=first.at,
-        actor="ana",
-        action="alert.decide",
-        target_type="alert",
-        target_id="a0",
-        details={"n": 0, "decision": "legitimate"},
-        ip="10.0.0.1",
-    )
-    assert first.hash == same
-    other_prev = entry_hash(
-        "f" * 64,
-        seq=1,
-        at=first.at,
-        actor="ana",
-        action="alert.decide",
-        target_type="alert",
-        target_id="a0",
-        details={"n": 0, "decision": "legitimate"},
-        ip="10.0.0.1",
-    )
-    assert other_prev != first.hash
+    content: dict[str, Any] = {
+        "seq": 1,
+        "at": first.at,
+        "actor": "ana",
+        "action": "alert.decide",
+        "target_type": "alert",
+        "target_id": "a0",
+        "details": {"n": 0, "decision": "legitimate"},
+        "ip": "10.0.0.1",
+    }
+    assert first.hash == entry_hash(GENESIS_HASH, **content)
+    # The same content after another entry hashes differently.
+    assert entry_hash("f" * 64, **content) != first.hash
 
 
 def test_canonical_json_is_key_order_independent_and_millisecond_precise() -> None:
