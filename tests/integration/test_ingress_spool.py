@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,21 @@ def own_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         yield data_dir, server.port
     finally:
         embedded.stop(data_dir)
+
+
+@contextlib.asynccontextmanager
+async def own_store(port: int, name: str) -> AsyncIterator[Store]:
+    """Database ``name`` on the test's own server, dropped afterwards (when the server is back).
+
+    A short server-selection timeout makes an outage show within the test's time.
+    """
+    store = open_store(f"mongodb://127.0.0.1:{port}/", name, timeout_ms=500)
+    await store.ensure_indexes()
+    try:
+        yield store
+    finally:
+        await store.client.drop_database(name)
+        await store.close()
 
 
 def make_committer(store: Store, spool_dir: Path, handoff: RecordingHandoff) -> Committer:
@@ -103,12 +119,10 @@ async def test_store_down_acks_from_spool_and_drains_exactly_once(
     own_server: tuple[Path, int], tmp_path: Path
 ) -> None:
     data_dir, port = own_server
-    store = open_store(f"mongodb://127.0.0.1:{port}/", "spooled", timeout_ms=500)
-    await store.ensure_indexes()
-    handoff = RecordingHandoff()
-    committer = make_committer(store, tmp_path / "spool", handoff)
-    await committer.start()
-    try:
+    async with own_store(port, "spooled") as store:
+        handoff = RecordingHandoff()
+        committer = make_committer(store, tmp_path / "spool", handoff)
+        await committer.start()
         before = make_tx()
         assert (await committer.submit(submission(before))).outcome is IngestOutcome.ACCEPTED
 
@@ -134,9 +148,6 @@ async def test_store_down_acks_from_spool_and_drains_exactly_once(
         assert await store.ingest_log.count_by_outcome() == {"accepted": 12, "duplicate": 2}
         assert sorted(handoff.ids) == sorted(t.id for t in [before, *during, more])
         assert Spool(tmp_path / "spool").is_empty()
-    finally:
-        await store.client.drop_database("spooled")
-        await store.close()
 
 
 async def test_restart_with_a_non_empty_spool_drains_before_new_events(
@@ -154,11 +165,9 @@ async def test_restart_with_a_non_empty_spool_drains_before_new_events(
     with open(segment, "ab") as fh:
         fh.write(torn[: len(torn) // 2])
 
-    store = open_store(f"mongodb://127.0.0.1:{port}/", "restarted", timeout_ms=500)
-    await store.ensure_indexes()
-    handoff = RecordingHandoff()
-    committer = make_committer(store, spool_dir, handoff)
-    try:
+    async with own_store(port, "restarted") as store:
+        handoff = RecordingHandoff()
+        committer = make_committer(store, spool_dir, handoff)
         await committer.start()
         assert committer.store_available
         assert await store.transactions.count() == 3  # drained during start, torn one ignored
@@ -168,9 +177,6 @@ async def test_restart_with_a_non_empty_spool_drains_before_new_events(
         assert ack.outcome is IngestOutcome.ACCEPTED and not ack.spooled
         await committer.close()
         assert sorted(handoff.ids) == sorted(t.id for t in [*spooled[:3], fresh])
-    finally:
-        await store.client.drop_database("restarted")
-        await store.close()
 
 
 async def test_replaying_a_segment_twice_stores_nothing_twice(
@@ -178,12 +184,10 @@ async def test_replaying_a_segment_twice_stores_nothing_twice(
 ) -> None:
     """A crash after replay but before the segment was deleted: the next start replays it again."""
     _data_dir, port = own_server
-    store = open_store(f"mongodb://127.0.0.1:{port}/", "replayed", timeout_ms=500)
-    await store.ensure_indexes()
-    txs = [make_tx() for _ in range(4)]
-    subs: list[Submission] = [submission(t) for t in txs]
-    payload = submissions_to_payload(subs)
-    try:
+    async with own_store(port, "replayed") as store:
+        txs = [make_tx() for _ in range(4)]
+        subs: list[Submission] = [submission(t) for t in txs]
+        payload = submissions_to_payload(subs)
         for attempt in range(2):
             spool = Spool(tmp_path / "spool")
             spool.append(payload)
@@ -196,20 +200,15 @@ async def test_replaying_a_segment_twice_stores_nothing_twice(
             assert await store.ingest_log.count_by_outcome() == {"accepted": 4}
             # Only the first replay stored them, so only it hands them to scoring.
             assert len(handoff.ids) == (4 if attempt == 0 else 0)
-    finally:
-        await store.client.drop_database("replayed")
-        await store.close()
 
 
 async def test_ingress_keeps_acknowledging_over_http_while_the_store_is_down(
     own_server: tuple[Path, int], tmp_path: Path
 ) -> None:
     data_dir, port = own_server
-    store = open_store(f"mongodb://127.0.0.1:{port}/", "over_http", timeout_ms=500)
-    await store.ensure_indexes()
-    handoff = RecordingHandoff()
-    app = make_app(make_settings(tmp_path / "ingress"), store, handoff)
-    try:
+    async with own_store(port, "over_http") as store:
+        handoff = RecordingHandoff()
+        app = make_app(make_settings(tmp_path / "ingress"), store, handoff)
         async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
             embedded.stop(data_dir)
             down = [
@@ -229,6 +228,3 @@ async def test_ingress_keeps_acknowledging_over_http_while_the_store_is_down(
             assert after.json()["status"] == "duplicate"  # the spooled one was replayed first
         assert await store.transactions.count() == 5
         assert sorted(handoff.ids) == sorted({r.json()["transaction_id"] for r in down})
-    finally:
-        await store.client.drop_database("over_http")
-        await store.close()
