@@ -36,6 +36,7 @@ from aml.errors import Unprocessable
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from serve.scoring.models import ANOMALY, save_anomaly_artifact
 from storage.store import Store
+from training.candidates import candidate_record
 from training.drift import BASELINE_KEY, baseline
 from training.tracking import Tracker
 
@@ -307,15 +308,11 @@ async def publish_anomaly(
     tracker.client.set_terminated(parent)
     source = f"{tracker.artifact_uri(parent)}/{path.name}"
     registry_version = tracker.register(REGISTERED_MODEL, run_id=parent, source=source)
-    record = ModelRecord(
-        id=stable_id("model", ANOMALY, version),
-        kind=ANOMALY,
-        version=version,
-        feature_set_version=FEATURE_SET_VERSION,
-        features=FEATURE_NAMES,
+    record = candidate_record(
+        ANOMALY,
+        version,
+        path,
         metrics=run.metrics,
-        artifact_uri=str(path.resolve()),
-        stage="candidate",
         created_at=created_at,
         params={
             **run.config,

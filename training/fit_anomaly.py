@@ -21,11 +21,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from aml.calibration import QuantileCalibrator
-from aml.domain import ModelRecord, Transaction, TransactionStatus, stable_id, utcnow
+from aml.domain import ModelRecord, Transaction, TransactionStatus, utcnow
 from aml.errors import Unprocessable
-from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION, FeatureParams, feature_frame
+from aml.features import FEATURE_NAMES, FeatureParams, feature_frame
 from serve.scoring.models import ANOMALY, save_anomaly_artifact
 from storage.store import Store
+from training.candidates import candidate_record
 
 MIN_TRAINING_ROWS = 200
 _MONEY = frozenset({TransactionStatus.PENDING, TransactionStatus.SCORED})
@@ -148,16 +149,7 @@ async def fit_anomaly(
         "random_state": config.random_state,
         "timezone": params.timezone,
     }
-    record = ModelRecord(
-        id=stable_id("model", ANOMALY, version),
-        kind=ANOMALY,
-        version=version,
-        feature_set_version=FEATURE_SET_VERSION,
-        features=FEATURE_NAMES,
-        metrics=metrics,
-        artifact_uri=str(path.resolve()),
-        stage="candidate",
-        created_at=created_at,
-        params=fit_params,
+    record = candidate_record(
+        ANOMALY, version, path, metrics=metrics, params=fit_params, created_at=created_at
     )
     return await store.models.register(record)

@@ -32,6 +32,7 @@ from aml.errors import Unprocessable
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from serve.scoring.models import XGBOOST
 from storage.store import Store
+from training.candidates import candidate_record
 from training.dataset_build import DatasetSplit, LabelledSet
 from training.drift import BASELINE_KEY, baseline
 from training.tracking import Tracker
@@ -483,15 +484,11 @@ async def publish_xgboost(
     registry_version = tracker.register(
         REGISTERED_MODEL, run_id=parent, source=source, tags={"version": version}
     )
-    record = ModelRecord(
-        id=stable_id("model", XGBOOST, version),
-        kind=XGBOOST,
-        version=version,
-        feature_set_version=FEATURE_SET_VERSION,
-        features=FEATURE_NAMES,
+    record = candidate_record(
+        XGBOOST,
+        version,
+        manifest,
         metrics=_finite(run.metrics()),
-        artifact_uri=str(manifest.resolve()),
-        stage="candidate",
         created_at=created_at,
         params={
             **run.best_config,
