@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,21 @@ def submission(
     return Submission(record=record, transaction=tx)
 
 
+def make_committer(
+    store: Store, spool_dir: Path, handoff: RecordingHandoff, **options: Any
+) -> Committer:
+    """A committer on ``store`` spooling to ``spool_dir`` and handing off to ``handoff``;
+    ``options`` are the committer's batching, timeout and retry keywords."""
+    metrics = IngressMetrics()
+    return Committer(
+        store,
+        Spool(spool_dir),
+        metrics=metrics,
+        dispatcher=HandoffDispatcher(handoff, metrics),
+        **options,
+    )
+
+
 @pytest.fixture
 async def handoff() -> RecordingHandoff:
     return RecordingHandoff()
@@ -69,15 +85,7 @@ async def handoff() -> RecordingHandoff:
 async def committer(
     store: Store, tmp_path: Path, handoff: RecordingHandoff
 ) -> AsyncIterator[Committer]:
-    metrics = IngressMetrics()
-    c = Committer(
-        store,
-        Spool(tmp_path / "spool"),
-        metrics=metrics,
-        dispatcher=HandoffDispatcher(handoff, metrics),
-        batch_max=64,
-        batch_wait=0.005,
-    )
+    c = make_committer(store, tmp_path / "spool", handoff, batch_max=64, batch_wait=0.005)
     await c.start()
     yield c
     await c.close()
@@ -154,14 +162,8 @@ async def test_corrections_and_rejected_attempts_are_stored_but_not_scored(
 async def test_failed_handoff_leaves_pending_and_the_sweeper_resubmits(
     store: Store, tmp_path: Path
 ) -> None:
-    metrics = IngressMetrics()
     down = RecordingHandoff(fail=True)
-    c = Committer(
-        store,
-        Spool(tmp_path / "spool"),
-        metrics=metrics,
-        dispatcher=HandoffDispatcher(down, metrics),
-    )
+    c = make_committer(store, tmp_path / "spool", down)
     await c.start()
     tx = make_tx()
     # Received a while ago (the sweeper leaves fresh transactions to the normal hand-off).
@@ -191,13 +193,11 @@ def test_ack_body_names_status_and_transaction() -> None:
 async def test_store_falling_behind_shifts_acks_to_the_spool_without_loss(
     store: Store, tmp_path: Path
 ) -> None:
-    metrics = IngressMetrics()
     handoff = RecordingHandoff()
-    c = Committer(
+    c = make_committer(
         store,
-        Spool(tmp_path / "spool"),
-        metrics=metrics,
-        dispatcher=HandoffDispatcher(handoff, metrics),
+        tmp_path / "spool",
+        handoff,
         batch_max=4,
         batch_wait=0.0,
         overload_queue=8,  # more than 8 waiting events: the store counts as behind

@@ -14,9 +14,7 @@ import pytest
 
 from aml.domain import IngestOutcome
 from serve.ingress.committer import Committer, Submission, submissions_to_payload
-from serve.ingress.handoff import HandoffDispatcher
 from serve.ingress.spool import Spool, decode_line, encode_record
-from serve.metrics import IngressMetrics
 from storage import embedded
 from storage.store import Store, open_store
 from tests.factories import make_tx
@@ -29,6 +27,7 @@ from tests.integration.test_ingress_app import (
     serving,
 )
 from tests.integration.test_ingress_committer import RecordingHandoff, submission
+from tests.integration.test_ingress_committer import make_committer as committer_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +59,11 @@ async def own_store(port: int, name: str) -> AsyncIterator[Store]:
 
 
 def make_committer(store: Store, spool_dir: Path, handoff: RecordingHandoff) -> Committer:
-    metrics = IngressMetrics()
-    return Committer(
+    """A committer that gives up on a down store and retries within the tests' time."""
+    return committer_for(
         store,
-        Spool(spool_dir),
-        metrics=metrics,
-        dispatcher=HandoffDispatcher(handoff, metrics),
+        spool_dir,
+        handoff,
         batch_wait=0.002,
         write_timeout=0.5,
         retry_initial=0.05,
