@@ -40,3 +40,13 @@ class Client:
     async def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """POST ``body`` (an empty object by default) to ``path``: (status, JSON body)."""
         return await self._req("post", path, json=body or {})
+
+
+async def signed_in(app: ApiApp, *usernames: str) -> list[Client]:
+    """One client per username, each logged in with the seeded password."""
+    out = []
+    for name in usernames:
+        c = Client(app)
+        await c.login(name)
+        out.append(c)
+    return out

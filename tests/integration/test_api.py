@@ -14,7 +14,7 @@ from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
 from storage.store import Store, open_store
 from tests.factories import make_alert
-from tests.integration.api_client import Client
+from tests.integration.api_client import Client, signed_in
 from tests.ui.seed import PASSWORD, USERNAMES, seed_alerts, seed_team
 
 pytestmark = pytest.mark.integration
@@ -112,9 +112,7 @@ async def test_assign_to_me_and_bulk_assign(store: Store) -> None:
     await seed_team(store)
     seeded = await seed_alerts(store, 3)
     app = _app(store)
-    ana, sam = Client(app), Client(app)
-    await ana.login("ana")
-    await sam.login("sam")
+    ana, sam = await signed_in(app, "ana", "sam")
     status, alert = await ana.post(f"/alerts/{seeded[0].alert.id}/assign")
     assert status == 200 and alert["assignee"] == "ana"
     # An analyst may not hand work to someone else; a senior may.
@@ -154,9 +152,7 @@ async def test_escalated_alert_needs_another_senior(store: Store) -> None:
     await seed_team(store)
     seeded = await seed_alerts(store, 1)
     app = _app(store)
-    ana, sam = Client(app), Client(app)
-    await ana.login("ana")
-    await sam.login("sam")
+    ana, sam = await signed_in(app, "ana", "sam")
     aid = seeded[0].alert.id
     status, alert = await sam.post(f"/alerts/{aid}/escalate", {"note": "big one"})
     assert status == 200 and alert["status"] == "escalated"
@@ -173,10 +169,7 @@ async def test_case_from_two_alerts_with_notes_and_four_eyes(store: Store) -> No
     await seed_team(store)
     seeded = await seed_alerts(store, 3)
     app = _app(store)
-    ana, sam, sue = Client(app), Client(app), Client(app)
-    await ana.login("ana")
-    await sam.login("sam")
-    await sue.login("sue")
+    ana, sam, sue = await signed_in(app, "ana", "sam", "sue")
     ids = [seeded[0].alert.id, seeded[1].alert.id]
     status, case = await ana.post("/cases", {"title": "Mule ring", "alert_ids": ids})
     assert status == 201 and case["number"].startswith("CASE-")

@@ -15,7 +15,7 @@ from serve.api.app import API_PREFIX, ApiApp, all_route_specs, create_app
 from serve.auth import LoginRateLimiter, TokenService
 from serve.services.credit import CreditWorkflowPolicy
 from storage.store import Store
-from tests.integration.api_client import Client
+from tests.integration.api_client import signed_in
 from tests.integration.credit_seed import now_ms, seed_clients
 from tests.ui.seed import seed_team
 
@@ -32,15 +32,6 @@ def _app(store: Store) -> ApiApp:
     )
     app.ctx.credit_policy = CreditWorkflowPolicy(senior_approval_above={"XAF": Decimal(8_000)})
     return app
-
-
-async def _clients(app: ApiApp, *names: str) -> list[Client]:
-    out = []
-    for name in names:
-        c = Client(app)
-        await c.login(name)
-        out.append(c)
-    return out
 
 
 def test_credit_routes_are_declared_with_their_permissions() -> None:
@@ -67,7 +58,7 @@ async def test_submit_review_and_four_eyes_over_http(store: Store) -> None:
     await seed_team(store)
     await seed_clients(store, as_of=now_ms())
     app = _app(store)
-    ana, sam, sue, mel = await _clients(app, "ana", "sam", "sue", "mel")
+    ana, sam, sue, mel = await signed_in(app, "ana", "sam", "sue", "mel")
 
     status, data = await ana.post("/credit/requests", {"client_id": "ghost", "amount": "100"})
     assert status == 404 and data["error"] == "not_found"
@@ -112,7 +103,7 @@ async def test_profiles_detail_refresh_and_analytics(store: Store) -> None:
     await seed_team(store)
     await seed_clients(store, as_of=now_ms())
     app = _app(store)
-    ana, mel = await _clients(app, "ana", "mel")
+    ana, mel = await signed_in(app, "ana", "mel")
 
     status, _ = await mel.post("/credit/profiles/good/refresh", {})
     assert status == 403
