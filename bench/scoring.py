@@ -117,6 +117,11 @@ def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[s
         n += len(decisions)
     cpu = time.process_time() - cpu_start
     elapsed = time.perf_counter() - start
+    return _rates(n, elapsed, cpu)
+
+
+def _rates(n: int, elapsed: float, cpu: float) -> dict[str, float]:
+    """Throughput of ``n`` transactions scored in ``elapsed`` seconds using ``cpu`` CPU seconds."""
     return {
         "transactions": n,
         "seconds": elapsed,
@@ -279,14 +284,10 @@ def run_serve(
             name: 1e6 * (cpu_end[name] - cpu_start.get(name, 0.0)) / n for name in cpu_end
         }
         cpu = sum(by_process.values()) * n / 1e6
+        # CPU of all processes of the run (driver, replicas, actors, Ray's own daemons): on a
+        # loaded machine this is the comparable number, wall-clock throughput is not.
         return {
-            "transactions": n,
-            "seconds": elapsed,
-            "tx_per_s": n / elapsed,
-            # All processes of the run (driver, replicas, actors, Ray's own daemons): on a
-            # loaded machine this is the comparable number, wall-clock throughput is not.
-            "cpu_us_per_tx": 1e6 * cpu / n,
-            "tx_per_cpu_s": n / cpu,
+            **_rates(n, elapsed, cpu),
             "cpu_us_per_tx_by_process": dict(sorted(by_process.items(), key=lambda kv: -kv[1])),
             "peak_ray_workers_rss_mb": sampler.peak / 2**20,
         }
