@@ -244,6 +244,7 @@ class Transaction:
     received_at: datetime  # when this product first stored it
     account_id: str
     status: TransactionStatus = TransactionStatus.PENDING
+    risk_level: RiskLevel | None = None  # set with the decision (search filter)
     external_id: str | None = None  # Fineract transaction id (resourceId / subResourceId)
     client_id: str | None = None
     office_id: str | None = None

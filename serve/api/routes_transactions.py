@@ -8,7 +8,7 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from aml.auth import Permission
-from aml.domain import ensure_utc
+from aml.domain import RiskLevel, ensure_utc
 from aml.errors import BadRequest
 from serve.api.routes_base import RouteTable, int_arg, jsonable, ok, page_json
 from serve.services import Actor, transactions
@@ -30,6 +30,17 @@ def _opt_int(request: Request, name: str) -> int | None:
     return int_arg(request, name, 0) if request.args.get(name) else None
 
 
+def _risk_levels(request: Request) -> list[RiskLevel]:
+    """``risk=high,critical`` (repeatable); unknown values are a 400 naming them."""
+    raw = [v for arg in request.args.getlist("risk", []) for v in arg.split(",") if v.strip()]
+    try:
+        return [RiskLevel(v.strip().lower()) for v in raw]
+    except ValueError:
+        raise BadRequest(
+            "risk must be one of " + ", ".join(r.value for r in RiskLevel), got=raw
+        ) from None
+
+
 @routes.route("GET", "/transactions", permission=Permission.TRANSACTION_READ)
 async def search_transactions(request: Request, actor: Actor) -> HTTPResponse:
     """Search transactions by account, client, amount and time; newest first."""
@@ -43,6 +54,7 @@ async def search_transactions(request: Request, actor: Actor) -> HTTPResponse:
         max_amount_minor=_opt_int(request, "max_amount_minor"),
         since=_when(request, "since"),
         until=_when(request, "until"),
+        risk_levels=_risk_levels(request),
         skip=int_arg(request, "skip", 0),
         limit=int_arg(request, "limit", 50),
     )

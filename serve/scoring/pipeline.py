@@ -313,8 +313,8 @@ async def persist(
     alerts = await asyncio.gather(
         *(store.alerts.attach_or_create(c) for c in alert_candidates(batch, decisions))
     )
-    scored = await store.transactions.set_status(
-        [tx.id for tx in batch], TransactionStatus.SCORED, only_from=TransactionStatus.PENDING
+    scored = await store.transactions.mark_scored(
+        {d.transaction_id: d.risk_level for d in decisions}
     )
     return PersistResult(
         decisions=len(result.inserted), alerts=tuple(a.id for a in alerts), scored=scored

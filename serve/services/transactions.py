@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from aml.auth import Permission
-from aml.domain import Transaction
+from aml.domain import RiskLevel, Transaction
 from aml.errors import NotFound
 from serve.services.actor import Actor
 from serve.services.pages import Page, check_window
@@ -23,6 +24,7 @@ async def search(
     max_amount_minor: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    risk_levels: Sequence[RiskLevel] = (),
     skip: int = 0,
     limit: int = 50,
 ) -> Page[Transaction]:
@@ -37,6 +39,7 @@ async def search(
         max_amount_minor=max_amount_minor,
         since=since,
         until=until,
+        risk_levels=risk_levels,
         skip=skip,
         limit=limit,
     )

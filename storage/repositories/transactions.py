@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from aml.domain import Transaction, TransactionStatus
+from aml.domain import RiskLevel, Transaction, TransactionStatus
 from storage.codec import from_doc, to_doc
 from storage.repositories.base import BulkInsertResult, Repository, add_range
 
@@ -28,6 +28,7 @@ class TransactionRepository(Repository):
         IndexModel([("tenant", ASCENDING), ("client_id", ASCENDING), ("occurred_at", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("received_at", ASCENDING)]),
         IndexModel([("occurred_at", DESCENDING)]),
+        IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
     )
 
     async def insert_many(self, txs: Sequence[Transaction]) -> BulkInsertResult:
@@ -59,6 +60,21 @@ class TransactionRepository(Repository):
             query["status"] = only_from.value
         result = await self.col.update_many(query, {"$set": {"status": status.value}})
         return int(result.modified_count)
+
+    async def mark_scored(self, risk_by_id: Mapping[str, RiskLevel]) -> int:
+        """Mark pending transactions scored with their decision's risk level (one update per
+        level, so a batch costs at most four writes). Returns how many changed."""
+        by_level: dict[RiskLevel, list[str]] = {}
+        for tx_id, level in risk_by_id.items():
+            by_level.setdefault(level, []).append(tx_id)
+        changed = 0
+        for level, ids in by_level.items():
+            result = await self.col.update_many(
+                {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value},
+                {"$set": {"status": TransactionStatus.SCORED.value, "risk_level": level.value}},
+            )
+            changed += int(result.modified_count)
+        return changed
 
     async def update_fields(self, tx_id: str, **fields: Any) -> Transaction | None:
         """Set enrichment fields (currency, balance, counterparty, reversed...)."""
@@ -114,10 +130,13 @@ class TransactionRepository(Repository):
         max_amount_minor: int | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        risk_levels: Sequence[RiskLevel] = (),
         skip: int = 0,
         limit: int = 50,
     ) -> tuple[list[Transaction], int]:
         query: dict[str, Any] = {}
+        if risk_levels:
+            query["risk_level"] = {"$in": [r.value for r in risk_levels]}
         if tenant:
             query["tenant"] = tenant
         if account_id:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
-from aml.domain import AlertStatus, AnalystDecision, Role, utcnow
+from aml.domain import AlertStatus, AnalystDecision, RiskLevel, Role, utcnow
 from aml.settings import Settings
 from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
@@ -246,6 +246,14 @@ async def test_transactions_search_and_openapi(store: Store) -> None:
     assert status == 200 and [t["id"] for t in page["items"]] == [seeded[1].transaction.id]
     status, tx = await c.get(f"/transactions/{seeded[0].transaction.id}")
     assert status == 200 and tx["amount_minor"] == seeded[0].transaction.amount_minor
+    await store.transactions.mark_scored(
+        {seeded[0].transaction.id: RiskLevel.CRITICAL, seeded[2].transaction.id: RiskLevel.LOW}
+    )
+    status, page = await c.get("/transactions", risk="critical,high")
+    assert status == 200 and [t["id"] for t in page["items"]] == [seeded[0].transaction.id]
+    assert page["items"][0]["risk_level"] == "critical"
+    status, err = await c.get("/transactions", risk="severe")
+    assert status == 400 and "risk must be one of" in err["message"]
     status, doc = await c.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert "post" in doc["paths"][f"{API_PREFIX}/cases/{{case_id}}/approve"]

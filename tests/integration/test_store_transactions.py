@@ -7,7 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
+from aml.domain import (
+    ActorType,
+    Direction,
+    RiskLevel,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
 from storage.store import Store
 from tests.factories import T0, make_tx
 
@@ -114,3 +121,20 @@ async def test_enrichment_update_keeps_types(store: Store) -> None:
     assert again is not None
     assert again.reversed is True and again.enriched is True
     assert again.received_at == later and again.running_balance_minor == 123
+
+
+async def test_mark_scored_records_risk_and_search_filters_by_it(store: Store) -> None:
+    txs = [make_tx(occurred_at=T0 + timedelta(minutes=i)) for i in range(6)]
+    await store.transactions.insert_many(txs)
+    levels = [RiskLevel.LOW, RiskLevel.HIGH, RiskLevel.CRITICAL, RiskLevel.LOW, RiskLevel.HIGH]
+    risk = {tx.id: level for tx, level in zip(txs, levels, strict=False)}
+    assert await store.transactions.mark_scored(risk) == 5
+    # Idempotent: a replayed persist changes nothing.
+    assert await store.transactions.mark_scored(risk) == 0
+    page, total = await store.transactions.search(risk_levels=[RiskLevel.HIGH, RiskLevel.CRITICAL])
+    assert total == 3
+    assert [t.id for t in page] == [txs[4].id, txs[2].id, txs[1].id]
+    assert {t.status for t in page} == {TransactionStatus.SCORED}
+    unscored = await store.transactions.get(txs[5].id)
+    assert unscored is not None and unscored.risk_level is None
+    assert unscored.status is TransactionStatus.PENDING

@@ -12,7 +12,7 @@ import pytest
 from nicegui.elements.mixins.value_element import ValueElement
 from nicegui.testing.user import User
 
-from aml.domain import ModelRecord, utcnow
+from aml.domain import ModelRecord, RiskLevel, utcnow
 from aml.settings import Settings
 from serve.services.jobs import Operations
 from storage.repositories.jobs import DriftRun, JobState
@@ -257,3 +257,8 @@ async def test_transactions_filter_by_amount_range_and_page(
     _set(user, "tx-max", 20_000)
     user.find(marker="tx-search").click()
     await user.should_see("11 transactions", retries=40)
+    page, _ = await store.transactions.search(min_amount_minor=10_000, max_amount_minor=12_000)
+    await store.transactions.mark_scored({t.id: RiskLevel.HIGH for t in page})
+    _set(user, "tx-risk", ["high"])
+    user.find(marker="tx-search").click()
+    await user.should_see("3 transactions", retries=40)

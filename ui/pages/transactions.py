@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from nicegui import ui
 
 from aml.auth import Permission
+from aml.domain import RiskLevel
 from aml.money import to_major, to_minor
 from serve.services import transactions
 from ui import context, theme
@@ -41,6 +42,11 @@ async def page() -> None:
             maximum = ui.number(f"Max amount ({ctx.currency})", min=0).mark("tx-max")
             since = ui.input("From (YYYY-MM-DD)").classes("w-40").mark("tx-from")
             until = ui.input("To, inclusive (YYYY-MM-DD)").classes("w-48").mark("tx-to")
+            risks = (
+                ui.select([r.value for r in RiskLevel], multiple=True, label="Risk", value=[])
+                .classes("w-48")
+                .mark("tx-risk")
+            )
             ui.button("Search", on_click=lambda: render(reset=True)).mark("tx-search")
         summary = ui.label("").classes(theme.MUTED).mark("tx-summary")
         columns = [
@@ -82,6 +88,7 @@ async def page() -> None:
                     else None,
                     since=_day(since.value),
                     until=end + timedelta(days=1) if end else None,
+                    risk_levels=[RiskLevel(v) for v in risks.value or []],
                     skip=window["skip"],
                     limit=PAGE_SIZE,
                 )
@@ -89,8 +96,6 @@ async def page() -> None:
             if result is None:
                 return
             window["total"] = result.total
-            decided = await ctx.store.decisions.list_for_transactions([t.id for t in result.items])
-            risk = {d.transaction_id: d.risk_level.value for d in decided}
             last = min(result.skip + PAGE_SIZE, result.total)
             summary.text = f"{result.total} transactions"
             pager.text = f"{result.skip + 1 if result.total else 0}-{last} of {result.total}"
@@ -104,7 +109,7 @@ async def page() -> None:
                     "client_id": tx.client_id or "—",
                     "external_id": tx.external_id or "—",
                     "status": tx.status.value,
-                    "risk": risk.get(tx.id, "—"),
+                    "risk": tx.risk_level.value if tx.risk_level else "—",
                 }
                 for tx in result.items
             ]
