@@ -37,6 +37,7 @@ from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
 from serve.scoring.pipeline import (
     ModelScorer,
+    ScorerBreaker,
     decide_batch,
     feature_matrix,
     feature_params_from,
@@ -197,6 +198,7 @@ class ScoringPipeline:
         graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
         self._state = ShardedState(shards, graph)
         self._metrics = ScoringMetrics()
+        self._breakers = {ANOMALY: ScorerBreaker(), XGBOOST: ScorerBreaker()}
         self.reconfigure({})
         tune_gc_for_scoring()
 
@@ -224,16 +226,21 @@ class ScoringPipeline:
         self, handle: DeploymentHandle, name: str, x: Matrix
     ) -> tuple[list[ScorerResult], list[dict[str, float]]]:
         """A model scorer's results and its challenger's scores, in one request."""
+        breaker = self._breakers[name]
+        if not breaker.allow():
+            return no_model(name, len(x), reason="scorer unavailable"), []
         try:
             result: tuple[list[ScorerResult], list[dict[str, float]]] = await self._call(
                 handle, x, method="score_with_shadow"
             )
-            return result
         except Exception:
             # A model scorer that stays down makes the decision record it as absent; the
             # rules and the other model still decide.
             log.exception("%s scorer unavailable", name)
+            breaker.failure()
             return no_model(name, len(x), reason="scorer unavailable"), []
+        breaker.success()
+        return result
 
     async def score(self, batch: Sequence[Transaction]) -> list[Decision]:
         """Decide a batch (transactions must already be stored: crashes rebuild from there)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -69,6 +70,30 @@ def tune_gc_for_scoring() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, max(older, 50), max(oldest, 100))
+
+
+class ScorerBreaker:
+    """Skips a model scorer that just failed, for ``cooldown_s``, instead of waiting on it.
+
+    Serve queues requests for a deployment that has no replica (its node is gone), so every call
+    would wait the whole timeout and every retry: batches then take minutes while rules and the
+    other model could decide at once. After a failure the scorer is reported absent straight away
+    until the cool-down ends; then one batch tries it again (half-open).
+    """
+
+    def __init__(self, cooldown_s: float = 15.0, clock: Callable[[], float] = time.monotonic):
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._open_until = 0.0
+
+    def allow(self) -> bool:
+        return self._clock() >= self._open_until
+
+    def failure(self) -> None:
+        self._open_until = self._clock() + self.cooldown_s
+
+    def success(self) -> None:
+        self._open_until = 0.0
 
 
 class ContextSource(Protocol):
