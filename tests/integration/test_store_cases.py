@@ -60,7 +60,8 @@ async def test_concurrent_notes_are_all_kept_in_order_of_arrival(store: Store) -
 
 
 async def test_stale_status_update_is_a_conflict(store: Store) -> None:
-    case = await store.cases.create(make_case())
+    # Created before both updates (the factory's default time moves with every case built).
+    case = await store.cases.create(make_case(created_at=T0))
     seen = case.updated_at
     moved = await store.cases.update_status(
         case.id,
