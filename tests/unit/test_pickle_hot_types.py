@@ -49,6 +49,7 @@ FULL_TX = Transaction(
     received_at=T0 + timedelta(seconds=3),
     account_id="savings:1",
     status=TransactionStatus.SCORED,
+    risk_level=RiskLevel.HIGH,
     external_id="99",
     client_id="c1",
     office_id="o1",
