@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from sanic import Request
 from sanic.response import HTTPResponse
 
@@ -49,46 +52,33 @@ async def model_shadow(request: Request, actor: Actor, kind: str) -> HTTPRespons
     return ok(jsonable(result))
 
 
+async def _change_stage(request: Request, change: Any, **target: Any) -> HTTPResponse:
+    """Run a promotion-type change with the running scorers' updater (read in a worker thread:
+    finding it asks the cluster, which must not block the event loop)."""
+    ops = request.app.ctx.ops
+    serve = await asyncio.to_thread(ops.model_serve) if ops.model_serve else None
+    record = await change(
+        request.app.ctx.store, serve=serve, data_dir=ops.settings.data_dir, **target
+    )
+    return ok(jsonable(record))
+
+
 @routes.route("POST", "/models/<model_id:str>/promote", permission=Permission.MODEL_MANAGE)
 async def promote_model(request: Request, actor: Actor, model_id: str) -> HTTPResponse:
     """Make the model its kind's champion (Serve reconfigured first)."""
-    ops = request.app.ctx.ops
-    record = await models.promote(
-        request.app.ctx.store,
-        actor=actor,
-        model_id=model_id,
-        serve=ops.model_serve() if ops.model_serve else None,
-        data_dir=ops.settings.data_dir,
-    )
-    return ok(jsonable(record))
+    return await _change_stage(request, models.promote, actor=actor, model_id=model_id)
 
 
 @routes.route("POST", "/models/<model_id:str>/shadow", permission=Permission.MODEL_MANAGE)
 async def shadow_model(request: Request, actor: Actor, model_id: str) -> HTTPResponse:
     """Let the model score live traffic beside the champion."""
-    ops = request.app.ctx.ops
-    record = await models.promote_to_shadow(
-        request.app.ctx.store,
-        actor=actor,
-        model_id=model_id,
-        serve=ops.model_serve() if ops.model_serve else None,
-        data_dir=ops.settings.data_dir,
-    )
-    return ok(jsonable(record))
+    return await _change_stage(request, models.promote_to_shadow, actor=actor, model_id=model_id)
 
 
 @routes.route("POST", "/models/<kind:str>/rollback", permission=Permission.MODEL_MANAGE)
 async def rollback_model(request: Request, actor: Actor, kind: str) -> HTTPResponse:
     """Bring back the champion the current one replaced."""
-    ops = request.app.ctx.ops
-    record = await models.rollback(
-        request.app.ctx.store,
-        actor=actor,
-        kind=kind,
-        serve=ops.model_serve() if ops.model_serve else None,
-        data_dir=ops.settings.data_dir,
-    )
-    return ok(jsonable(record))
+    return await _change_stage(request, models.rollback, actor=actor, kind=kind)
 
 
 @routes.route("GET", "/jobs", permission=Permission.JOB_READ)
