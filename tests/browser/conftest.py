@@ -25,7 +25,11 @@ from storage.store import Store, open_store
 from tests.ui.seed import Seeded, Team, seed_alerts, seed_team
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Page screenshots go to a scratch folder; set AML_SCREENSHOT_DIR=docs/screenshots to refresh the
+# committed ones (a test run must not rewrite tracked files).
+SCREENSHOTS = Path(
+    os.environ.get("AML_SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "fineract-aml-screens"
+)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
