@@ -16,7 +16,10 @@ tier more than one tier away from the rule tier sends requests to careful review
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -375,6 +378,8 @@ def train_credit_clusters(
     return model, run_id
 
 
+log = logging.getLogger(__name__)
+
 CLUSTER_MODEL_KIND = "credit_kmeans"
 
 
@@ -401,15 +406,27 @@ async def publish_clusters(
     return await store.models.set_stage(record.id, stage="champion")
 
 
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int) -> CreditClusterModel:
+    # The modification time is part of the key so that a replaced artifact is read again.
+    return CreditClusterModel.load(Path(path))
+
+
 async def load_champion_clusters(store: Store) -> CreditClusterModel | None:
-    """The champion clustering, or None when none was published (or its file is gone)."""
+    """The champion clustering, or None when none was published or its file is unusable.
+
+    Clusters are advisory, so an unreadable artifact is logged and scoring goes on without it.
+    """
     record = await store.models.get_champion(CLUSTER_MODEL_KIND)
     if record is None:
         return None
     path = Path(record.artifact_uri.removeprefix("file://"))
-    if not path.exists():
+    try:
+        mtime = path.stat().st_mtime_ns
+        return await asyncio.to_thread(_load_cached, str(path), mtime)
+    except (OSError, TypeError, ValueError) as exc:
+        log.warning("credit cluster model %s not usable: %s", record.version, exc)
         return None
-    return CreditClusterModel.load(path)
 
 
 async def train_and_publish(
@@ -420,8 +437,6 @@ async def train_and_publish(
     Raises:
         ValueError: too few scored profiles to cluster.
     """
-    import asyncio
-
     profiles: list[CreditProfile] = []
     skip = 0
     while True:

@@ -18,14 +18,12 @@ Every change (submission, decision, refusal, refresh, expiry) is written to the 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,7 +54,6 @@ from training.credit_batch import ACCOUNT_AGE_HORIZON_DAYS
 
 log = logging.getLogger(__name__)
 
-CLUSTER_MODEL_KIND = "credit_kmeans"
 MAX_NOTE = 4000
 ACTIVITY_BUCKET_DAYS = 7
 _PENDING = CreditRequestStatus.PENDING_REVIEW
@@ -158,33 +155,11 @@ def _ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-def _artifact_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cluster_model(path: str, mtime_ns: int) -> ClusterAnnotator:
-    # The modification time is part of the key so that a replaced artifact is read again.
-    from training.credit_kmeans import CreditClusterModel
-
-    return CreditClusterModel.load(Path(path))
-
-
 async def cluster_model(store: Store) -> ClusterAnnotator | None:
-    """The champion ``credit_kmeans`` model when one is promoted and its artifact is readable.
+    """The champion ``credit_kmeans`` model when one is published and its artifact is readable."""
+    from training.credit_kmeans import load_champion_clusters
 
-    Advisory only, so a missing or unreadable artifact is logged and scoring goes on without it.
-    """
-    record = await store.models.get_champion(CLUSTER_MODEL_KIND)
-    if record is None:
-        return None
-    path = _artifact_path(record.artifact_uri)
-    try:
-        mtime = path.stat().st_mtime_ns
-        return await asyncio.to_thread(_load_cluster_model, str(path), mtime)
-    except (OSError, TypeError, ValueError) as exc:
-        log.warning("credit cluster model %s not usable: %s", record.version, exc)
-        return None
+    return await load_champion_clusters(store)
 
 
 async def _client_transactions(
