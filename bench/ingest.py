@@ -15,7 +15,6 @@ Run: ``.venv/bin/python -m bench ingest --rate 1000 --seconds 20``. Results are 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -27,11 +26,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pymongo import MongoClient
+
+from bench._load import generator_process, percentile, wait_ready
 
 RESULTS = Path(__file__).parent / "results"
 SECRET = "bench-" + "x" * 40
@@ -109,88 +111,7 @@ def _request(port: int, n: int) -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    if length:
-        await reader.readexactly(length)
-    return status
-
-
-async def _generate(port: int, rate: float, seconds: float, connections: int) -> dict[str, Any]:
-    total = int(rate * seconds)
-    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    errors: list[str] = []
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                n, scheduled = item
-                try:
-                    writer.write(_request(port, n))
-                    status = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    errors.append(type(exc).__name__)
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    continue
-                latencies.append(time.perf_counter() - scheduled)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    await asyncio.sleep(0.2)  # connections established before the clock starts
-    start = time.perf_counter()
-    for n in range(total):
-        scheduled = start + n / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        queue.put_nowait((n + 1, scheduled))
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    elapsed = time.perf_counter() - start
-    return {
-        "sent": total,
-        "elapsed_s": elapsed,
-        "latencies": latencies,
-        "statuses": statuses,
-        "errors": errors,
-    }
-
-
-def _generator_process(port: int, rate: float, seconds: float, connections: int, out: Any) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    out.put(asyncio.run(_generate(port, rate, seconds, connections)))
-
-
 # --- orchestration ----------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _scrape(url: str) -> dict[str, float]:
@@ -213,20 +134,6 @@ def _scrape(url: str) -> dict[str, float]:
         if name in wanted:
             values[name] = float(value)
     return values
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ingress exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("ingress did not become ready")
 
 
 def run(
@@ -252,11 +159,12 @@ def run(
         ]  # fmt: skip
         ingress = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
         try:
-            _wait_healthy(f"http://127.0.0.1:{port}", ingress)
+            wait_ready(f"http://127.0.0.1:{port}/readyz", ingress)
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
             gen = ctx.Process(
-                target=_generator_process, args=(port, rate, seconds, connections, out)
+                target=generator_process,
+                args=(port, rate, seconds, connections, partial(_request, port), out),
             )
             gen.start()
             load = out.get(timeout=seconds * 10 + 120)
@@ -307,9 +215,9 @@ def run(
         "statuses": load["statuses"],
         "errors": len(load["errors"]) + (load["sent"] - sum(load["statuses"].values())),
         "latency_ms": {
-            "p50": _percentile(lat_ms, 0.50),
-            "p90": _percentile(lat_ms, 0.90),
-            "p99": _percentile(lat_ms, 0.99),
+            "p50": percentile(lat_ms, 0.50),
+            "p90": percentile(lat_ms, 0.90),
+            "p99": percentile(lat_ms, 0.99),
             "max": max(lat_ms) if lat_ms else float("nan"),
             "mean": statistics.fmean(lat_ms) if lat_ms else float("nan"),
         },
