@@ -85,6 +85,31 @@ class TransactionRepository(Repository):
         )
         return from_doc(Transaction, doc) if doc else None
 
+    async def mark_reversed(self, tenant: str, dedupe_keys: Sequence[str]) -> list[Transaction]:
+        """Mark the tenant's transactions stored under ``dedupe_keys`` as reversed in Fineract.
+
+        Keys with no stored transaction are ignored (the movement was never delivered).
+
+        Returns:
+            The transactions this call marked, as stored afterwards; ones already marked are
+            left out, so a repeated reconciliation reports nothing new.
+        """
+        if not dedupe_keys:
+            return []
+        # The embedded store can hand a boolean set by ``$set`` back as 1.
+        query = {
+            "tenant": tenant,
+            "dedupe_key": {"$in": list(dedupe_keys)},
+            "reversed": {"$nin": [True, 1]},
+        }
+        ids = [doc["_id"] async for doc in self.col.find(query, {"_id": 1})]
+        if not ids:
+            return []
+        await self.col.update_many(
+            {"_id": {"$in": ids}, "reversed": {"$nin": [True, 1]}}, {"$set": {"reversed": True}}
+        )
+        return await self.get_many(ids)
+
     async def list_pending(self, *, older_than: datetime, limit: int = 500) -> list[Transaction]:
         """Transactions stored but not yet scored, oldest first (the sweeper retries them)."""
         cursor = (
