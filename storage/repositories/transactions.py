@@ -145,6 +145,33 @@ class TransactionRepository(Repository):
         cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor]
 
+    async def client_history(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]:
+        """Movements recorded for ``client_id`` (on any of its accounts) in [since, until),
+        ordered by the transactions' own time; attempts and corrections are excluded, as in
+        :meth:`history`. Served by the ``tenant, client_id, occurred_at`` index."""
+        time_q: dict[str, Any] = {"$gte": since}
+        if until is not None:
+            time_q["$lt"] = until
+        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
+        query = {
+            "tenant": tenant,
+            # ``$in`` even for one client: a bare-value match on an indexed field can miss on
+            # the embedded store (see iter_client_chunks).
+            "client_id": {"$in": [client_id]},
+            "occurred_at": time_q,
+            "status": {"$in": statuses},
+        }
+        cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
+        return [from_doc(Transaction, d) async for d in cursor]
+
     async def search(
         self,
         *,
