@@ -172,6 +172,42 @@ class TransactionRepository(Repository):
         cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor]
 
+    async def recent_touching(
+        self,
+        accounts: Sequence[tuple[str, str]],
+        *,
+        since: datetime,
+        until: datetime,
+        limit: int,
+    ) -> list[Transaction]:
+        """Movements touching any of the ``(tenant, account_id)`` accounts (as owner or as
+        counterparty) with ``since <= occurred_at <= until``, newest first, at most ``limit``:
+        one query for many accounts. Attempts and corrections are excluded.
+
+        When ``limit`` is reached the answer holds every such movement newer than its oldest
+        one (those sharing the oldest instant may be cut)."""
+        by_tenant: dict[str, set[str]] = {}
+        for tenant, account_id in accounts:
+            by_tenant.setdefault(tenant, set()).add(account_id)
+        if not by_tenant or limit <= 0:
+            return []
+        time_q = {"$gte": since, "$lte": until}
+        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
+        # One clause per tenant and side, each served by its (tenant, side, occurred_at) index;
+        # ``$in`` even for one account (a bare-value match can miss on the embedded store).
+        clauses = [
+            {"tenant": tenant, side: {"$in": sorted(ids)}, "occurred_at": time_q}
+            for tenant, ids in sorted(by_tenant.items())
+            for side in ("account_id", "counterparty_account_id")
+        ]
+        query = {"$or": clauses, "status": {"$in": statuses}}
+        cursor = (
+            self.col.find(query)
+            .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [from_doc(Transaction, d) async for d in cursor]
+
     async def search(
         self,
         *,
