@@ -176,8 +176,14 @@ def _rule_score(rules: RuleOutcome) -> float:
     return min(max(score, strongest, 0.0), 1.0)
 
 
-def _fmt_contribution(c: FeatureContribution) -> str:
-    return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})"
+def _fmt_contribution(c: FeatureContribution, usual: Mapping[str, float] | None = None) -> str:
+    m = usual.get(c.feature) if usual else None
+    if m is None:
+        return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})"
+    ratio = c.value / m if m > 0 and c.value >= 0 else None
+    if ratio is not None and (ratio >= 2.0 or ratio <= 0.5):
+        return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f}, {ratio:.1f}x the usual {m:.4g})"
+    return f"{c.feature}={c.value:.4g} ({c.contribution:+.2f}, usual {m:.4g})"
 
 
 def _hit_text(hit: RuleHit) -> str:
@@ -187,10 +193,14 @@ def _hit_text(hit: RuleHit) -> str:
     return text
 
 
-def _model_text(result: ScorerResult) -> str:
+def _model_text(result: ScorerResult, usual: Mapping[str, float] | None = None) -> str:
     text = f"{result.scorer} score {result.score:.2f}"
+    if result.reason:
+        # On a scorer that answered, the reason says what its contributions are measured against.
+        text += f" {result.reason}"
     if result.contributions:
-        text += " [" + ", ".join(_fmt_contribution(c) for c in result.contributions[:3]) + "]"
+        shown = result.contributions[:3]
+        text += " [" + ", ".join(_fmt_contribution(c, usual) for c in shown) + "]"
     return text
 
 
@@ -309,3 +319,47 @@ def decide(
         shadow_scores=dict(shadow_scores or {}),
         explanation=explanation,
     )
+
+
+def with_anomaly_explanation(
+    decision: Decision,
+    contributions: Iterable[FeatureContribution],
+    *,
+    basis: str,
+    usual: Mapping[str, float] | None = None,
+) -> Decision:
+    """The decision with its anomaly reasons replaced, for example by the customer's own baseline.
+
+    The anomaly result's ``contributions`` become ``contributions`` and its ``reason`` becomes
+    ``basis`` (what they are measured against). Where the explanation names the anomaly score
+    among its top reasons, that reason is rewritten by the same formatter in the same place, so
+    the ranking, the scores and the rest of the text stay as :func:`decide` wrote them.
+
+    Args:
+        decision: a decision made by :func:`decide`.
+        contributions: the new anomaly contributions (already ranked).
+        basis: what they are measured against, e.g. ``"vs this customer's own baseline (median
+            of 41 transactions over 30 days)"``.
+        usual: the customer's usual value of some features, named next to them in the text.
+
+    Returns:
+        The new decision; the same one when it has no available anomaly score.
+    """
+    i = next(
+        (
+            i
+            for i, r in enumerate(decision.scorers)
+            if r.scorer == ANOMALY and r.available and r.score is not None
+        ),
+        None,
+    )
+    if i is None:
+        return decision
+    old = decision.scorers[i]
+    new = replace(old, contributions=tuple(contributions), reason=basis)
+    before, after = _model_text(old), _model_text(new, usual)
+    explanation = decision.explanation
+    if before in explanation:
+        explanation = explanation.replace(before, after, 1)
+    scorers = (*decision.scorers[:i], new, *decision.scorers[i + 1 :])
+    return replace(decision, scorers=scorers, explanation=explanation)
