@@ -55,7 +55,7 @@ def build_app(args: ScoringAppArgs) -> Application:
         "detached": args.detached_state,
     }
     return ScoringPipeline.bind(  # type: ignore[attr-defined,no-any-return]
-        RuleScorer.bind(),  # type: ignore[attr-defined]
+        RuleScorer.bind(state),  # type: ignore[attr-defined]
         AnomalyScorer.bind(),  # type: ignore[attr-defined]
         XGBoostScorer.bind(),  # type: ignore[attr-defined]
         state,

@@ -13,7 +13,8 @@ User configs:
   optionally ``"shadow": <path or model spec>``, a challenger scored beside it and recorded on
   the decisions without affecting them
 * ``ScoringPipeline``: ``{"policy": <PolicyConfig fields>, "features": <FeatureParams fields>,
-  "scorer_timeout_s": float, "scorer_retries": int}``
+  "scorer_timeout_s": float, "scorer_retries": int}``; the feature parameters travel with
+  every batch to ``RuleScorer``, which computes the feature matrix
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ray.serve.handle import DeploymentHandle
 from actors.customer_state import DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
 from aml.domain import Decision, PackedList, ScorerResult, Transaction, utcnow
-from aml.history import HistoryContext
+from aml.features import FeatureParams
 from aml.rules.engine import RuleEngine, RuleEvaluation
 from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
@@ -39,11 +40,11 @@ from serve.scoring.pipeline import (
     ModelScorer,
     ScorerBreaker,
     decide_batch,
-    feature_matrix,
     feature_params_from,
     model_from,
     policy_config_from,
     rule_config_from,
+    rules_and_features,
     shadow_from,
     tune_gc_for_scoring,
 )
@@ -54,12 +55,45 @@ DEFAULT_SCORER_TIMEOUT_S = 30.0
 DEFAULT_SCORER_RETRIES = 2
 
 
+def _sharded_state(state: Mapping[str, Any]) -> ShardedState:
+    """The named state actors and transfer graph described by the app's ``state`` args.
+
+    Named actors are get-or-create, so every replica that calls this (the pipeline for its
+    metrics, each ``RuleScorer`` replica for contexts) shares the same shards.
+    """
+    detached = bool(state.get("detached", True))
+    group = str(state.get("group", "default"))
+    shards = create_state_shards(
+        int(state.get("shards", 2)),
+        mongo_uri=state.get("mongodb_uri"),
+        db_name=str(state.get("mongodb_db", "fineract_aml")),
+        group=group,
+        detached=detached,
+        max_keys=int(state.get("max_keys", DEFAULT_MAX_KEYS)),
+    )
+    graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
+    return ShardedState(shards, graph)
+
+
 @serve.deployment(name="RuleScorer")
 class RuleScorer:
-    """The rule engine over (transaction, context) pairs, vectorised per batch."""
+    """Point-in-time state access, the feature matrix and the rule engine, per batch.
 
-    def __init__(self) -> None:
+    The contexts (lists of prior transactions) are the largest objects of scoring, so they
+    travel once, from the state actors to this replica, and never further: the pipeline gets
+    back the rule evaluations and the feature matrix, which the model scorers take.
+    """
+
+    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        """Args:
+        state: the state actors' arguments (see :class:`ScoringPipeline`); ``None`` keeps
+            the defaults.
+        """
         self._engine = RuleEngine(rule_config_from({}))
+        self._state_args = dict(state or {})
+        # Looked up on the first batch: by then the pipeline replica has created the actors,
+        # so a scaled-down rule replica never takes non-detached shards down with it.
+        self._state: ShardedState | None = None
         tune_gc_for_scoring()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
@@ -67,10 +101,26 @@ class RuleScorer:
         self._engine = RuleEngine(rule_config_from(user_config))
         log.info("rule configuration version %s active", self._engine.version)
 
-    def score(
-        self, batch: Sequence[Transaction], contexts: Sequence[HistoryContext]
-    ) -> list[RuleEvaluation]:
-        return PackedList(self._engine.evaluate_batch(list(zip(batch, contexts, strict=True))))
+    async def score(
+        self, batch: Sequence[Transaction], features: FeatureParams
+    ) -> tuple[list[RuleEvaluation], Matrix, float]:
+        """Observe the batch in the state actors and evaluate it.
+
+        Args:
+            batch: stored transactions, in order.
+            features: the feature parameters (the pipeline's ``features`` user_config).
+
+        Returns:
+            The rule evaluations, the feature matrix (one row per transaction) and the seconds
+            spent waiting for the state actors.
+        """
+        if self._state is None:
+            self._state = _sharded_state(self._state_args)
+        started = time.perf_counter()
+        contexts = await self._state.observe_and_context(batch)
+        state_s = time.perf_counter() - started
+        evaluations, x = rules_and_features(self._engine, batch, contexts, features)
+        return PackedList(evaluations), x, state_s
 
     def info(self) -> dict[str, Any]:
         return {"rule_config_version": self._engine.version, "pid": os.getpid()}
@@ -167,8 +217,9 @@ class XGBoostScorer(_ModelDeployment):
 
 @serve.deployment(name="ScoringPipeline")
 class ScoringPipeline:
-    """Ingress: contexts from the state actors, features once, three scorers in parallel,
-    the policy. Returns one :class:`~aml.domain.Decision` per transaction, in order."""
+    """Ingress: contexts, features and rules from ``RuleScorer``, then the two model scorers in
+    parallel on the feature matrix, then the policy. Returns one :class:`~aml.domain.Decision`
+    per transaction, in order."""
 
     def __init__(
         self,
@@ -185,25 +236,17 @@ class ScoringPipeline:
         self._rules = rules
         self._anomaly = anomaly
         self._xgboost = xgboost
-        detached = bool(state.get("detached", True))
-        group = str(state.get("group", "default"))
-        shards = create_state_shards(
-            int(state.get("shards", 2)),
-            mongo_uri=state.get("mongodb_uri"),
-            db_name=str(state.get("mongodb_db", "fineract_aml")),
-            group=group,
-            detached=detached,
-            max_keys=int(state.get("max_keys", DEFAULT_MAX_KEYS)),
-        )
-        graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
-        self._state = ShardedState(shards, graph)
+        # Created here (the rule replicas look them up later) and watched for the state metrics;
+        # the contexts themselves go from the actors to ``RuleScorer`` only.
+        self._shards = _sharded_state(state).shards
         self._metrics = ScoringMetrics()
         self._breakers = {ANOMALY: ScorerBreaker(), XGBOOST: ScorerBreaker()}
         self.reconfigure({})
         tune_gc_for_scoring()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
-        """Swap the policy and feature parameters."""
+        """Swap the policy and feature parameters (the latter are sent to ``RuleScorer`` with
+        every batch, so both always agree)."""
         self._policy = policy_config_from(user_config)
         self._features = feature_params_from(user_config)
         self._timeout = float(user_config.get("scorer_timeout_s", DEFAULT_SCORER_TIMEOUT_S))
@@ -243,19 +286,22 @@ class ScoringPipeline:
         return result
 
     async def score(self, batch: Sequence[Transaction]) -> list[Decision]:
-        """Decide a batch (transactions must already be stored: crashes rebuild from there)."""
+        """Decide a batch (transactions must already be stored: crashes rebuild from there).
+
+        Raises:
+            Exception: ``RuleScorer`` (state, features, rules) failed after its retries: no
+                decision can be made without it, so the batch stays undecided (pending).
+        """
         if not batch:
             return []
-        batch = list(batch)
+        batch = PackedList(batch)
         started = time.perf_counter()
-        self._metrics.watch_state(self._state.shards)
-        contexts = await self._metrics.timed("state", self._state.observe_and_context(batch))
-        x = feature_matrix(batch, contexts, self._features)
-        rules, (anomaly, shadow_a), (xgb, shadow_x) = await asyncio.gather(
-            # Packed: the contexts are the largest argument any scorer receives.
-            self._metrics.timed(
-                "rules", self._call(self._rules, PackedList(batch), PackedList(contexts))
-            ),
+        self._metrics.watch_state(self._shards)
+        rules, x, state_s = await self._metrics.timed(
+            "rules", self._call(self._rules, batch, self._features)
+        )
+        self._metrics.observe_stage("state", state_s)
+        (anomaly, shadow_a), (xgb, shadow_x) = await asyncio.gather(
             self._metrics.timed(ANOMALY, self._model(self._anomaly, ANOMALY, x)),
             self._metrics.timed(XGBOOST, self._model(self._xgboost, XGBOOST, x)),
         )
@@ -279,5 +325,5 @@ class ScoringPipeline:
         return {"rules": rules, "anomaly": anomaly, "xgboost": xgb, "pid": os.getpid()}
 
     def check_health(self) -> None:
-        if not self._state.shards:
+        if not self._shards:
             raise RuntimeError("no state shards")

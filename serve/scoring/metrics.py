@@ -8,7 +8,9 @@ node the replica runs on, on that node's ``--metrics-export-port``, with Ray's `
 * ``ray_aml_scoring_batch_size``: transactions per pipeline call (histogram)
 * ``ray_aml_scoring_batch_seconds``: one pipeline call, state to decisions (histogram)
 * ``ray_aml_scoring_stage_seconds{stage}``: each stage as the pipeline sees it, queueing and
-  retries included: ``state`` (context from the state actors), ``rules``, ``anomaly``, ``xgboost``
+  retries included: ``rules`` (the ``RuleScorer`` call: contexts, features and rules),
+  ``anomaly``, ``xgboost``; and ``state``, the wait for the state actors inside that call as
+  ``RuleScorer`` measured it
 * ``ray_aml_scoring_decisions_total{risk_level}`` and ``ray_aml_scoring_alerting_decisions_total
   {risk_level}``: ``rate(...[1m]) * 60`` gives decisions and alerts per minute
 * ``ray_aml_state_actors_alive``: state shard actors answering their stats call
@@ -91,6 +93,10 @@ class ScoringMetrics:
             return await work
         finally:
             self.stage_seconds.observe(time.perf_counter() - started, tags={"stage": stage})
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Record a stage timed by another process (the state wait measured in ``RuleScorer``)."""
+        self.stage_seconds.observe(seconds, tags={"stage": stage})
 
     def record_batch(self, decisions: Sequence[Decision], started: float) -> None:
         """Count one pipeline call's decisions; ``started`` is its ``time.perf_counter()``."""

@@ -36,6 +36,7 @@ from aml.history import HistoryContext
 from aml.policy import PolicyConfig, decide
 from aml.rules.config import RuleConfig, default_rule_config
 from aml.rules.engine import RuleEngine, RuleEvaluation
+from serve.scoring.explain_alerts import explain_alerts
 from serve.scoring.models import ANOMALY, XGBOOST, LoadedModel, Matrix, load_model, no_model
 from storage.store import Store
 
@@ -110,6 +111,22 @@ def feature_matrix(
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
     rows = [feature_vector(tx, ctx, params=params) for tx, ctx in zip(batch, contexts, strict=True)]
     return np.asarray(rows, dtype=np.float64)
+
+
+def rules_and_features(
+    engine: RuleEngine,
+    batch: Sequence[Transaction],
+    contexts: Sequence[HistoryContext],
+    params: FeatureParams,
+) -> tuple[list[RuleEvaluation], Matrix]:
+    """The rule evaluations and the feature matrix of a batch whose contexts are known.
+
+    One function for the ``RuleScorer`` replicas and :class:`ScoringCore`, so that the two paths
+    read the contexts the same way.
+    """
+    x = feature_matrix(batch, contexts, params)
+    evaluations = engine.evaluate_batch(list(zip(batch, contexts, strict=True)))
+    return evaluations, x
 
 
 def rule_config_from(user_config: Mapping[str, Any]) -> RuleConfig:
@@ -240,8 +257,7 @@ class ScoringCore:
         decided_at: datetime,
     ) -> list[Decision]:
         """Decisions for a batch whose contexts are known."""
-        x = feature_matrix(batch, contexts, self.features)
-        evaluations = self.rules.evaluate_batch(list(zip(batch, contexts, strict=True)))
+        evaluations, x = rules_and_features(self.rules, batch, contexts, self.features)
         return decide_batch(
             batch,
             evaluations,
@@ -326,14 +342,21 @@ class PersistResult:
 
 
 async def persist(
-    store: Store, batch: Sequence[Transaction], decisions: Sequence[Decision]
+    store: Store,
+    batch: Sequence[Transaction],
+    decisions: Sequence[Decision],
+    *,
+    params: FeatureParams | None = None,
 ) -> PersistResult:
     """Store decisions (idempotent), group alerts per customer, mark transactions scored.
 
+    Alerting decisions are first explained against the customer's own baseline (computed with
+    ``params``, the feature parameters they were scored with; default ``FeatureParams()``).
     The order makes a retry safe: a decision stored twice is a duplicate, an alert attached
     twice keeps its transaction once, and a transaction is marked scored last, so a crash
     before that leaves it pending for the sweeper.
     """
+    decisions = await explain_alerts(store, batch, decisions, params or FeatureParams())
     result = await store.decisions.insert_many(list(decisions))
     alerts = await asyncio.gather(
         *(store.alerts.attach_or_create(c) for c in alert_candidates(batch, decisions))
