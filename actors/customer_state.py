@@ -1,11 +1,13 @@
 """Per-customer sliding windows and the point-in-time context built from them (no Ray here).
 
-A transaction is *observed* by up to three keys, each of which may live on a different shard:
-the owner account, the counterparty account and the agent. Each key keeps an exact, time-sorted
-window of the transactions that touch it, so the three parts of a
-:class:`~aml.history.HistoryContext` come from three windows and are merged by the caller
-(:func:`merge_views`). Every shard is called once per batch with all of its roles at once
-(:func:`route`), never once per transaction.
+A transaction is *observed* by up to four keys, each of which may live on a different shard:
+the owner account, the counterparty account, the agent and the client. Each key keeps an exact,
+time-sorted window of the transactions that touch it, so the four parts of a
+:class:`~aml.history.HistoryContext` come from four windows and are merged by the caller
+(:func:`merge_views`). The client window holds every transaction recorded for the client; the
+shard answers only the part of it on the client's *other* accounts, so a single-account client
+sends back nothing more than before. Every shard is called once per batch with all of its roles
+at once (:func:`route`), never once per transaction.
 
 The context equals :func:`aml.history.build_context` over the same transactions (parity test):
 strictly before ``(occurred_at, id)``, never the transaction itself, same look-backs.
@@ -23,7 +25,7 @@ import asyncio
 import zlib
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -53,12 +55,13 @@ class Role(StrEnum):
     ACCOUNT = "account"  # owner account: the shard answers the account view
     COUNTERPARTY = "counterparty"  # counterparty account: answers the counterparty view
     AGENT = "agent"  # agent: answers the agent view
+    CLIENT = "client"  # owner's client: answers the view of the client's other accounts
 
 
 @fast_pickle
 @dataclass(frozen=True, slots=True)
 class WindowKey:
-    """Identity of one window: ``kind`` is ``"account"`` or ``"agent"``."""
+    """Identity of one window: ``kind`` is ``"account"``, ``"agent"`` or ``"client"``."""
 
     kind: str
     tenant: str
@@ -103,6 +106,8 @@ def keys_for(tx: Transaction) -> list[tuple[Role, WindowKey]]:
         out.append((Role.COUNTERPARTY, WindowKey("account", tx.tenant, cp)))
     if tx.agent_id:
         out.append((Role.AGENT, WindowKey("agent", tx.tenant, tx.agent_id)))
+    if tx.client_id:
+        out.append((Role.CLIENT, WindowKey("client", tx.tenant, tx.client_id)))
     return out
 
 
@@ -138,7 +143,8 @@ def merge_views(
     acct: list[tuple[Transaction, ...]] = [() for _ in batch]
     cp: list[tuple[Transaction, ...]] = [() for _ in batch]
     agent: list[tuple[Transaction, ...]] = [() for _ in batch]
-    targets = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent}
+    client: list[tuple[Transaction, ...]] = [() for _ in batch]
+    targets = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent, Role.CLIENT: client}
     for items, views in answers:
         for item, view in zip(items, views, strict=True):
             targets[item.role][item.index] = view
@@ -152,13 +158,15 @@ def merge_views(
                 counterparty=list(cp_view),
                 agent=list(agent[i]),
                 edges=tuple(edges[i]) if edges is not None else (),
+                client=list(client[i]),
             )
         )
     return out
 
 
 class CustomerState:
-    """Exact sliding window of the transactions touching one account (or one agent).
+    """Exact sliding window of the transactions touching one account (or of one agent or
+    client).
 
     Entries are kept sorted by ``(occurred_at, id)`` with bisect inserts, so out-of-order
     arrivals land in the right place; a transaction seen twice is kept once.
@@ -202,6 +210,18 @@ class CustomerState:
         hi = bisect_left(self._keys, (tx.occurred_at, tx.id))
         return tuple(self._txs[lo:hi])
 
+    def other_accounts_before(self, tx: Transaction, span: timedelta) -> tuple[Transaction, ...]:
+        """Like :meth:`before`, without the entries touching ``tx.account_id`` (the client view:
+        what the account window does not already hold)."""
+        lo = bisect_left(self._keys, (tx.occurred_at - span, ""))
+        hi = bisect_left(self._keys, (tx.occurred_at, tx.id))
+        acct = tx.account_id
+        return tuple(
+            o
+            for o in self._txs[lo:hi]
+            if o.account_id != acct and o.counterparty_account_id != acct
+        )
+
     def evict(self, older_than: datetime) -> int:
         """Drop entries before ``older_than``; the window is then complete only from there."""
         cut = bisect_left(self._keys, (older_than, ""))
@@ -236,7 +256,10 @@ _SPAN = {
     Role.ACCOUNT: MAX_LOOKBACK,
     Role.COUNTERPARTY: COUNTERPARTY_LOOKBACK,
     Role.AGENT: AGENT_LOOKBACK,
+    Role.CLIENT: MAX_LOOKBACK,
 }
+# Window kinds rebuilt from the store when missing (agent windows are memory-only).
+_REBUILT = frozenset({"account", "client"})
 
 
 class ShardState:
@@ -245,7 +268,8 @@ class ShardState:
     Agent windows are kept in memory only: the store has no index by agent, and the agent
     look-back is 24 hours, so after a restart the agent view refills within a day (documented
     trade-off: a query per agent per batch would cost more than the view is worth). Account
-    windows (owner and counterparty views) are rebuilt exactly from the store.
+    windows (owner and counterparty views) and client windows are rebuilt exactly from the
+    store (by account, and by client id).
     """
 
     def __init__(
@@ -273,12 +297,13 @@ class ShardState:
         return item.tx.occurred_at - _SPAN[item.role]
 
     def missing(self, items: Sequence[ShardItem]) -> list[RebuildRequest]:
-        """Account windows that must be (re)loaded from the store before :meth:`answer`."""
+        """Account and client windows that must be (re)loaded from the store before
+        :meth:`answer`."""
         if self.cold_start_complete:
             return []
         need: dict[WindowKey, datetime] = {}
         for item in items:
-            if item.key.kind != "account":
+            if item.key.kind not in _REBUILT:
                 continue
             start = self._lookback_start(item)
             win = self.windows.get(item.key)
@@ -326,7 +351,12 @@ class ShardState:
             if self.newest is None or item.tx.occurred_at > self.newest:
                 self.newest = item.tx.occurred_at
         # Packed: the views are what a shard actor sends back (see PackedList).
-        views = PackedList(touched[item.key].before(item.tx, _SPAN[item.role]) for item in items)
+        views = PackedList(
+            touched[item.key].other_accounts_before(item.tx, MAX_LOOKBACK)
+            if item.role is Role.CLIENT
+            else touched[item.key].before(item.tx, _SPAN[item.role])
+            for item in items
+        )
         if self.newest is not None:
             cutoff = self.newest - self.retention
             for win in touched.values():
@@ -353,21 +383,36 @@ class HistorySource(Protocol):
         limit: int = 10_000,
     ) -> list[Transaction]: ...
 
+    async def client_history(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]: ...
+
+
+def _rebuild(source: HistorySource, request: RebuildRequest) -> Awaitable[list[Transaction]]:
+    key = request.key
+    if key.kind == "client":
+        return source.client_history(key.tenant, key.name, since=request.since)
+    return source.history(key.tenant, key.name, since=request.since)
+
 
 async def observe_with_rebuild(
     state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
 ) -> list[tuple[Transaction, ...]]:
     """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer.
 
-    A rebuild reads at most the store's default page (10,000 movements per account and
-    look-back): a hub account above that gets a truncated window, so hubs with such volume
+    A rebuild reads at most the store's default page (10,000 movements per account or client
+    and look-back): a hub account above that gets a truncated window, so hubs with such volume
     should be served from memory (raise ``max_keys`` rather than rely on rebuilds).
     """
     need = state.missing(items)
     if need and source is not None:
-        loaded = await asyncio.gather(
-            *(source.history(r.key.tenant, r.key.name, since=r.since) for r in need)
-        )
+        loaded = await asyncio.gather(*(_rebuild(source, r) for r in need))
         for req, txs in zip(need, loaded, strict=True):
             state.load(req, txs)
     return state.answer(items)

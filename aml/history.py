@@ -47,17 +47,36 @@ class HistoryContext:
         agent: transactions of ``tx.agent_id`` in ``[tx.occurred_at - AGENT_LOOKBACK, ...)``.
         edges: recent transfer edges of the tenant around the account (both directions, up to the
             search's hop limit), time-ordered, for bounded cycle and layering-chain search.
+        client: transactions of ``tx.client_id`` on the client's *other* accounts in
+            ``[tx.occurred_at - MAX_LOOKBACK, tx.occurred_at)``, time-ordered: those recorded
+            for the same client that do not touch ``tx.account_id`` (the ones that do are in
+            ``account`` already). Empty when the transaction names no client, and for a client
+            whose recent history is all on this one account, which keeps the context (pickled
+            between processes on every batch) as small as before for most customers.
     """
 
     account: Sequence[Transaction] = ()
     counterparty: Sequence[Transaction] = ()
     agent: Sequence[Transaction] = ()
     edges: Sequence[TransferEdge] = field(default_factory=tuple)
+    client: Sequence[Transaction] = ()
 
 
 def _before(tx: Transaction, other: Transaction) -> bool:
     """True when ``other`` happened strictly before ``tx`` in the point-in-time order."""
     return (other.occurred_at, other.id) < (tx.occurred_at, tx.id)
+
+
+def on_other_account(tx: Transaction, other: Transaction) -> bool:
+    """True when ``other`` belongs in ``tx``'s client view: recorded for the same client, and
+    not touching ``tx.account_id`` (as owner or counterparty). Time is not checked here."""
+    return (
+        tx.client_id is not None
+        and other.client_id == tx.client_id
+        and other.tenant == tx.tenant
+        and tx.account_id != other.account_id
+        and tx.account_id != other.counterparty_account_id
+    )
 
 
 def window(items: Sequence[Transaction], end: datetime, span: timedelta) -> list[Transaction]:
@@ -78,7 +97,7 @@ def build_context(
     replays); they are filtered out here, which is what makes late events score correctly.
     """
     t = tx.occurred_at
-    acct, cp, agent = [], [], []
+    acct, cp, agent, client = [], [], [], []
     cp_id = tx.counterparty_account_id
     for o in candidates:
         if o.id == tx.id or o.tenant != tx.tenant or not _before(tx, o):
@@ -95,9 +114,14 @@ def build_context(
             cp.append(o)
         if tx.agent_id and o.agent_id == tx.agent_id and age <= AGENT_LOOKBACK:
             agent.append(o)
+        if not touches_acct and age <= MAX_LOOKBACK and on_other_account(tx, o):
+            client.append(o)
     key = lambda o: (o.occurred_at, o.id)  # noqa: E731
     acct.sort(key=key)
     cp.sort(key=key)
     agent.sort(key=key)
+    client.sort(key=key)
     pit_edges = tuple(e for e in edges if (e.at, e.tx_id) < (t, tx.id))
-    return HistoryContext(account=acct, counterparty=cp, agent=agent, edges=pit_edges)
+    return HistoryContext(
+        account=acct, counterparty=cp, agent=agent, edges=pit_edges, client=client
+    )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from actors.customer_state import (
     CustomerState,
     LocalContextBuilder,
+    Role,
     ShardState,
     TransferGraph,
     WindowKey,
+    keys_for,
     route,
     shard_of,
 )
@@ -86,7 +88,8 @@ def test_old_entries_are_evicted_relative_to_the_newest_event() -> None:
 
 def test_unknown_and_evicted_windows_are_requested_from_the_store() -> None:
     shard = ShardState(max_keys=2)
-    txs = [make_tx(account_id=f"savings:{i}") for i in range(3)]
+    # No client: only account windows here (client windows have their own tests).
+    txs = [make_tx(account_id=f"savings:{i}", client_id=None) for i in range(3)]
     plan = route(txs, 1)[0]
     need = shard.missing(plan)
     assert {r.key.name for r in need} == {"savings:0", "savings:1", "savings:2"}
@@ -95,17 +98,17 @@ def test_unknown_and_evicted_windows_are_requested_from_the_store() -> None:
     shard.answer(plan)
     # Only two windows fit: the least recently used one was dropped and must be rebuilt.
     assert len(shard.windows) == 2
-    again = shard.missing(route([make_tx(account_id="savings:0")], 1)[0])
+    again = shard.missing(route([make_tx(account_id="savings:0", client_id=None)], 1)[0])
     assert [r.key.name for r in again] == ["savings:0"]
 
 
 def test_late_event_beyond_memory_triggers_a_rebuild_of_its_window() -> None:
     shard = ShardState(late_slack=timedelta(hours=1))
-    recent = make_tx(occurred_at=T0 + timedelta(days=20))
+    recent = make_tx(occurred_at=T0 + timedelta(days=20), client_id=None)
     (req,) = shard.missing(route([recent], 1)[0])
     shard.load(req, [recent])
     shard.answer(route([recent], 1)[0])
-    late = make_tx(occurred_at=T0 + timedelta(days=10))
+    late = make_tx(occurred_at=T0 + timedelta(days=10), client_id=None)
     (again,) = shard.missing(route([late], 1)[0])
     assert again.since == late.occurred_at - MAX_LOOKBACK
 
@@ -153,3 +156,175 @@ def test_graph_gives_point_in_time_neighbourhood_across_accounts() -> None:
     assert [e.tx_id for e in ctx.edges] == [a_b.id, b_c.id]
     (late,) = builder.contexts([transfer("A", "B", 0)])
     assert late.edges == ()  # nothing happened before it
+
+
+# --- the client role ---------------------------------------------------------------------------
+
+
+class ListSource:
+    """A history source over a list (what the store answers, for tests without a store)."""
+
+    def __init__(self, stored: list[Transaction]) -> None:
+        self.stored = stored
+        self.asked: list[tuple[str, str, datetime]] = []
+
+    def _between(
+        self, txs: list[Transaction], since: datetime, until: datetime | None
+    ) -> list[Transaction]:
+        inside = [
+            t for t in txs if since <= t.occurred_at and (until is None or t.occurred_at < until)
+        ]
+        return sorted(inside, key=lambda t: t.occurred_at)
+
+    async def history(
+        self,
+        tenant: str,
+        account_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]:
+        self.asked.append(("account", account_id, since))
+        mine = [
+            t
+            for t in self.stored
+            if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
+        ]
+        return self._between(mine, since, until)[:limit]
+
+    async def client_history(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[Transaction]:
+        self.asked.append(("client", client_id, since))
+        mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
+        return self._between(mine, since, until)[:limit]
+
+
+def _client_stream(seed: int, n: int) -> list[Transaction]:
+    """Clients with two accounts each (c1, c2), one with a single account (c3), and a
+    transaction without a client; transfers between and across clients; shuffled arrival."""
+    rng = random.Random(seed)
+    owners = {
+        "savings:1": "c1",
+        "savings:2": "c1",
+        "savings:3": "c2",
+        "savings:4": "c2",
+        "savings:5": "c3",
+    }
+    out = []
+    for _ in range(n):
+        acct = rng.choice([*owners, "savings:9"])
+        cp = rng.choice([None, None, *owners])
+        out.append(
+            make_tx(
+                account_id=acct,
+                client_id=owners.get(acct),
+                counterparty_account_id=cp,
+                type=TransactionType.TRANSFER if cp else TransactionType.WITHDRAWAL,
+                direction=Direction.OUT,
+                amount_minor=rng.randint(1, 10_000) * 100,
+                occurred_at=T0 + timedelta(hours=rng.randint(0, 12 * 24) / 2),
+            )
+        )
+    rng.shuffle(out)
+    return out
+
+
+def test_a_transaction_is_routed_to_its_clients_window() -> None:
+    tx = make_tx(account_id="savings:13", client_id="7", tenant="t1")
+    key = WindowKey("client", "t1", "7")
+    assert (Role.CLIENT, key) in keys_for(tx)
+    plan = route([make_tx(client_id=None), tx], 5)
+    # In the same per-shard call as the shard's other roles: one item list per shard.
+    items = [i for i in plan[shard_of(key, 5)] if i.role is Role.CLIENT]
+    assert [(i.index, i.key) for i in items] == [(1, key)]
+    # A transaction without a client has no client item anywhere.
+    assert not [i for part in plan.values() for i in part if i.index == 0 and i.role is Role.CLIENT]
+    assert not any(r is Role.CLIENT for r, _ in keys_for(make_tx(client_id=None)))
+
+
+@pytest.mark.parametrize(("seed", "n_shards", "batch_size"), [(4, 1, 1), (5, 3, 23), (6, 4, 64)])
+def test_client_views_equal_build_context_for_two_account_clients(
+    seed: int, n_shards: int, batch_size: int
+) -> None:
+    stream = _client_stream(seed, 300)
+    builder = LocalContextBuilder([ShardState(cold_start_complete=True) for _ in range(n_shards)])
+    seen: list[Transaction] = []
+    cross = 0
+    for start in range(0, len(stream), batch_size):
+        batch = stream[start : start + batch_size]
+        seen.extend(batch)
+        for tx, ctx in zip(batch, builder.contexts(batch), strict=True):
+            assert ctx == build_context(tx, seen), tx.id
+            cross += bool(ctx.client)
+            # Only the client's own transactions on its other accounts.
+            assert all(o.client_id == tx.client_id for o in ctx.client)
+            assert all(
+                tx.account_id not in (o.account_id, o.counterparty_account_id) for o in ctx.client
+            )
+            if tx.client_id in (None, "c3"):
+                assert ctx.client == []  # one account, or no client: nothing more to send
+    assert cross > len(stream) // 3  # the parity is not one of empty views
+
+
+async def test_client_window_is_rebuilt_from_the_store_by_client_id() -> None:
+    stream = sorted(_client_stream(7, 200), key=lambda t: (t.occurred_at, t.id))
+    now = make_tx(account_id="savings:2", client_id="c1", occurred_at=T0 + timedelta(days=9))
+    source = ListSource([*stream, now])
+    # A restarted shard: empty, backed by the store.
+    builder = LocalContextBuilder([ShardState(), ShardState()], source=source)
+    (ctx,) = await builder.observe_and_context([now])
+    expected = build_context(now, [*stream, now])
+    assert ctx == expected and len(ctx.client) > 0
+    assert ("client", "c1", now.occurred_at - MAX_LOOKBACK) in source.asked
+    # The window is now in memory: the next transaction of the client asks nothing more.
+    source.asked.clear()
+    after = make_tx(account_id="savings:1", client_id="c1", occurred_at=T0 + timedelta(days=9.5))
+    source.stored.append(after)
+    (ctx2,) = await builder.observe_and_context([after])
+    assert ("client", "c1") not in {(kind, name) for kind, name, _ in source.asked}
+    assert ctx2 == build_context(after, [*stream, now, after])
+    assert now in ctx2.client
+
+
+def test_late_transaction_lands_in_time_order_in_the_client_window() -> None:
+    builder = LocalContextBuilder([ShardState(cold_start_complete=True)])
+    on13 = make_tx(account_id="savings:13", occurred_at=T0 + timedelta(minutes=60))
+    on14 = make_tx(account_id="savings:14", occurred_at=T0 + timedelta(minutes=90))
+    builder.contexts([on13, on14])
+    late = make_tx(account_id="savings:14", occurred_at=T0 + timedelta(minutes=30))
+    (ctx,) = builder.contexts([late])
+    assert ctx.client == []  # the later savings:13 movement is not history yet
+    now = make_tx(account_id="savings:12", occurred_at=T0 + timedelta(minutes=120))
+    (ctx,) = builder.contexts([now])
+    assert [o.id for o in ctx.client] == [late.id, on13.id, on14.id]
+
+
+def test_client_windows_are_evicted_and_then_rebuilt() -> None:
+    shard = ShardState(cold_start_complete=True, late_slack=timedelta(0))
+    builder = LocalContextBuilder([shard])
+    old = make_tx(account_id="savings:13", occurred_at=T0)
+    builder.contexts([old])
+    new = make_tx(account_id="savings:12", occurred_at=T0 + MAX_LOOKBACK + timedelta(hours=1))
+    (ctx,) = builder.contexts([new])
+    assert ctx.client == []  # older than the look-back
+    win = shard.windows[WindowKey("client", "default", "7")]
+    assert len(win) == 1 and win.complete_since == new.occurred_at - MAX_LOOKBACK
+    # Bounded in count like every window: the least recently used client window goes first and
+    # is then requested from the store again.
+    backed = ShardState(max_keys=2)
+    txs = [make_tx(account_id="savings:1", client_id=f"c{i}") for i in range(2)]
+    plan = route(txs, 1)[0]
+    for req in backed.missing(plan):
+        backed.load(req, [])
+    backed.answer(plan)
+    assert WindowKey("client", "default", "c0") not in backed.windows
+    again = backed.missing(route([txs[0]], 1)[0])
+    assert WindowKey("client", "default", "c0") in {r.key for r in again}

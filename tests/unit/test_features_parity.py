@@ -93,13 +93,17 @@ def test_frame_rows_equal_row_path_exactly(seed: int) -> None:
     assert list(frame.index) == [tx.id for tx in txs]
     assert frame.dtypes.unique().tolist() == [np.dtype("float64")]
     assert np.isfinite(frame.to_numpy()).all()
-    nonzero_history = 0
+    nonzero_history = client_history = 0
     for tx in txs:
-        expected = compute_features(tx, build_context(tx, txs), params=PARAMS)
+        ctx = build_context(tx, txs)
+        expected = compute_features(tx, ctx, params=PARAMS)
         assert frame.loc[tx.id].tolist() == list(expected.values()), tx.id
         nonzero_history += expected["tx_count_7d"] > 0
-    # The stream really exercises history (not a parity of empty contexts).
+        client_history += bool(ctx.client)
+    # The stream really exercises history (not a parity of empty contexts), including the
+    # client's other accounts, which the frame path does not build: no feature may read them.
     assert nonzero_history > len(txs) * 0.8
+    assert client_history > len(txs) * 0.5
 
 
 def test_arrival_order_does_not_matter() -> None:

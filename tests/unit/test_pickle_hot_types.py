@@ -128,7 +128,11 @@ ALERT = Alert(
 )
 EDGE = TransferEdge(src="savings:1", dst="savings:2", amount=1234.56, at=T0, tx_id="tx-1")
 CONTEXT = HistoryContext(
-    account=[make_tx()], counterparty=[make_tx()], agent=[make_tx()], edges=(EDGE,)
+    account=[make_tx()],
+    counterparty=[make_tx()],
+    agent=[make_tx()],
+    edges=(EDGE,),
+    client=[make_tx(account_id="savings:13")],
 )
 EVALUATION = RuleEvaluation(score=0.7, hits=(HIT,), config_version=3)
 KEY = WindowKey("account", "t1", "savings:1")
