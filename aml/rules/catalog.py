@@ -780,17 +780,66 @@ class _LoanView:
     outflows: list[Movement]  # after the disbursement, including the current transaction
 
 
+def client_movements(txs: Sequence[Transaction]) -> list[Movement]:
+    """Scorable movements of a client's other accounts (``HistoryContext.client``), each seen
+    from the side of the account it is recorded on, mirrored records folded into one."""
+    out: list[Movement] = []
+    seen: set[tuple[Any, ...]] = set()
+    for o in txs:
+        if not is_scorable(o):
+            continue
+        m = Movement(o.direction, o.counterparty_account_id, o.amount, o.currency, o.occurred_at, o)
+        if m.counterparty:
+            key: tuple[Any, ...] = (
+                o.account_id,
+                m.direction,
+                m.counterparty,
+                o.amount_minor,
+                m.currency,
+                m.at,
+            )
+        else:
+            key = (o.id,)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(m)
+    return out
+
+
+def _spent(m: Movement, after: datetime, own: frozenset[str]) -> bool:
+    """An outflow after the disbursement that takes money away from the client: not loan
+    servicing, not another disbursement, not a move to another of the client's accounts."""
+    return (
+        m.at > after
+        and m.direction is Direction.OUT
+        and m.tx.type not in _LOAN_SERVICING
+        and m.tx.type is not TransactionType.LOAN_DISBURSEMENT
+        and m.counterparty not in own
+    )
+
+
 def _loan_view(ri: RuleInput) -> _LoanView | None:
     """The latest disbursement to the same client within the watch and what left since.
 
-    The loan account is not the savings account money leaves from, so a disbursement is
-    matched by client (or by touching the account) rather than by account id.
+    The loan account is not the account money leaves from: a disbursement is found on the
+    account's own history (matched by client) or on the client's other accounts
+    (``HistoryContext.client``), and the outflows since are those of every account of the
+    client. Money moved between the client's own accounts has not left the client: such moves
+    are not outflows (the spending from the receiving account is), and a current transaction
+    that is one has no loan view. A client seen on one account only has an empty client view,
+    so its loan view is the account's alone.
     """
     tx = ri.tx
     cur = ri.current
     if cur is None or cur.direction is not Direction.OUT or tx.type in _LOAN_SERVICING:
         return None
     if tx.type is TransactionType.LOAN_DISBURSEMENT:
+        return None
+    client = ri.ctx.client
+    # The client's other accounts seen in the window (the loan account among them).
+    own = frozenset(o.account_id for o in client)
+    if cur.counterparty in own:
         return None
     start = tx.occurred_at - timedelta(hours=ri.p.loan_watch_hours)
     disb = [
@@ -802,33 +851,52 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
         and o.currency == tx.currency
         and (tx.client_id is None or o.client_id is None or o.client_id == tx.client_id)
     ]
+    # The client view holds only the same client's transactions.
+    disb += [
+        o
+        for o in client
+        if o.type is TransactionType.LOAN_DISBURSEMENT
+        and is_scorable(o)
+        and o.occurred_at >= start
+        and o.currency == tx.currency
+    ]
     if not disb:
         return None
-    d = disb[-1]
-    outs = [
-        m
-        for m in ri.same_currency(ri.moves)
-        if m.at > d.occurred_at
-        and m.direction is Direction.OUT
-        and m.tx.type not in _LOAN_SERVICING
-        and m.tx.type is not TransactionType.LOAN_DISBURSEMENT
-    ]
+    d = max(disb, key=lambda o: (o.occurred_at, o.id))
     if d.amount <= 0:
         return None
+    outs = [m for m in ri.same_currency(ri.moves) if _spent(m, d.occurred_at, own)]
+    if client:
+        outs += [
+            m for m in ri.same_currency(client_movements(client)) if _spent(m, d.occurred_at, own)
+        ]
+        outs.sort(key=lambda m: (m.at, m.tx.id))
     return _LoanView(d, d.amount, [*outs, cur])
 
 
-def _loan_values(v: _LoanView, **extra: Any) -> dict[str, Any]:
+def _account_of(ri: RuleInput, m: Movement) -> str:
+    """The account a movement of the loan view left from."""
+    if ri.tx.account_id in (m.tx.account_id, m.tx.counterparty_account_id):
+        return ri.tx.account_id
+    return m.tx.account_id  # client view: seen from the account it is recorded on
+
+
+def _loan_values(
+    ri: RuleInput, v: _LoanView, counted: Sequence[Movement], **extra: Any
+) -> dict[str, Any]:
+    """The loan, the account it was disbursed from and the accounts the counted money left."""
     return {
         "loan_id": v.disbursement.loan_id,
         "disbursed": v.loan,
         "disbursed_at": v.disbursement.occurred_at.isoformat(),
+        "disbursement_account": v.disbursement.account_id,
+        "outflow_accounts": sorted({_account_of(ri, m) for m in counted}),
         **extra,
     }
 
 
 def loan_and_run(ri: RuleInput) -> Fired | None:
-    """Most of a fresh loan moved out of the account during the watch."""
+    """Most of a fresh loan moved out of the client's accounts during the watch."""
     v = ri.loan_view
     if v is None:
         return None
@@ -838,13 +906,14 @@ def loan_and_run(ri: RuleInput) -> Fired | None:
         return None
     return Fired(
         0.9,
-        _loan_values(v, moved_out=_money(total), share=round(share, 4)),
+        _loan_values(ri, v, v.outflows, moved_out=_money(total), share=round(share, 4)),
         f"{share:.0%} of the loan moved out within {ri.p.loan_watch_hours} h of disbursement",
     )
 
 
 def immediate_cash_out(ri: RuleInput) -> Fired | None:
-    """Most of a fresh loan withdrawn in cash within minutes of disbursement."""
+    """Most of a fresh loan withdrawn in cash within minutes of disbursement (from any of the
+    client's accounts)."""
     v = ri.loan_view
     if v is None or ri.tx.type is not TransactionType.WITHDRAWAL:
         return None
@@ -854,13 +923,21 @@ def immediate_cash_out(ri: RuleInput) -> Fired | None:
         return None
     return Fired(
         0.95,
-        _loan_values(v, withdrawn=ri.amount, share=round(share, 4), minutes=round(minutes, 1)),
+        _loan_values(
+            ri,
+            v,
+            v.outflows[-1:],
+            withdrawn=ri.amount,
+            share=round(share, 4),
+            minutes=round(minutes, 1),
+        ),
         f"{share:.0%} of the loan withdrawn {minutes:.0f} minutes after disbursement",
     )
 
 
 def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
-    """A fresh loan split into several transfers below the structuring band."""
+    """A fresh loan split into several transfers below the structuring band (from any of the
+    client's accounts)."""
     v = ri.loan_view
     floor = _th(ri).structuring_floor
     if v is None or ri.amount >= floor or ri.tx.type not in _TRANSFER_TYPES:
@@ -872,22 +949,25 @@ def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
         return None
     return Fired(
         0.75,
-        _loan_values(v, transfers=len(small), total=_money(total), share=round(share, 4)),
+        _loan_values(
+            ri, v, small, transfers=len(small), total=_money(total), share=round(share, 4)
+        ),
         f"loan split into {len(small)} transfers below {floor:,.0f} ({share:.0%} of it)",
     )
 
 
 def loan_dispersal(ri: RuleInput) -> Fired | None:
-    """A fresh loan spread over many counterparties."""
+    """A fresh loan spread over many counterparties (from any of the client's accounts)."""
     v = ri.loan_view
     if v is None:
         return None
     cps = _distinct(v.outflows, Direction.OUT)
     if len(cps) < ri.p.loan_dispersal_min:
         return None
+    paid = [m for m in v.outflows if m.counterparty]
     return Fired(
         0.7,
-        _loan_values(v, counterparties=len(cps), threshold=ri.p.loan_dispersal_min),
+        _loan_values(ri, v, paid, counterparties=len(cps), threshold=ri.p.loan_dispersal_min),
         f"loan dispersed to {len(cps)} counterparties",
     )
 

@@ -213,3 +213,97 @@ def test_loan_dispersal_to_many_counterparties() -> None:
 def test_no_loan_rules_without_a_disbursement() -> None:
     h = hits(spend(900_000, 10, to=None), [])
     assert not {"loan_and_run", "immediate_cash_out", "loan_dispersal"} & set(h)
+
+
+# --- loans across the client's accounts --------------------------------------------------------
+# Fineract records a disbursement on the loan account only; the borrower spends from a savings
+# account, often not the one the loan was paid into. The rules see every account of the client.
+
+OTHER_SAVINGS = "savings:13"
+
+
+def fineract_disbursement(amount: int, minutes: float, **kw: Any) -> Transaction:
+    """As the Fineract hook records it: on the loan account, no counterparty account."""
+    return disbursement(amount, minutes, counterparty_account_id=None, **kw)
+
+
+def test_loan_and_run_from_another_account_of_the_client() -> None:
+    loan = disbursement(1_000_000, 0)  # paid into savings:12
+    moved = spend(950_000, 10, to=OTHER_SAVINGS)  # to the client's own second account
+    prior = spend(400_000, 60, to="savings:90", account_id=OTHER_SAVINGS)
+    run = spend(450_000, 120, to="savings:91", account_id=OTHER_SAVINGS)
+    h = hits(run, [loan, moved, prior])
+    assert h["loan_and_run"].values["share"] == pytest.approx(0.85)
+    assert h["loan_and_run"].values["disbursement_account"] == "loan:21"
+    assert h["loan_and_run"].values["outflow_accounts"] == [OTHER_SAVINGS]
+    # Another client's loan explains nothing about this client's spending.
+    foreign = disbursement(1_000_000, 0, client_id="8", account_id="loan:31", loan_id="31")
+    assert "loan_and_run" not in hits(run, [foreign, moved, prior])
+
+
+def test_outflows_are_summed_over_the_clients_accounts() -> None:
+    loan = fineract_disbursement(1_000_000, 0)
+    first = spend(500_000, 60, to="savings:91")  # from savings:12
+    run = spend(350_000, 120, to="savings:92", account_id=OTHER_SAVINGS)
+    h = hits(run, [loan, first])
+    assert h["loan_and_run"].values["moved_out"] == 850_000
+    assert h["loan_and_run"].values["outflow_accounts"] == [SAVINGS, OTHER_SAVINGS]
+    assert "loan_and_run" not in hits(run, [loan, first.replace(client_id="8")])
+
+
+def test_moves_between_the_clients_own_accounts_are_not_running() -> None:
+    loan = disbursement(1_000_000, 0)
+    to_own = spend(750_000, 10, to=OTHER_SAVINGS)
+    cash = spend(100_000, 30, to=None, account_id=OTHER_SAVINGS)  # savings:13 is the client's
+    h = hits(spend(100_000, 60, to="savings:90"), [loan, to_own, cash])
+    # 100k cash from savings:13 and 100k now: the 750k only changed the client's account.
+    assert "loan_and_run" not in h
+    # The same history without the client's second account in view: 85 % left savings:12.
+    assert "loan_and_run" in hits(spend(100_000, 60, to="savings:90"), [loan, to_own])
+    # A move to the client's own account is not an outflow of the loan at all.
+    assert not {"loan_and_run", "loan_dispersal"} & set(
+        hits(spend(100_000, 60, to=OTHER_SAVINGS), [loan, to_own, cash])
+    )
+
+
+def test_immediate_cash_out_from_another_account_of_the_client() -> None:
+    loan = fineract_disbursement(1_000_000, 0)
+    cash = spend(850_000, 20, to=None, account_id=OTHER_SAVINGS)
+    h = hits(cash, [loan])
+    assert h["immediate_cash_out"].values["loan_id"] == "21"
+    assert h["immediate_cash_out"].values["disbursement_account"] == "loan:21"
+    assert h["immediate_cash_out"].values["outflow_accounts"] == [OTHER_SAVINGS]
+    assert "immediate_cash_out" not in hits(cash, [loan.replace(client_id="8")])
+    assert "immediate_cash_out" not in hits(cash.replace(client_id=None), [loan])
+    assert "immediate_cash_out" not in hits(spend(850_000, 31, to=None, account_id="x"), [loan])
+
+
+def test_post_disbursement_structuring_across_accounts() -> None:
+    loan = fineract_disbursement(1_000_000, 0)
+    prior = [
+        spend(250_000, 30, to="savings:91"),
+        spend(250_000, 60, to="savings:92", account_id=OTHER_SAVINGS),
+    ]
+    last = spend(250_000, 90, to="savings:93", account_id="savings:14")
+    h = hits(last, [loan, *prior])
+    assert h["post_disbursement_structuring"].values["transfers"] == 3
+    assert h["post_disbursement_structuring"].values["outflow_accounts"] == [
+        SAVINGS,
+        OTHER_SAVINGS,
+        "savings:14",
+    ]
+    others = [p.replace(client_id="8") for p in prior]
+    assert "post_disbursement_structuring" not in hits(last, [loan, *others])
+
+
+def test_loan_dispersal_across_accounts() -> None:
+    loan = fineract_disbursement(1_000_000, 0)
+    prior = [
+        spend(20_000, 10 + i, to=f"savings:{100 + i}", account_id=(SAVINGS, OTHER_SAVINGS)[i % 2])
+        for i in range(4)
+    ]
+    last = spend(20_000, 30, to="savings:200", account_id=OTHER_SAVINGS)
+    h = hits(last, [loan, *prior])
+    assert h["loan_dispersal"].values["counterparties"] == 5
+    assert h["loan_dispersal"].values["outflow_accounts"] == [SAVINGS, OTHER_SAVINGS]
+    assert "loan_dispersal" not in hits(last, [loan.replace(client_id="8"), *prior])
