@@ -12,11 +12,12 @@ point leaves it ``pending`` for the sweeper, and a retry is idempotent.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
-from aml.domain import Decision, Transaction
+from aml.domain import Decision, PackedList, Transaction
 from serve.scoring.pipeline import InProcessScoring, ScoringCore, persist, scorable
 from storage.store import Store
 
@@ -26,8 +27,42 @@ DEFAULT_IN_FLIGHT = 4
 __all__ = ["InProcessScoring", "ServeScoring", "in_process_scoring"]
 
 
+class _Waiter:
+    """One ``submit``: its transactions' decisions as their batches come back."""
+
+    __slots__ = ("decisions", "future", "ids", "remaining")
+
+    def __init__(self, txs: Sequence[Transaction]) -> None:
+        self.ids = [t.id for t in txs]
+        self.remaining = len(txs)
+        self.decisions: dict[str, Decision] = {}
+        self.future: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+
+    def done(self, count: int, decisions: Mapping[str, Decision]) -> None:
+        """``count`` of its transactions were decided and stored (``decisions`` by id)."""
+        for tx_id in self.ids:
+            d = decisions.get(tx_id)
+            if d is not None:
+                self.decisions[tx_id] = d
+        self.remaining -= count
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result([self.decisions[i] for i in self.ids if i in self.decisions])
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class ServeScoring:
-    """Serve-backed hand-off: batches of up to ``batch_size`` per pipeline call."""
+    """Serve-backed hand-off that coalesces concurrent submits into few pipeline calls.
+
+    A pipeline call costs milliseconds of CPU in several processes whatever its size, so the
+    transactions of all ``submit`` calls are queued and sent in batches of up to ``batch_size``
+    with at most ``max_in_flight`` calls running. When no call is running the queue is sent at
+    once (low latency at low rates); while calls run, it grows until a batch is full or a call
+    returns. Each ``submit`` returns when its own transactions are decided and stored, and
+    raises if any of their batches failed, which leaves those transactions pending.
+    """
 
     def __init__(
         self,
@@ -40,13 +75,20 @@ class ServeScoring:
         """Args:
         store: where decisions and alerts are written.
         handle: ``DeploymentHandle`` of the ``ScoringPipeline`` (``serve.get_app_handle``).
-        batch_size: transactions per pipeline call (a call costs ~5 ms; batch everything).
+        batch_size: most transactions per pipeline call.
         max_in_flight: pipeline calls running at once per hand-off.
         """
+        if batch_size < 1 or max_in_flight < 1:
+            raise ValueError("batch_size and max_in_flight must be at least 1")
         self.store = store
         self.handle = handle
         self.batch_size = batch_size
-        self._sem = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self.calls = 0  # pipeline calls made (observability, tests)
+        self._queue: deque[tuple[list[Transaction], _Waiter]] = deque()
+        self._queued = 0
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def connect(cls, store: Store, app_name: str = "scoring", **kwargs: Any) -> ServeScoring:
@@ -55,22 +97,75 @@ class ServeScoring:
 
         return cls(store, serve.get_app_handle(app_name), **kwargs)
 
-    async def _one(self, chunk: list[Transaction]) -> list[Decision]:
-        async with self._sem:
-            decisions: list[Decision] = await self.handle.score.remote(chunk)
-        await persist(self.store, chunk, decisions)
-        return decisions
-
     async def score_and_store(self, txs: Sequence[Transaction]) -> list[Decision]:
-        """Score, store and return the decisions (in the order of the scorable ``txs``)."""
+        """Score, store and return the decisions (in the order of the scorable ``txs``).
+
+        Raises:
+            Exception: a batch holding some of ``txs`` failed (scoring or storing); those
+                transactions stay pending.
+        """
         batch = scorable(txs)
-        chunks = [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
-        results = await asyncio.gather(*(self._one(c) for c in chunks))
-        return [d for r in results for d in r]
+        if not batch:
+            return []
+        waiter = _Waiter(batch)
+        self._queue.append((batch, waiter))
+        self._queued += len(batch)
+        self._dispatch()
+        return await waiter.future
 
     async def submit(self, txs: Sequence[Transaction]) -> None:
         """Score ``txs`` (raising leaves them pending for the sweeper)."""
         await self.score_and_store(txs)
+
+    def _dispatch(self) -> None:
+        """Start pipeline calls while the rules above allow one."""
+        while self._queued and self._in_flight < self.max_in_flight:
+            if self._in_flight and self._queued < self.batch_size:
+                return  # a call is running: let the queue grow until it returns
+            self._in_flight += 1
+            self.calls += 1
+            task = asyncio.get_running_loop().create_task(self._run(self._take()))
+            self._tasks.add(task)  # the loop holds tasks only weakly
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[list[Transaction], _Waiter]]:
+        """Up to ``batch_size`` queued transactions, splitting a submit larger than the room."""
+        parts: list[tuple[list[Transaction], _Waiter]] = []
+        room = self.batch_size
+        while self._queue and room:
+            txs, waiter = self._queue[0]
+            if len(txs) <= room:
+                self._queue.popleft()
+                part = txs
+            else:
+                part, self._queue[0] = txs[:room], (txs[room:], waiter)
+            parts.append((part, waiter))
+            room -= len(part)
+            self._queued -= len(part)
+        return parts
+
+    async def _run(self, parts: list[tuple[list[Transaction], _Waiter]]) -> None:
+        # The same transaction submitted twice (a sweep beside a fresh hand-off) is scored once.
+        batch = list({t.id: t for part, _ in parts for t in part}.values())
+        try:
+            try:
+                decisions: list[Decision] = await self.handle.score.remote(PackedList(batch))
+            finally:
+                self._in_flight -= 1
+                self._dispatch()
+            await persist(self.store, batch, decisions)
+        except Exception as exc:
+            for _, waiter in parts:
+                waiter.fail(exc)
+            return
+        by_id = {d.transaction_id: d for d in decisions}
+        for part, waiter in parts:
+            waiter.done(len(part), by_id)
+
+    async def wait_idle(self) -> None:
+        """Wait until every queued and running batch has finished (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def in_process_scoring(

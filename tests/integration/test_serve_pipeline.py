@@ -22,7 +22,7 @@ from aml.rules.config import default_rule_config
 from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import ServeScoring
 from serve.scoring.deploy import apply, with_user_config
-from storage.store import Store
+from storage.store import Store, open_store
 from tests.factories import T0, make_tx
 from tests.integration.serve_app import shipped_config
 from tests.integration.test_serve_anomaly import history
@@ -228,3 +228,54 @@ async def test_fitted_isolation_forest_is_loaded_by_reconfigure_and_scores(
         assert info["anomaly"]["model_version"] == record.version
     finally:
         apply(config)
+
+
+async def test_concurrent_small_submits_share_few_pipeline_calls_and_each_is_decided_once(
+    module_store: Store, config: dict[str, Any]
+) -> None:
+    handoff = ServeScoring.connect(module_store, APP, batch_size=64, max_in_flight=2)
+    submits = [
+        [make_tx(account_id=_account(), occurred_at=T0 + timedelta(minutes=i)) for i in range(5)]
+        for _ in range(40)
+    ]
+    # The sweeper re-submitting a transaction that a fresh hand-off also carries.
+    submits[-1].append(submits[0][0])
+    await _stored(module_store, [t for s in submits for t in s[:5]])
+
+    results = await asyncio.gather(*(handoff.score_and_store(s) for s in submits))
+
+    # One call for the first submit (nothing was running), then full batches of 64: 5 calls
+    # where one call per submit would have made 40.
+    assert handoff.calls == 5
+    for txs, decisions in zip(submits, results, strict=True):
+        assert [d.transaction_id for d in decisions] == [t.id for t in txs]
+    ids = [t.id for s in submits for t in s[:5]]
+    assert len(await module_store.decisions.list_for_transactions(ids)) == 200
+    pending = await module_store.transactions.count(
+        {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value}
+    )
+    assert pending == 0
+
+
+async def test_a_failed_batch_fails_its_submits_and_leaves_their_transactions_pending(
+    module_store: Store, mongo_uri: str, handoff: ServeScoring
+) -> None:
+    # Decisions cannot be written: the hand-off's database connection is gone.
+    broken = open_store(mongo_uri, module_store.db.name)
+    await broken.close()
+    failing = ServeScoring(broken, serve.get_app_handle(APP), batch_size=4)
+    submits = [[make_tx(account_id=_account()) for _ in range(3)] for _ in range(3)]
+    ids = [t.id for s in submits for t in s]
+    await _stored(module_store, [t for s in submits for t in s])
+
+    outcomes = await asyncio.gather(*(failing.submit(s) for s in submits), return_exceptions=True)
+
+    assert all(isinstance(o, Exception) for o in outcomes)
+    assert await module_store.decisions.list_for_transactions(ids) == []
+    pending = await module_store.transactions.count(
+        {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value}
+    )
+    assert pending == len(ids)
+    # The sweeper's re-submission through a working hand-off decides them.
+    await handoff.submit([t for s in submits for t in s])
+    assert len(await module_store.decisions.list_for_transactions(ids)) == len(ids)
