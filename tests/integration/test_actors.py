@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import ray
 
+from actors.customer_state import WindowKey, shard_of
 from actors.factory import ShardedState, create_state_shards
 from aml.domain import Direction, Transaction, TransactionType
 from aml.history import build_context
+from aml.rules import RuleEngine, default_rule_config
 from storage.store import Store
 from tests.factories import T0, make_tx
 
@@ -87,3 +89,48 @@ async def test_killing_a_shard_mid_stream_loses_no_transaction(store: Store) -> 
     # The shard really died and came back empty; its windows were reloaded from the store.
     assert stats["pid"] != before["pid"]
     assert stats["rebuilds"] > 0
+
+
+async def test_loan_spent_from_another_account_is_caught_through_the_shards(store: Store) -> None:
+    # Fineract records the disbursement on the loan account; the borrower spends from a savings
+    # account the loan never touched. Stored before the shards exist: rebuilt by client id.
+    loan = make_tx(
+        account_id="loan:21",
+        loan_id="21",
+        type=TransactionType.LOAN_DISBURSEMENT,
+        direction=Direction.OUT,
+        amount_minor=1_000_000,
+        occurred_at=T0,
+    )
+    first = make_tx(
+        account_id="savings:12",
+        counterparty_account_id="savings:90",
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        amount_minor=500_000,
+        occurred_at=T0 + timedelta(hours=1),
+    )
+    await store.transactions.insert_many([loan, first])
+    shards = _shards(store, 3)
+    keys = [WindowKey("account", "default", "savings:13"), WindowKey("client", "default", "7")]
+    assert shard_of(keys[0], 3) != shard_of(keys[1], 3)  # two actors answer the two views
+    state = ShardedState(shards)
+    cash = make_tx(
+        account_id="savings:13",
+        type=TransactionType.WITHDRAWAL,
+        direction=Direction.OUT,
+        amount_minor=350_000,
+        occurred_at=T0 + timedelta(hours=2),
+    )
+    other_client = cash.replace(id="other", dedupe_key="other", client_id="8")
+    await store.transactions.insert_many([cash, other_client])
+    contexts = await state.observe_and_context([cash, other_client])
+    assert contexts[0] == build_context(cash, [loan, first, cash, other_client])
+    engine = RuleEngine(default_rule_config())
+    hit = {h.rule_id: h for h in engine.evaluate(cash, contexts[0]).hits}["loan_and_run"]
+    assert hit.values["moved_out"] == 850_000
+    assert hit.values["disbursement_account"] == "loan:21"
+    assert hit.values["outflow_accounts"] == ["savings:12", "savings:13"]
+    assert "loan_and_run" not in {
+        h.rule_id for h in engine.evaluate(other_client, contexts[1]).hits
+    }
