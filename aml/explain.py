@@ -27,9 +27,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aml.domain import FeatureContribution, Transaction, TransactionStatus, TransactionType
+from aml.domain import (
+    FeatureContribution,
+    ScorerResult,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
 from aml.features import FEATURE_NAMES, FeatureParams, feature_vector
 from aml.history import MAX_LOOKBACK, build_context
+from aml.policy import ANOMALY
 
 MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimator of a normal's standard deviation
 
@@ -297,6 +304,21 @@ class CustomerExplanation:
             f"{POPULATION_BASELINE}: this customer has {self.history} earlier transactions, "
             f"{self.min_history} are needed for an own baseline"
         )
+
+
+def contributions_basis(result: ScorerResult) -> str:
+    """What a scorer's contributions are measured against, for display next to them.
+
+    Anomaly contributions are distances from a baseline: the customer's own once an alert was
+    explained against it (the result's ``reason`` says so), the training population otherwise.
+    Other scorers' contributions are their own attributions: ``""``.
+    """
+    if result.scorer != ANOMALY:
+        return ""
+    reason = result.reason or ""
+    if reason.startswith((CUSTOMER_BASELINE, POPULATION_BASELINE)):
+        return reason
+    return POPULATION_BASELINE
 
 
 def _order(tx: Transaction) -> tuple[datetime, str]:

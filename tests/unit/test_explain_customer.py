@@ -21,6 +21,7 @@ from aml.explain import (
     ACCOUNT_HISTORY_FEATURES,
     CUSTOMER_BASELINE,
     POPULATION_BASELINE,
+    contributions_basis,
     customer_anomaly_explanation,
 )
 from aml.features import FEATURE_NAMES, FeatureParams, compute_features
@@ -275,3 +276,22 @@ def test_usual_values_read_as_a_ratio_only_when_far_from_usual(value: float) -> 
     ).explanation
     expected = "usual 100" if value == 150.0 else "0.3x the usual 100"
     assert f"amount={value:.4g} (+2.50, {expected})" in text
+
+
+def test_shown_basis_of_contributions_tells_own_baseline_from_population() -> None:
+    history = usual_deposits(40)
+    spike = deposit_after(history, 5_000)
+    own = customer_anomaly_explanation(spike, history, params=PARAMS)
+    few = customer_anomaly_explanation(spike, history[-3:], params=PARAMS)
+    decision = anomaly_decision(spike)
+
+    def basis_of(d: Decision) -> str:
+        return contributions_basis(next(s for s in d.scorers if s.scorer == "anomaly"))
+
+    assert basis_of(decision) == POPULATION_BASELINE  # as the scorer explained it
+    explained = with_anomaly_explanation(decision, own.contributions, basis=own.basis)
+    assert basis_of(explained).startswith(CUSTOMER_BASELINE)
+    kept = with_anomaly_explanation(decision, POPULATION, basis=few.basis)
+    assert basis_of(kept) == few.basis and few.basis.startswith(POPULATION_BASELINE)
+    shap = ScorerResult(scorer="xgboost", available=True, score=0.5, contributions=POPULATION)
+    assert contributions_basis(shap) == ""

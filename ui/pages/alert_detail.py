@@ -9,12 +9,15 @@ from nicegui import ui
 from aml.auth import Permission, can
 from aml.domain import AnalystDecision, Decision, Transaction
 from aml.errors import NotFound
+from aml.explain import contributions_basis
 from aml.money import to_major
 from serve.services import Actor, alerts, cases
 from serve.services.alerts import AlertDetail
 from ui import context, theme
 from ui.auth import require_page, run_action
 from ui.frame import frame
+
+TOP_CONTRIBUTIONS = 5  # per scorer
 
 DECISIONS = {
     AnalystDecision.LEGITIMATE.value: "Legitimate",
@@ -88,14 +91,17 @@ def _decision(dec: Decision) -> None:
                     ui.label("none").classes(theme.MUTED)
             with ui.column().mark("contributions"):
                 ui.label("Top feature contributions").classes("font-semibold")
-                contributions = sorted(
-                    (c for s in dec.scorers for c in s.contributions),
-                    key=lambda c: abs(c.contribution),
-                    reverse=True,
-                )[:8]
-                for c in contributions:
-                    ui.label(f"{c.feature} = {c.value:g} → {c.contribution:+.3f}")
-                if not contributions:
+                # Per scorer: an anomaly distance and a SHAP value are not on one scale, and
+                # the analyst must see what each anomaly distance is measured against.
+                explained = [s for s in dec.scorers if s.contributions]
+                for s in explained:
+                    basis = contributions_basis(s)
+                    ui.label(f"{s.scorer} {basis}".strip()).classes(theme.MUTED).mark(
+                        f"contributions-{s.scorer}"
+                    )
+                    for c in s.contributions[:TOP_CONTRIBUTIONS]:
+                        ui.label(f"{c.feature} = {c.value:g} → {c.contribution:+.3f}")
+                if not explained:
                     ui.label("none").classes(theme.MUTED)
 
 
