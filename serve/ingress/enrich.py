@@ -5,6 +5,15 @@ a transaction is stored, the matching Fineract resource is read back and the sto
 updated: currency, amount (when the hook had none or the currency differs), running balance,
 ``accountNo``, the transfer counterparty, and ``reversed``. Failures are counted and logged; the
 transaction simply stays un-enriched.
+
+Corrections (``SAVINGSACCOUNT`` ``UNDOTRANSACTION``/``REVERSETRANSACTION``/``ADJUSTTRANSACTION``,
+``LOAN`` ``ADJUST``) do not say which money movement they undid: an undo's ``resourceId`` is the
+savings *account*. So after a correction is stored, the account's transaction list is re-read
+(``GET /savingsaccounts/{id}?associations=transactions``, ``GET /loans/{id}?associations=
+transactions``) and every stored deposit, withdrawal, disbursement or repayment Fineract now shows
+as reversed (``reversed``/``manuallyReversed``) is marked ``reversed``. When exactly one was newly
+marked, the correction records it in ``reverses_external_id``. Transfer legs are left alone:
+Fineract refuses to undo a transfer leg through the savings transaction commands.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from aml.domain import Transaction, TransactionType
+from aml.domain import Transaction, TransactionStatus, TransactionType
 from aml.errors import AmlError, NotFound
 from aml.money import to_minor
 from serve.fineract_client import FineractClient, FineractUnavailable, to_decimal
@@ -81,6 +90,28 @@ def loan_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def reversed_keys(kind: str, listing: Sequence[Any]) -> list[str]:
+    """Dedupe keys (as the hook parser and the sweep build them) of the money movements an
+    account listing shows as reversed; ``kind`` is ``savings`` or ``loan``."""
+    keys: list[str] = []
+    for raw in listing:
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), int) or "transfer" in raw:
+            continue
+        if kind == "savings":
+            flags, gone = raw.get("transactionType"), raw.get("reversed") is True
+            actions = (
+                ("deposit", "SAVINGSACCOUNT|DEPOSIT"),
+                ("withdrawal", "SAVINGSACCOUNT|WITHDRAWAL"),
+            )
+        else:
+            flags, gone = raw.get("type"), raw.get("manuallyReversed") is True
+            actions = (("disbursement", "LOAN|DISBURSE"), ("repayment", "LOAN|REPAYMENT"))
+        if not gone or not isinstance(flags, dict):
+            continue
+        keys.extend(f"{prefix}|{raw['id']}" for flag, prefix in actions if flags.get(flag) is True)
+    return keys
+
+
 def transfer_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
     """Fields to update from an ``AccountTransferData`` read-back."""
     currency = _currency(data)
@@ -142,10 +173,69 @@ class Enricher:
     async def _guarded(self, tx: Transaction) -> None:
         async with self._slots:
             try:
-                await self.enrich(tx)
+                if tx.status is TransactionStatus.CORRECTION:
+                    await self.reconcile_reversals(tx)
+                else:
+                    await self.enrich(tx)
             except Exception:
                 self._metrics.enrichment.labels(result="error").inc()
                 log.exception("enrichment of transaction %s failed", tx.id)
+
+    async def reconcile_reversals(self, correction: Transaction) -> list[Transaction]:
+        """Find what ``correction`` undid by re-reading its account, and mark it reversed.
+
+        A reversed movement stays in the customer's history and velocity windows on purpose:
+        the money did move and then came back, and both legs matter to AML (quick in-and-out
+        is a layering pattern). Analysts see the ``reversed`` flag on the transaction.
+
+        Returns:
+            The stored transactions newly marked reversed (empty when Fineract could not be
+            read, the account kind is unknown, or nothing new was reversed).
+        """
+        account = _split_account(correction.account_id)
+        if account is None or account[0] not in ("savings", "loan"):
+            self._metrics.enrichment.labels(result="unsupported").inc()
+            return []
+        kind, number = account
+        try:
+            data = await (
+                self._client.savings_account(number)
+                if kind == "savings"
+                else self._client.loan(number)
+            )
+        except NotFound:
+            self._metrics.enrichment.labels(result="not_found").inc()
+            log.warning("account %s of correction %s not found in Fineract", number, correction.id)
+            return []
+        except FineractUnavailable as exc:
+            self._metrics.enrichment.labels(result="unavailable").inc()
+            log.info(
+                "reversal check of correction %s (%s) skipped: %s",
+                correction.id,
+                correction.dedupe_key,
+                exc.message,
+            )
+            return []
+        except AmlError as exc:
+            self._metrics.enrichment.labels(result="error").inc()
+            log.warning("reversal check of correction %s failed: %s", correction.id, exc.message)
+            return []
+        listing = data.get("transactions")
+        keys = reversed_keys(kind, listing if isinstance(listing, list) else [])
+        marked = await self._store.transactions.mark_reversed(correction.tenant, keys)
+        fields: dict[str, Any] = {"enriched": True}
+        if len(marked) == 1 and correction.reverses_external_id is None:
+            fields["reverses_external_id"] = marked[0].external_id
+        await self._store.transactions.update_fields(correction.id, **fields)
+        self._metrics.enrichment.labels(result="ok").inc()
+        if marked:
+            log.info(
+                "correction %s: %d transaction(s) reversed in Fineract marked (%s)",
+                correction.dedupe_key,
+                len(marked),
+                ", ".join(tx.dedupe_key for tx in marked),
+            )
+        return marked
 
     async def enrich(self, tx: Transaction) -> Transaction | None:
         """Read ``tx`` back and store what Fineract knows. Returns the updated transaction, or

@@ -7,6 +7,9 @@ exactly like an unknown path, and is counted and logged without the secret.
 
 The URL must end with ``/`` for Fineract, but the same handler answers without it: a redirect
 would turn the POST into a GET in Fineract's HTTP client and the event would be lost.
+
+A correction (undo, reverse, adjust) names no undone transaction, so once it is acknowledged the
+enricher re-reads its account in the background to find and mark what Fineract reversed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import datetime
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from aml.domain import IngestOutcome
 from aml.errors import NotFound
 from serve.ingest.events import ParsedEvent
 from serve.ingest.fineract import parse_fineract
@@ -51,16 +55,31 @@ async def _webhook(request: Request, secret: str) -> HTTPResponse:
         return json({"status": "ok"})
     tenant = request.headers.get("fineract-platform-tenantid") or ctx.settings.default_tenant
 
+    parsed: list[ParsedEvent] = []
+
     def parse(body: bytes, received_at: datetime) -> ParsedEvent:
-        return parse_fineract(
+        result = parse_fineract(
             request.headers,
             body,
             content_type=request.headers.get("content-type"),
             received_at=received_at,
             options=ctx.options,
         )
+        parsed.append(result)
+        return result
 
-    return await receive(request, source=SOURCE, tenant=tenant, parse=parse)
+    response = await receive(request, source=SOURCE, tenant=tenant, parse=parse)
+    event = parsed[0] if parsed else None
+    if (
+        ctx.enricher is not None
+        and event is not None
+        and event.outcome is IngestOutcome.CORRECTION
+        and event.transaction is not None
+    ):
+        # After the ack is built, never before: the re-read must not slow the acknowledgement.
+        # A redelivered correction is re-checked too, which finds nothing new.
+        ctx.enricher.schedule([event.transaction])
+    return response
 
 
 def create_blueprint() -> Blueprint:

@@ -8,9 +8,20 @@ with the same dedupe keys as the hook parser (``SAVINGSACCOUNT|DEPOSIT|<txId>``,
 ``LOAN|REPAYMENT|<txId>``, ...). A movement already delivered by a hook is a duplicate, so
 swept + hooked = one transaction.
 
-Not swept: reversed transactions (they did not happen), transfer legs (a transfer is keyed on
-its transfer-detail id, which the account listing does not show), and postings no customer made
-(interest, fees).
+Transfers: a leg in the listing carries ``transfer.id``, the *transfer transaction* id
+(``m_account_transfer_transaction``), while the ``ACCOUNTTRANSFER`` hook is keyed on the
+*transfer detail* id (``m_account_transfer_details``, its ``resourceId``), and Fineract's API
+offers no way from the first to the second. The sweep asks
+``GET /accounttransfers?accountDetailId=<transfer.id>``: when that detail's transactions include
+the leg's transfer, the two ids are the same (true for every transfer made while no detail had
+two transactions) and the transfer is ingested once, as the hook parser would have stored it
+(``ACCOUNTTRANSFER|CREATE|<detailId>``, source account, counterparty account and clients), so
+the other leg, a later sweep or a late hook is a duplicate. Otherwise (ids drifted apart, e.g.
+after standing instructions ran) the transfer is not ingested, because a key that a hook could
+not reproduce would count it twice; it is listed in ``SweepReport.unresolved_transfers``.
+
+Not swept: reversed transactions and the reversal entries that undo them (``isReversal``),
+reversed transfers, and postings no customer made (interest, fees).
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 SOURCE = "sweep"
+_LOAN_ACCOUNT_TYPE = 1  # Fineract account types in transfers: 1 = loan, 2 = savings
 
 
 @dataclass
@@ -53,8 +65,10 @@ class SweepReport:
     listed: int = 0  # transactions seen in Fineract since ``since``
     ingested: int = 0  # new transactions stored by this sweep (missed by hooks)
     duplicates: int = 0  # already stored (delivered by a hook or an earlier sweep)
-    skipped: int = 0  # reversed, transfer legs, postings no customer made
+    skipped: int = 0  # reversed, unresolved transfer legs, postings no customer made
     failed_accounts: list[str] = field(default_factory=list)
+    # Transfer transaction ids whose transfer detail could not be identified (not ingested).
+    unresolved_transfers: list[str] = field(default_factory=list)
 
 
 def _occurred(day: date, tz: str) -> datetime:
@@ -130,7 +144,14 @@ def savings_transaction(
 ) -> Transaction | None:
     """A swept savings transaction as the hook parser would have keyed it; None when skipped."""
     kind = raw.get("transactionType")
-    if not isinstance(kind, dict) or raw.get("reversed") is True or "transfer" in raw:
+    # Transfer legs are ingested as their transfer (see ``transfer_transaction``); the entry a
+    # REVERSETRANSACTION adds (``isReversal``) takes money back, it is no new deposit/withdrawal.
+    if (
+        not isinstance(kind, dict)
+        or raw.get("reversed") is True
+        or raw.get("isReversal") is True
+        or "transfer" in raw
+    ):
         return None
     if kind.get("deposit") is True:
         action, tx_type, direction = "DEPOSIT", TransactionType.DEPOSIT, Direction.IN
@@ -167,7 +188,7 @@ def loan_transaction(
 ) -> Transaction | None:
     """A swept loan transaction as the hook parser would have keyed it; None when skipped."""
     kind = raw.get("type")
-    if not isinstance(kind, dict) or raw.get("manuallyReversed") is True:
+    if not isinstance(kind, dict) or raw.get("manuallyReversed") is True or "transfer" in raw:
         return None
     if kind.get("disbursement") is True:
         action, tx_type, direction = "DISBURSE", TransactionType.LOAN_DISBURSEMENT, Direction.OUT
@@ -190,6 +211,103 @@ def loan_transaction(
         tz=tz,
         loan_id=loan_id,
     )
+
+
+def _ref_id(value: Any) -> str | None:
+    """The ``id`` of a Fineract reference object such as ``fromClient`` or ``toAccount``."""
+    ident = value.get("id") if isinstance(value, dict) else None
+    return str(ident) if isinstance(ident, int) and not isinstance(ident, bool) else None
+
+
+def _transfer_side(data: dict[str, Any], side: str) -> str | None:
+    """``loan:<id>`` / ``savings:<id>`` of one side (``from``/``to``) of ``AccountTransferData``."""
+    account = _ref_id(data.get(f"{side}Account"))
+    kind = data.get(f"{side}AccountType")
+    if account is None or not isinstance(kind, dict):
+        return None
+    return f"{'loan' if kind.get('id') == _LOAN_ACCOUNT_TYPE else 'savings'}:{account}"
+
+
+def transfer_transaction(
+    data: dict[str, Any],
+    *,
+    detail_id: str,
+    tenant: str,
+    received_at: datetime,
+    default_currency: str,
+    tz: str,
+) -> Transaction | None:
+    """A swept account transfer (``AccountTransferData``) as the ``ACCOUNTTRANSFER``/``CREATE``
+    hook parser stores it: keyed and identified by the transfer detail id, from the source
+    account, with the counterparty account and both clients. None when reversed or incomplete.
+    """
+    source = _transfer_side(data, "from")
+    target = _transfer_side(data, "to")
+    day = parse_local_date(data.get("transferDate"))
+    amount = to_decimal(data.get("transferAmount"))
+    if data.get("reversed") is True or source is None or day is None or amount is None:
+        return None
+    currency = _currency(data, default_currency)
+    dedupe_key = f"ACCOUNTTRANSFER|CREATE|{detail_id}"
+    office = _ref_id(data.get("fromOffice"))
+    loans = [side.split(":", 1)[1] for side in (source, target) if side and side[:5] == "loan:"]
+    attributes: dict[str, Any] = {"time_estimated": True, "swept": True}
+    to_office = _ref_id(data.get("toOffice"))
+    if to_office is not None:
+        attributes["toOfficeId"] = to_office
+    if isinstance(data.get("id"), int):
+        attributes["transfer_id"] = data["id"]
+    from_account = data.get("fromAccount")
+    to_client = data.get("toClient")
+    description = data.get("transferDescription")
+    return Transaction(
+        id=stable_id(tenant, dedupe_key),
+        tenant=tenant,
+        dedupe_key=dedupe_key,
+        source=SOURCE,
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        amount_minor=to_minor(amount, currency),
+        currency=currency,
+        occurred_at=_occurred(day, tz),
+        received_at=received_at,
+        account_id=source,
+        external_id=detail_id,
+        client_id=_ref_id(data.get("fromClient")),
+        office_id=office,
+        branch_id=office,  # as the hook parser: Fineract's office is the branch
+        loan_id=loans[0] if loans else None,
+        counterparty_account_id=target,
+        counterparty_client_id=_ref_id(to_client),
+        counterparty_name=(
+            to_client["displayName"]
+            if isinstance(to_client, dict) and isinstance(to_client.get("displayName"), str)
+            else None
+        ),
+        account_no=(
+            from_account["accountNo"]
+            if isinstance(from_account, dict) and isinstance(from_account.get("accountNo"), str)
+            else None
+        ),
+        description=description if isinstance(description, str) and description else None,
+        enriched=True,  # read from Fineract itself
+        attributes=attributes,
+    )
+
+
+async def resolve_transfer(
+    client: FineractClient, transfer_id: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The transfer detail id and ``AccountTransferData`` of transfer transaction
+    ``transfer_id``, or None when Fineract's answer does not prove which detail it belongs to.
+
+    Only ``GET /accounttransfers?accountDetailId=`` links the two ids, so the detail with the
+    transfer's own id is asked for: if its transactions include ``transfer_id`` the ids agree.
+    """
+    for item in await client.account_transfers(str(transfer_id)):
+        if item.get("id") == transfer_id:
+            return str(transfer_id), item
+    return None
 
 
 async def sweep(
@@ -230,12 +348,22 @@ async def sweep(
         )
         await committer.start()
     report = SweepReport()
+    # Transfer transaction id -> what it resolved to, shared by every account of this sweep so
+    # the other leg of a transfer costs no second look-up (and is still submitted: a duplicate).
+    transfers: dict[int, Transaction | None] = {}
     try:
         for account_id in account_ids:
             report.accounts += 1
             try:
                 subs = await _account_submissions(
-                    client, account_id, since, tenant, default_currency, timezone, report
+                    client,
+                    account_id,
+                    since,
+                    tenant,
+                    default_currency,
+                    timezone,
+                    report,
+                    transfers,
                 )
             except (AmlError, ValueError) as exc:
                 log.warning("sweep of %s failed: %s", account_id, exc)
@@ -261,6 +389,12 @@ async def sweep(
         report.skipped,
         len(report.failed_accounts),
     )
+    if report.unresolved_transfers:
+        log.warning(
+            "sweep: transfer transactions %s not ingested: Fineract does not say which transfer "
+            "detail (the id its hook carries) they belong to; check them in Fineract",
+            ", ".join(report.unresolved_transfers),
+        )
     return report
 
 
@@ -272,6 +406,7 @@ async def _account_submissions(
     default_currency: str,
     tz: str,
     report: SweepReport,
+    transfers: dict[int, Transaction | None],
 ) -> list[Submission]:
     kind, _, number = account_id.partition(":")
     if kind == "savings":
@@ -297,24 +432,53 @@ async def _account_submissions(
             "default_currency": default_currency,
             "tz": tz,
         }
-        tx = (
-            savings_transaction(raw, savings_id=number, **common)
-            if kind == "savings"
-            else loan_transaction(raw, loan_id=number, **common)
-        )
+        transfer = raw.get("transfer")
+        if isinstance(transfer, dict):
+            tx = await _transfer_of_leg(raw, transfer, report, transfers, common, client)
+        elif kind == "savings":
+            tx = savings_transaction(raw, savings_id=number, **common)
+        else:
+            tx = loan_transaction(raw, loan_id=number, **common)
         if tx is None:
             report.skipped += 1
             continue
+        entity, action, _ = tx.dedupe_key.split("|", 2)
         record = IngestRecord(
             id=new_event_id(),
             tenant=tenant,
             source=SOURCE,
             received_at=received_at,
             outcome=IngestOutcome.ACCEPTED,
-            entity="LOAN" if kind == "loan" else "SAVINGSACCOUNT",
-            action=tx.dedupe_key.split("|")[1],
+            entity=entity,
+            action=action,
             dedupe_key=tx.dedupe_key,
-            body=f"{kind}:{number} transaction {tx.external_id}",
+            body=f"{kind}:{number} transaction {raw.get('id')}",
         )
         subs.append(Submission(record=record, transaction=tx))
     return subs
+
+
+async def _transfer_of_leg(
+    raw: dict[str, Any],
+    transfer: dict[str, Any],
+    report: SweepReport,
+    transfers: dict[int, Transaction | None],
+    common: dict[str, Any],
+    client: FineractClient,
+) -> Transaction | None:
+    """The transfer a listed leg belongs to, or None when reversed or not identifiable."""
+    transfer_id = transfer.get("id")
+    reversed_leg = raw.get("reversed") is True or raw.get("manuallyReversed") is True
+    if not isinstance(transfer_id, int) or reversed_leg or transfer.get("reversed") is True:
+        return None
+    if transfer_id not in transfers:
+        resolved = await resolve_transfer(client, transfer_id)
+        if resolved is None:
+            report.unresolved_transfers.append(str(transfer_id))
+            transfers[transfer_id] = None
+        else:
+            detail_id, data = resolved
+            # The transfer names its own clients; the listed account's client is one side only.
+            fields = {k: v for k, v in common.items() if k != "client_id"}
+            transfers[transfer_id] = transfer_transaction(data, detail_id=detail_id, **fields)
+    return transfers[transfer_id]

@@ -49,6 +49,26 @@ def currency(code: str = "XAF", decimals: int = 0) -> dict[str, Any]:
     }
 
 
+def _account_type(loan: bool) -> dict[str, Any]:
+    if loan:
+        return {"id": 1, "code": "accountType.loan", "value": "Loan"}
+    return {"id": 2, "code": "accountType.savings", "value": "Savings"}
+
+
+def _transfer_ref(
+    transfer_id: int, amount: Decimal, on: date, currency_code: str, decimals: int
+) -> dict[str, Any]:
+    """The ``transfer`` part of a transfer leg in an account's transaction list."""
+    return {
+        "id": transfer_id,
+        "reversed": False,
+        "currency": currency(currency_code, decimals),
+        "transferAmount": amount,
+        "transferDate": on,
+        "transferDescription": "Rent share",
+    }
+
+
 _SAVINGS_TYPES = {
     1: ("savingsAccountTransactionType.deposit", "Deposit", "deposit"),
     2: ("savingsAccountTransactionType.withdrawal", "Withdrawal", "withdrawal"),
@@ -71,7 +91,9 @@ class FakeFineract:
     fail_status: int | None = None  # answer every request with this status (e.g. 503)
     savings_tx: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     loan_tx: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # accountDetailId -> the transfer transactions of that detail (a standing instruction's
+    # detail gets one per execution, so the two ids drift apart).
+    transfers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     savings_accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     loans: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
@@ -134,7 +156,7 @@ class FakeFineract:
             "originalTransactionId": 0,
         }
         if transfer_id is not None:
-            tx["transfer"] = {"id": transfer_id, "reversed": False}
+            tx["transfer"] = _transfer_ref(transfer_id, amount, on, currency_code, decimals)
         self.savings_tx[(savings_id, tx_id)] = tx
         account = self._savings_account(savings_id)
         account["currency"] = currency(currency_code, decimals)
@@ -152,6 +174,7 @@ class FakeFineract:
         outstanding: Decimal = Decimal(0),
         currency_code: str = "XAF",
         manually_reversed: bool = False,
+        transfer_id: int | None = None,
     ) -> dict[str, Any]:
         """Register a loan transaction (also listed under its loan)."""
         code, value, flag = _LOAN_TYPES[type_id]
@@ -174,6 +197,8 @@ class FakeFineract:
             "outstandingLoanBalance": outstanding,
             "manuallyReversed": manually_reversed,
         }
+        if transfer_id is not None:
+            tx["transfer"] = _transfer_ref(transfer_id, amount, on, currency_code, 0)
         self.loan_tx[(loan_id, tx_id)] = tx
         loan = self.loans.setdefault(
             loan_id,
@@ -193,35 +218,54 @@ class FakeFineract:
         detail_id: str,
         *,
         amount: Decimal,
+        transfer_id: int | None = None,
+        on: date = date(2024, 1, 17),
         from_account: int = 12,
         to_account: int = 15,
+        from_client: tuple[int, str] = (7, "Ama Client"),
         to_client: tuple[int, str] = (9, "Kofi Receiver"),
+        from_loan: bool = False,
         to_loan: bool = False,
         reversed_: bool = False,
     ) -> dict[str, Any]:
-        """Register an account transfer, found by ``accountDetailId``."""
+        """Register one transaction of account transfer detail ``detail_id`` (``AccountTransfer
+        Data``), found by ``accountDetailId`` and by its own id (``transfer_id``, by default
+        unlike the detail id, as in a Fineract whose standing instructions have run)."""
         data: dict[str, Any] = {
-            "id": int(detail_id) + 1000,
+            "id": transfer_id if transfer_id is not None else int(detail_id) + 1000,
             "reversed": reversed_,
             "currency": currency(),
             "transferAmount": amount,
-            "transferDate": date(2024, 1, 17),
+            "transferDate": on,
             "transferDescription": "Rent share",
             "fromOffice": {"id": 1, "name": "Head Office"},
-            "fromClient": {"id": 7, "displayName": "Ama Client", "officeId": 1},
-            "fromAccountType": {"id": 2, "code": "accountType.savings", "value": "Savings"},
+            "fromClient": {
+                "id": from_client[0],
+                "displayName": from_client[1],
+                "officeId": 1,
+                "officeName": "Head Office",
+            },
+            "fromAccountType": _account_type(from_loan),
             "fromAccount": {"id": from_account, "accountNo": f"{from_account:09d}"},
             "toOffice": {"id": 1, "name": "Head Office"},
-            "toClient": {"id": to_client[0], "displayName": to_client[1], "officeId": 1},
-            "toAccountType": (
-                {"id": 1, "code": "accountType.loan", "value": "Loan"}
-                if to_loan
-                else {"id": 2, "code": "accountType.savings", "value": "Savings"}
-            ),
+            "toClient": {
+                "id": to_client[0],
+                "displayName": to_client[1],
+                "officeId": 1,
+                "officeName": "Head Office",
+            },
+            "toAccountType": _account_type(to_loan),
             "toAccount": {"id": to_account, "accountNo": f"{to_account:09d}"},
         }
-        self.transfers[detail_id] = data
+        self.transfers.setdefault(detail_id, []).append(data)
         return data
+
+    def reverse(self, kind: str, account_id: str, tx_id: str) -> None:
+        """Undo a registered transaction as Fineract does: it stays listed, flagged reversed."""
+        if kind == "savings":
+            self.savings_tx[(account_id, tx_id)]["reversed"] = True
+        else:
+            self.loan_tx[(account_id, tx_id)]["manuallyReversed"] = True
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -238,8 +282,13 @@ class FakeFineract:
             found = self.loans.get(parts[1])
         elif parts == ["accounttransfers"]:
             detail = (query.get("accountDetailId") or [""])[0]
-            items = [self.transfers[detail]] if detail in self.transfers else []
+            items = self.transfers.get(detail, [])
             return 200, {"totalFilteredRecords": len(items), "pageItems": items}
+        elif parts[0] == "accounttransfers" and len(parts) == 2:
+            found = next(
+                (t for ts in self.transfers.values() for t in ts if str(t["id"]) == parts[1]),
+                None,
+            )
         if found is None:
             return 404, {
                 "developerMessage": "The requested resource is not available.",
