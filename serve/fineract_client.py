@@ -246,6 +246,11 @@ class FineractClient:
         items = data.get("pageItems", []) if isinstance(data, dict) else []
         return [dict(i) for i in items if isinstance(i, dict)]
 
+    async def account_transfer(self, transfer_id: str) -> dict[str, Any]:
+        """``GET /accounttransfers/{id}`` (a transfer *transaction* id, as account listings show
+        in ``transfer.id``; not the detail id a transfer hook carries)."""
+        return dict(await self.get_json(f"/accounttransfers/{transfer_id}"))
+
     async def savings_account(self, savings_id: str) -> dict[str, Any]:
         """``GET /savingsaccounts/{id}?associations=transactions``."""
         return dict(

@@ -3,8 +3,9 @@
 A hook carries no currency, balance or account number, and its amount is the client's text. After
 a transaction is stored, the matching Fineract resource is read back and the stored transaction
 updated: currency, amount (when the hook had none or the currency differs), running balance,
-``accountNo``, the transfer counterparty, and ``reversed``. Failures are counted and logged; the
-transaction simply stays un-enriched.
+``accountNo``, a transfer's counterparty and transaction id (``attributes.transfer_id``, what
+account listings show), and ``reversed``. Failures are counted and logged; the transaction simply
+stays un-enriched.
 
 Corrections (``SAVINGSACCOUNT`` ``UNDOTRANSACTION``/``REVERSETRANSACTION``/``ADJUSTTRANSACTION``,
 ``LOAN`` ``ADJUST``) do not say which money movement they undid: an undo's ``resourceId`` is the
@@ -136,6 +137,11 @@ def transfer_fields(tx: Transaction, data: dict[str, Any]) -> dict[str, Any]:
             fields["counterparty_name"] = to_client["displayName"]
     if data.get("reversed") is True:
         fields["reversed"] = True
+    if isinstance(data.get("id"), int) and tx.attributes.get("transfer_id") != data["id"]:
+        # The transfer transaction id is what account listings show; the sweep finds the
+        # hooked transfer by it when it cannot tell the detail id.
+        attributes = fields.get("attributes", tx.attributes)
+        fields["attributes"] = {**attributes, "transfer_id": data["id"]}
     return fields
 
 

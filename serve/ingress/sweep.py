@@ -17,8 +17,10 @@ the leg's transfer, the two ids are the same (true for every transfer made while
 two transactions) and the transfer is ingested once, as the hook parser would have stored it
 (``ACCOUNTTRANSFER|CREATE|<detailId>``, source account, counterparty account and clients), so
 the other leg, a later sweep or a late hook is a duplicate. Otherwise (ids drifted apart, e.g.
-after standing instructions ran) the transfer is not ingested, because a key that a hook could
-not reproduce would count it twice; it is listed in ``SweepReport.unresolved_transfers``.
+after standing instructions ran) a transfer whose hook did arrive is recognised by the transfer
+id its read-back recorded (``attributes.transfer_id``, looked up among the source account's
+transactions of that day); one that no hook delivered is not ingested, because a key a hook
+could not reproduce would count it twice, and is listed in ``SweepReport.unresolved_transfers``.
 
 Not swept: reversed transactions and the reversal entries that undo them (``isReversal``),
 reversed transfers, and postings no customer made (interest, fees).
@@ -29,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from aml.domain import (
     TransactionType,
     stable_id,
 )
-from aml.errors import AmlError
+from aml.errors import AmlError, NotFound
 from aml.money import to_minor
 from serve.fineract_client import FineractClient, parse_local_date, to_decimal
 from serve.ingress import new_event_id, received_now
@@ -303,6 +305,8 @@ async def resolve_transfer(
 
     Only ``GET /accounttransfers?accountDetailId=`` links the two ids, so the detail with the
     transfer's own id is asked for: if its transactions include ``transfer_id`` the ids agree.
+    (Trying other detail ids would be guessing: the offset grows with every standing-instruction
+    run and every instruction created.)
     """
     for item in await client.account_transfers(str(transfer_id)):
         if item.get("id") == transfer_id:
@@ -356,6 +360,7 @@ async def sweep(
             report.accounts += 1
             try:
                 subs = await _account_submissions(
+                    store,
                     client,
                     account_id,
                     since,
@@ -399,6 +404,7 @@ async def sweep(
 
 
 async def _account_submissions(
+    store: Store,
     client: FineractClient,
     account_id: str,
     since: date,
@@ -434,7 +440,15 @@ async def _account_submissions(
         }
         transfer = raw.get("transfer")
         if isinstance(transfer, dict):
-            tx = await _transfer_of_leg(raw, transfer, report, transfers, common, client)
+            tx = await _transfer_of_leg(
+                raw,
+                transfer,
+                store=store,
+                client=client,
+                report=report,
+                transfers=transfers,
+                common=common,
+            )
         elif kind == "savings":
             tx = savings_transaction(raw, savings_id=number, **common)
         else:
@@ -461,10 +475,12 @@ async def _account_submissions(
 async def _transfer_of_leg(
     raw: dict[str, Any],
     transfer: dict[str, Any],
+    *,
+    store: Store,
+    client: FineractClient,
     report: SweepReport,
     transfers: dict[int, Transaction | None],
     common: dict[str, Any],
-    client: FineractClient,
 ) -> Transaction | None:
     """The transfer a listed leg belongs to, or None when reversed or not identifiable."""
     transfer_id = transfer.get("id")
@@ -473,12 +489,42 @@ async def _transfer_of_leg(
         return None
     if transfer_id not in transfers:
         resolved = await resolve_transfer(client, transfer_id)
-        if resolved is None:
-            report.unresolved_transfers.append(str(transfer_id))
-            transfers[transfer_id] = None
-        else:
+        if resolved is not None:
             detail_id, data = resolved
             # The transfer names its own clients; the listed account's client is one side only.
             fields = {k: v for k, v in common.items() if k != "client_id"}
             transfers[transfer_id] = transfer_transaction(data, detail_id=detail_id, **fields)
+        else:
+            found = await stored_transfer(
+                store, client, transfer_id, tenant=common["tenant"], tz=common["tz"]
+            )
+            if found is None:
+                report.unresolved_transfers.append(str(transfer_id))
+            transfers[transfer_id] = found  # submitted again: counted as already stored
     return transfers[transfer_id]
+
+
+async def stored_transfer(
+    store: Store, client: FineractClient, transfer_id: int, *, tenant: str, tz: str
+) -> Transaction | None:
+    """The transfer a hook stored for transfer transaction ``transfer_id``, found by the id its
+    read-back recorded (``attributes.transfer_id``) among the source account's transactions of
+    the transfer's day; None when no hook's read-back recorded it.
+    """
+    from serve.ingest.formats import zone
+
+    try:
+        data = await client.account_transfer(str(transfer_id))
+    except NotFound:
+        return None
+    source = _transfer_side(data, "from")
+    day = parse_local_date(data.get("transferDate"))
+    if source is None or day is None:
+        return None
+    local = zone(tz)
+    since = datetime.combine(day, time(0), tzinfo=local).astimezone(UTC)
+    until = datetime.combine(day + timedelta(days=1), time(0), tzinfo=local).astimezone(UTC)
+    for tx in await store.transactions.history(tenant, source, since=since, until=until):
+        if tx.type is TransactionType.TRANSFER and tx.attributes.get("transfer_id") == transfer_id:
+            return tx
+    return None

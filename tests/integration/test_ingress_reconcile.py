@@ -296,3 +296,20 @@ async def test_transfer_whose_detail_cannot_be_identified_is_reported_not_guesse
     assert report.unresolved_transfers == ["95"]
     assert await store.transactions.count() == 0
     assert sum("accountDetailId=95" in r for r in fake.requests) == 1  # one look-up per transfer
+
+
+async def test_hooked_transfer_with_drifted_ids_is_recognised_not_reported(
+    fake: FakeFineract, client: FineractClient, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    add_transfer_with_legs(fake, "90", 95, legs=("353", "354"))
+    headers, body = fixture("account_transfer")
+    body = body.replace(b'"resourceId":88', b'"resourceId":90')
+    app = ingress(settings, store, client)
+    async with serving(app) as base:
+        assert (await post_hook(base, body, headers)).status_code == 200
+        hooked = await wait_for_tx(store, "ACCOUNTTRANSFER|CREATE|90")
+    assert hooked.attributes["transfer_id"] == 95  # recorded by the read-back
+
+    report = await sweep(store, client, SINCE, ["savings:12", "savings:15"], spool_dir=tmp_path)
+    assert (report.ingested, report.duplicates, report.unresolved_transfers) == (0, 2, [])
+    assert await store.transactions.count() == 1
