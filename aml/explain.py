@@ -267,6 +267,9 @@ POPULATION_BASELINE = "vs population"
 BASELINE_LOOKBACK = timedelta(days=30)
 MAX_BASELINE_HISTORY = 200
 MIN_BASELINE_HISTORY = 5
+# History items (the rows' 7-day windows added up) one explanation reads at most: 200 rows of an
+# account with about seven movements a day, a few milliseconds.
+MAX_BASELINE_WORK = 10_000
 _DAY = timedelta(days=1)
 _NOT_MONEY = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
 
@@ -334,6 +337,7 @@ def customer_anomaly_explanation(
     lookback: timedelta = BASELINE_LOOKBACK,
     max_history: int = MAX_BASELINE_HISTORY,
     min_history: int = MIN_BASELINE_HISTORY,
+    max_work: int = MAX_BASELINE_WORK,
     k: int = 5,
 ) -> CustomerExplanation:
     """The features of ``tx`` furthest from its customer's own baseline.
@@ -355,6 +359,8 @@ def customer_anomaly_explanation(
             window features, so it is not part of the baseline. ``None``: complete.
         lookback: how far back the baseline reaches.
         max_history: most recent history transactions used at most.
+        max_work: history items read at most, every row's window counted: the most recent rows
+            whose windows fit are used.
         min_history: fewer history transactions than this are no baseline: the result has no
             contributions and ``own_baseline`` False.
         k: how many contributions to return.
@@ -385,12 +391,23 @@ def customer_anomaly_explanation(
         and (complete_from is None or pool[i].occurred_at - MAX_LOOKBACK >= complete_from)
     ]
     rows = rows[-max_history:] if max_history > 0 else []
+    starts = {
+        i: bisect.bisect_left(keys, ((tx if i == end else pool[i]).occurred_at - MAX_LOOKBACK, ""))
+        for i in (*rows, end)
+    }
+    # A row costs its 7-day window: the newest rows whose windows fit the budget, so a busy
+    # account gets a shorter baseline instead of an explanation that costs a second.
+    work = end - starts[end]
+    for n, i in enumerate(reversed(rows)):
+        work += i - starts[i]
+        if work > max_work:
+            rows = rows[len(rows) - n :]
+            break
     if len(rows) < min_history:
         return CustomerExplanation((), history=len(rows), min_history=min_history)
 
     def vector(i: int, item: Transaction) -> list[float]:
-        lo = bisect.bisect_left(keys, (item.occurred_at - MAX_LOOKBACK, ""))
-        ctx = build_context(item, pool[lo:i])
+        ctx = build_context(item, pool[starts[i] : i])
         full = feature_vector(item, ctx, params=params)
         return [full[c] for c in _COLUMNS]
 

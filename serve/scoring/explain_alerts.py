@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # Movements read at most per alerted account: the baseline's 200 transactions plus the 7-day
 # windows behind them for an account with up to about a hundred movements a day. A busier
-# account gets a shorter baseline (only transactions whose whole window was read count).
+# account gets a shorter baseline (only transactions whose whole window was read count), as
+# does any account whose windows exceed ``aml.explain.MAX_BASELINE_WORK``.
 PER_ACCOUNT_LIMIT = 1_000
 
 Account = tuple[str, str]

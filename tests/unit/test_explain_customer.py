@@ -179,6 +179,17 @@ def test_baseline_is_the_most_recent_history_within_the_look_back() -> None:
     assert month.days == 30
 
 
+def test_a_busy_account_gets_the_baseline_its_window_budget_allows() -> None:
+    history = usual_deposits(300)  # 24 earlier movements in every 7-day window
+    spike = deposit_after(history, 5_000)
+
+    bounded = customer_anomaly_explanation(spike, history, params=PARAMS, max_work=1_000)
+
+    # The transaction's own window (24) and 40 rows of 24 fit in 1,000 history items.
+    assert bounded.history == 40
+    assert bounded.contributions[0].feature == "amount"
+
+
 def test_history_whose_window_was_not_read_stays_out_of_the_baseline() -> None:
     history = usual_deposits(60)  # 17.5 days
     spike = deposit_after(history, 5_000)
