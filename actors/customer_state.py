@@ -252,6 +252,50 @@ class CustomerState:
         )
 
 
+class ClientWindow(CustomerState):
+    """Window of every transaction recorded for one client, on any of its accounts.
+
+    It also counts its entries per owner account: most clients are seen on one account only,
+    and their client view (nothing beyond the account window) is then answered without a scan,
+    however busy the account.
+    """
+
+    __slots__ = ("_owners",)
+
+    def __init__(self, key: WindowKey, *, complete_since: datetime | None) -> None:
+        super().__init__(key, complete_since=complete_since)
+        self._owners: dict[str, int] = {}
+
+    def add(self, tx: Transaction) -> bool:
+        if not super().add(tx):
+            return False
+        self._owners[tx.account_id] = self._owners.get(tx.account_id, 0) + 1
+        return True
+
+    def evict(self, older_than: datetime) -> int:
+        cut = bisect_left(self._keys, (older_than, ""))
+        owners = self._owners
+        for t in self._txs[:cut]:
+            left = owners[t.account_id] - 1
+            if left:
+                owners[t.account_id] = left
+            else:
+                del owners[t.account_id]
+        return super().evict(older_than)
+
+    def other_accounts_before(self, tx: Transaction, span: timedelta) -> tuple[Transaction, ...]:
+        owners = self._owners
+        if len(owners) == 1 and tx.account_id in owners:
+            return ()
+        return super().other_accounts_before(tx, span)
+
+
+def _new_window(key: WindowKey, complete_since: datetime | None) -> CustomerState:
+    if key.kind == "client":
+        return ClientWindow(key, complete_since=complete_since)
+    return CustomerState(key, complete_since=complete_since)
+
+
 _SPAN = {
     Role.ACCOUNT: MAX_LOOKBACK,
     Role.COUNTERPARTY: COUNTERPARTY_LOOKBACK,
@@ -316,7 +360,7 @@ class ShardState:
     def load(self, request: RebuildRequest, txs: Iterable[Transaction]) -> None:
         """Install a window rebuilt from the store (merging what is already in memory)."""
         old = self.windows.pop(request.key, None)
-        win = CustomerState(request.key, complete_since=request.since)
+        win = _new_window(request.key, request.since)
         for t in txs:
             win.add(t)
         if old is not None:
@@ -331,7 +375,7 @@ class ShardState:
             # No store (or an agent window): an unknown key starts empty and is complete from
             # the point it was first needed.
             since = None if self.cold_start_complete else start
-            win = CustomerState(key, complete_since=since)
+            win = _new_window(key, since)
             self.windows[key] = win
         else:
             self.windows.move_to_end(key)
@@ -343,19 +387,23 @@ class ShardState:
         Observing first means transactions of the same batch see each other in time order,
         exactly as :func:`aml.history.build_context` over the whole stream would.
         """
-        touched: dict[WindowKey, CustomerState] = {}
+        # Windows by position and by identity: hashing a WindowKey is a Python-level call, and a
+        # batch makes several per item.
+        wins: list[CustomerState] = []
+        touched: dict[int, CustomerState] = {}
         for item in items:
             win = self._window(item.key, self._lookback_start(item))
             win.add(item.tx)
-            touched[item.key] = win
+            wins.append(win)
+            touched[id(win)] = win
             if self.newest is None or item.tx.occurred_at > self.newest:
                 self.newest = item.tx.occurred_at
         # Packed: the views are what a shard actor sends back (see PackedList).
         views = PackedList(
-            touched[item.key].other_accounts_before(item.tx, MAX_LOOKBACK)
+            win.other_accounts_before(item.tx, MAX_LOOKBACK)
             if item.role is Role.CLIENT
-            else touched[item.key].before(item.tx, _SPAN[item.role])
-            for item in items
+            else win.before(item.tx, _SPAN[item.role])
+            for item, win in zip(items, wins, strict=True)
         )
         if self.newest is not None:
             cutoff = self.newest - self.retention

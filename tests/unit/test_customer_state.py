@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from actors.customer_state import (
+    ClientWindow,
     CustomerState,
     LocalContextBuilder,
     Role,
@@ -328,3 +329,24 @@ def test_client_windows_are_evicted_and_then_rebuilt() -> None:
     assert WindowKey("client", "default", "c0") not in backed.windows
     again = backed.missing(route([txs[0]], 1)[0])
     assert WindowKey("client", "default", "c0") in {r.key for r in again}
+
+
+def test_client_window_answers_the_other_accounts_through_replays_and_eviction() -> None:
+    win = ClientWindow(WindowKey("client", "default", "7"), complete_since=None)
+    on13 = make_tx(account_id="savings:13", occurred_at=T0)
+    on12 = [make_tx(account_id="savings:12", occurred_at=T0 + timedelta(days=d)) for d in (1, 2)]
+    for t in [on13, *on12, on13]:  # the replay of on13 is kept once
+        win.add(t)
+    now = make_tx(account_id="savings:12", occurred_at=T0 + timedelta(days=3))
+    win.add(now)
+    assert win.other_accounts_before(now, MAX_LOOKBACK) == (on13,)
+    win.evict(T0 + timedelta(hours=1))
+    assert win.other_accounts_before(now, MAX_LOOKBACK) == ()
+    # The account comes back into use: it is in the view again.
+    back = make_tx(account_id="savings:13", occurred_at=T0 + timedelta(days=2, hours=1))
+    win.add(back)
+    assert win.other_accounts_before(now, MAX_LOOKBACK) == (back,)
+    # Seen from savings:13, the client's other account is savings:12.
+    later = make_tx(account_id="savings:13", occurred_at=T0 + timedelta(days=4))
+    win.add(later)
+    assert win.other_accounts_before(later, MAX_LOOKBACK) == (*on12, now)
