@@ -262,3 +262,19 @@ async def test_transactions_filter_by_amount_range_and_page(
     _set(user, "tx-risk", ["high"])
     user.find(marker="tx-search").click()
     await user.should_see("3 transactions", retries=40)
+
+
+async def test_transactions_table_marks_a_transaction_fineract_reversed(
+    user: User, team: Team, store: Store
+) -> None:
+    kept = make_tx(amount_minor=5_000, account_id="savings:8")
+    undone = make_tx(amount_minor=7_000, account_id="savings:8")
+    await store.transactions.insert_many([kept, undone])
+    await store.transactions.mark_reversed(undone.tenant, [undone.dedupe_key])
+    await login(user, "ana")
+    await user.open("/transactions")
+    await user.should_see("2 transactions", retries=40)
+    table = user.find(marker="tx-table").elements.pop()
+    status = {row["id"]: row["status"] for row in table.rows}
+    assert status[undone.id].endswith("· reversed")
+    assert "reversed" not in status[kept.id]

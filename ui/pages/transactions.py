@@ -108,7 +108,8 @@ async def page() -> None:
                     "account_id": tx.account_id,
                     "client_id": tx.client_id or "—",
                     "external_id": tx.external_id or "—",
-                    "status": tx.status.value,
+                    # A transaction Fineract later undid stays listed (it moved money then), marked.
+                    "status": f"{tx.status.value} · reversed" if tx.reversed else tx.status.value,
                     "risk": tx.risk_level.value if tx.risk_level else "—",
                 }
                 for tx in result.items
