@@ -32,6 +32,7 @@ _TRANSFER_TYPES = frozenset({TransactionType.TRANSFER, TransactionType.PAYMENT})
 _LOAN_SERVICING = frozenset(
     {TransactionType.LOAN_REPAYMENT, TransactionType.FEE, TransactionType.CHARGE}
 )
+_NO_ACCOUNTS: frozenset[str] = frozenset()
 
 
 def is_scorable(tx: Transaction) -> bool:
@@ -838,7 +839,7 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
         return None
     client = ri.ctx.client
     # The client's other accounts seen in the window (the loan account among them).
-    own = frozenset(o.account_id for o in client)
+    own = frozenset([o.account_id for o in client]) if client else _NO_ACCOUNTS
     if cur.counterparty in own:
         return None
     start = tx.occurred_at - timedelta(hours=ri.p.loan_watch_hours)
