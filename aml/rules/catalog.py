@@ -783,7 +783,8 @@ class _LoanView:
 
 def client_movements(txs: Sequence[Transaction]) -> list[Movement]:
     """Scorable movements of a client's other accounts (``HistoryContext.client``), each seen
-    from the side of the account it is recorded on, mirrored records folded into one."""
+    from the side of the account it is recorded on; one movement recorded twice on an account
+    (same direction, counterparty, amount and time) counts once, as in :func:`movements`."""
     out: list[Movement] = []
     seen: set[tuple[Any, ...]] = set()
     for o in txs:
