@@ -249,6 +249,9 @@ def test_outflows_are_summed_over_the_clients_accounts() -> None:
     assert h["loan_and_run"].values["moved_out"] == 850_000
     assert h["loan_and_run"].values["outflow_accounts"] == [SAVINGS, OTHER_SAVINGS]
     assert "loan_and_run" not in hits(run, [loan, first.replace(client_id="8")])
+    # The same transfer recorded twice (the hook and the sweep) left the client once.
+    twice = first.replace(id="sweep-copy", dedupe_key="sweep-copy")
+    assert hits(run, [loan, first, twice])["loan_and_run"].values["moved_out"] == 850_000
 
 
 def test_moves_between_the_clients_own_accounts_are_not_running() -> None:
