@@ -23,7 +23,9 @@ transactions of that day); one that no hook delivered is not ingested, because a
 could not reproduce would count it twice, and is listed in ``SweepReport.unresolved_transfers``.
 
 Not swept: reversed transactions and the reversal entries that undo them (``isReversal``),
-reversed transfers, and postings no customer made (interest, fees).
+reversed transfers, and postings no customer made (interest, fees). A stored deposit, withdrawal,
+disbursement or repayment that the listing shows reversed is marked ``reversed`` (the retry of
+the reversal check a correction hook triggers, and the only one when that hook was lost).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from aml.money import to_minor
 from serve.fineract_client import FineractClient, parse_local_date, to_decimal
 from serve.ingress import new_event_id, received_now
 from serve.ingress.committer import Committer, Submission
+from serve.ingress.enrich import reversed_keys
 from serve.ingress.handoff import HandoffDispatcher, ScoringHandoff
 from serve.ingress.spool import Spool
 from serve.metrics import IngressMetrics
@@ -68,6 +71,9 @@ class SweepReport:
     ingested: int = 0  # new transactions stored by this sweep (missed by hooks)
     duplicates: int = 0  # already stored (delivered by a hook or an earlier sweep)
     skipped: int = 0  # reversed, unresolved transfer legs, postings no customer made
+    # Stored movements this sweep marked reversed: their correction's own re-read was missed
+    # (Fineract or the store down then), or its hook was lost.
+    reversed: int = 0
     failed_accounts: list[str] = field(default_factory=list)
     # Transfer transaction ids whose transfer detail could not be identified (not ingested).
     unresolved_transfers: list[str] = field(default_factory=list)
@@ -386,12 +392,13 @@ async def sweep(
             await committer.close()
     log.info(
         "sweep: %d accounts, %d listed, %d ingested (missed by hooks), %d already stored, "
-        "%d skipped, %d failed",
+        "%d skipped, %d marked reversed, %d failed",
         report.accounts,
         report.listed,
         report.ingested,
         report.duplicates,
         report.skipped,
+        report.reversed,
         len(report.failed_accounts),
     )
     if report.unresolved_transfers:
@@ -422,14 +429,18 @@ async def _account_submissions(
     else:
         raise ValueError(f"account id must be savings:<id> or loan:<id>, got {account_id!r}")
     client_id = str(data["clientId"]) if isinstance(data.get("clientId"), int) else None
+    listing = [
+        raw
+        for raw in data.get("transactions") or []
+        if isinstance(raw, dict) and (day := parse_local_date(raw.get("date"))) and day >= since
+    ]
+    # The sweep is also the retry of reversal reconciliation: whatever Fineract now shows as
+    # reversed is marked so, however the correction's own re-read went.
+    marked = await store.transactions.mark_reversed(tenant, reversed_keys(kind, listing))
+    report.reversed += len(marked)
     received_at = received_now()
     subs: list[Submission] = []
-    for raw in data.get("transactions") or []:
-        if not isinstance(raw, dict):
-            continue
-        day = parse_local_date(raw.get("date"))
-        if day is None or day < since:
-            continue
+    for raw in listing:
         report.listed += 1
         common: dict[str, Any] = {
             "tenant": tenant,

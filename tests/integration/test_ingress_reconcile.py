@@ -175,6 +175,28 @@ async def test_undo_while_fineract_is_down_is_still_stored_and_acknowledged(
     )
 
 
+async def test_sweep_marks_a_reversal_the_correction_did_not_reconcile(
+    fake: FakeFineract, client: FineractClient, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    fake.add_savings_transaction("12", "345", amount=Decimal("1500.5"))
+    fake.add_savings_transaction("12", "346", amount=Decimal(90))
+    app = ingress(settings, store, client)
+    async with serving(app) as base:
+        for tx_id in (345, 346):
+            assert (await post_hook(base, deposit(tx_id), DEPOSIT_HEADERS)).status_code == 200
+        await wait_for_tx(store, "SAVINGSACCOUNT|DEPOSIT|346")
+    fake.reverse("savings", "12", "345")  # undone in Fineract; its hook never arrived
+
+    report = await sweep(store, client, SINCE, ["savings:12"], spool_dir=tmp_path / "s1")
+    assert report.reversed == 1 and report.ingested == 0
+    undone = await store.transactions.get_by_dedupe_key("default", "SAVINGSACCOUNT|DEPOSIT|345")
+    kept = await store.transactions.get_by_dedupe_key("default", "SAVINGSACCOUNT|DEPOSIT|346")
+    assert undone is not None and undone.reversed is True
+    assert kept is not None and kept.reversed is False
+    again = await sweep(store, client, SINCE, ["savings:12"], spool_dir=tmp_path / "s2")
+    assert again.reversed == 0  # already marked: nothing new to report
+
+
 async def test_loan_adjust_marks_the_repayment_fineract_shows_reversed(
     fake: FakeFineract, client: FineractClient, settings: Settings, store: Store
 ) -> None:
