@@ -10,8 +10,8 @@ with a few calls in flight. Reported: transactions/s of each, Ray overhead
 
 Targets: >= 20,000 tx/s batched through Serve and <= 25 % Ray overhead.
 
-Run: ``.venv/bin/python -m bench scoring [--transactions 60000 --batch 512 --in-flight 4]``.
-Results go to ``bench/results/scoring-<date>.json``.
+Run: ``.venv/bin/python -m bench scoring [--transactions 60000 --batch 512 --in-flight 4
+--label name]``. Results go to ``bench/results/scoring-<date>[-<label>].json``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aml.domain import ActorType, Direction, Transaction, TransactionType, stable_id
+from aml.domain import (
+    ActorType,
+    Direction,
+    PackedList,
+    Transaction,
+    TransactionType,
+    stable_id,
+)
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "deploy" / "serve_config.yaml"
@@ -268,7 +275,8 @@ def run_serve(
             async def one(b: list[Transaction]) -> None:
                 nonlocal done
                 async with sem:
-                    decisions = await handle.score.remote(b)
+                    # Packed as ``ServeScoring`` sends it (one pickled blob, see PackedList).
+                    decisions = await handle.score.remote(PackedList(b))
                 done += len(decisions)
 
             await asyncio.gather(*(one(b) for b in batches))
@@ -306,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--train", type=int, default=5_000, help="head of the stream used to fit")
     p.add_argument("--pipeline-replicas", type=int, default=None, help="override the YAML")
+    p.add_argument("--label", default="", help="suffix of the results file name")
     args = p.parse_args(list(argv) if argv is not None else None)
 
     stream = synthetic_stream(args.transactions + args.train, accounts=args.accounts)
@@ -349,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scoring-{datetime.now(UTC):%Y-%m-%d}.json"
+    suffix = f"-{args.label}" if args.label else ""
+    out = RESULTS / f"scoring-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print(
         f"ray overhead {overhead:+.1%}; peak Ray workers RSS "
