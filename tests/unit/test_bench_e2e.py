@@ -1,0 +1,188 @@
+"""The end-to-end benchmark's pure parts: percentiles, count verification, the hook mix."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from aml.settings import Settings
+from bench._load import percentile
+from bench.e2e import HookMix, Verification, parse_wrk, process_label, summary, verify
+from serve.ingest.events import ParseOptions
+from serve.ingest.fineract import parse_fineract
+
+
+def _mix(total: int = 20_000, share: float = 0.01) -> HookMix:
+    return HookMix.replaying(
+        secret="s" * 40, port=8000, total=total, day=date(2026, 11, 27), planted_share=share
+    )
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100, shuffled order must not matter
+    values.reverse()
+    assert percentile(values, 0.5) == 51.0  # round(0.5 * 99) = 50 -> the 51st value
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.0) == 1.0 and percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_summary_of_nothing_is_nan_not_zero() -> None:
+    empty = summary([])
+    assert empty["n"] == 0 and empty["p99"] != empty["p99"]  # NaN: no data is not 0 ms
+    assert summary([3.0, 1.0, 2.0])["max"] == 3.0
+
+
+def _clean(**changes: object) -> Verification:
+    ids = [f"t{i}" for i in range(10)]
+    args: dict[str, object] = {
+        "acked_ids": ids,
+        "stored": [(i, f"key-{i}") for i in ids],
+        "scorable_ids": ids,
+        "decision_ids": ids,
+        "alerting_ids": ["t0", "t1", "t5"],
+        "alerted_ids": ["t0", "t1", "t5"],
+        "planted_ids": ["t0", "t1"],
+    }
+    args.update(changes)
+    return verify(**args)  # type: ignore[arg-type]
+
+
+def test_verify_accepts_a_run_where_everything_arrived_once() -> None:
+    check = _clean()
+    assert check.ok
+    assert (check.acked, check.stored, check.decisions, check.planted) == (10, 10, 10, 2)
+    assert check.alerting_decisions == 3
+
+
+def test_verify_counts_a_lost_event() -> None:
+    ids = [f"t{i}" for i in range(10)]
+    check = _clean(stored=[(i, f"key-{i}") for i in ids[:9]], scorable_ids=ids[:9])
+    assert not check.ok and check.lost == 1 and check.orphan_decisions == 1
+
+
+def test_verify_counts_a_duplicated_event() -> None:
+    ids = [f"t{i}" for i in range(10)]
+    stored = [(i, f"key-{i}") for i in ids] + [("t10", "key-t3")]  # same hook stored twice
+    check = _clean(stored=stored, acked_ids=[*ids, "t10"], scorable_ids=ids)
+    assert not check.ok and check.duplicated == 1 and check.lost == 0
+
+
+def test_verify_counts_undecided_and_double_decisions() -> None:
+    ids = [f"t{i}" for i in range(10)]
+    undecided = _clean(decision_ids=ids[:8])
+    assert not undecided.ok and undecided.undecided == 2
+    doubled = _clean(decision_ids=[*ids, "t4"])
+    assert not doubled.ok and doubled.duplicate_decisions == 1
+
+
+def test_verify_requires_every_planted_hook_to_alert_and_be_in_an_alert() -> None:
+    quiet = _clean(alerting_ids=["t1"], alerted_ids=["t1"])
+    assert not quiet.ok
+    assert quiet.planted_not_alerting == 1 and quiet.planted_without_alert == 1
+    ungrouped = _clean(alerted_ids=["t1"])
+    assert not ungrouped.ok
+    assert ungrouped.planted_not_alerting == 0 and ungrouped.planted_without_alert == 1
+
+
+def test_hook_mix_plants_the_configured_share_and_covers_every_kind() -> None:
+    mix = _mix(share=0.02)
+    hooks = [mix.hook(n) for n in range(1, 20_001)]
+    planted = [h for h in hooks if h.planted]
+    assert 0.015 < len(planted) / len(hooks) < 0.025
+    assert {h.planted for h in planted} == {"large", "structuring"}
+    assert all(h.amount >= 500_000 for h in planted if h.planted == "large")
+    assert all(450_000 <= h.amount < 500_000 for h in planted if h.planted == "structuring")
+    # Ordinary hooks stay below the structuring band, so they cannot pass for planted ones.
+    assert all(h.amount < 450_000 for h in hooks if not h.planted)
+    kinds = Counter(h.kind for h in hooks if not h.planted)
+    assert set(kinds) == {
+        "deposit",
+        "withdrawal",
+        "transfer",
+        "loan_repayment",
+        "loan_disbursement",
+    }
+    assert kinds["deposit"] > kinds["transfer"] > kinds["loan_disbursement"]
+    assert len({h.dedupe_key for h in hooks}) == len(hooks)
+    assert all(h.counterparty != h.account for h in hooks if h.kind == "transfer")
+    assert mix.hook(1234) == _mix(share=0.02).hook(1234)  # same in every process
+
+
+def test_hook_mix_requests_parse_to_the_transactions_the_harness_expects() -> None:
+    mix = _mix()
+    options = ParseOptions.from_settings(Settings())
+    seen = set()
+    for n in range(1, 400):
+        hook = mix.hook(n)
+        head, body = mix(n).split(b"\r\n\r\n", 1)
+        request_line, *header_lines = head.decode().split("\r\n")
+        assert request_line == f"POST /webhooks/fineract/{mix.secret}/ HTTP/1.1"
+        headers = dict(line.split(": ", 1) for line in header_lines)
+        assert int(headers["Content-Length"]) == len(body)
+        event = parse_fineract(
+            headers,
+            body,
+            content_type=headers["Content-Type"],
+            received_at=datetime(2026, 11, 28, 9, tzinfo=UTC),
+            options=options,
+        )
+        tx = event.transaction
+        assert tx is not None and event.dedupe_key == hook.dedupe_key
+        assert tx.id == hook.transaction_id and tx.amount_minor == hook.amount
+        # The replayed business day: 08:00 local (07:00 UTC) onwards, one hook after the other.
+        assert tx.occurred_at == mix.day_start + timedelta(seconds=(n - 1) * mix.spacing_s)
+        seen.add(hook.kind)
+    assert len(seen) == 5
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "name", "label"),
+    [
+        (["/v/bin/python", "/v/bin/fineract-aml", "run"], "python", "fineract-aml run"),
+        (
+            ["/v/bin/python", "-m", "fineract_aml.cli", "serve-ingress"],
+            "python",
+            "fineract-aml serve-ingress",
+        ),
+        (["/v/bin/python", "-m", "nx_27017.nx_27017", "--port", "1"], "python", "nx-27017"),
+        (
+            ["ray::ServeReplica:scoring:RuleScorer"],
+            "ray::ServeRepl",
+            "ray::ServeReplica:scoring:RuleScorer",
+        ),
+        (
+            [
+                "ray::SERVE_REPLICA::scoring#RuleScorer#jt0w:ServeReplica:scoring:RuleScorer.__init__"
+            ],
+            "ray::SERVE_REP",
+            "ray::ServeReplica:scoring:RuleScorer",
+        ),
+        (
+            ["ray::aml-state-default-1-of-2:StateShard.__init__"],
+            "ray::aml-state",
+            "ray::StateShard",
+        ),
+        (["ray::StateShard.observe"], "ray::StateShard", "ray::StateShard"),
+        (
+            ["/v/bin/python", "-u", "/v/ray/_private/log_monitor.py", "--x"],
+            "python",
+            "log_monitor.py",
+        ),
+        (["/v/lib/ray/core/src/ray/raylet/raylet", "--node-ip"], "raylet", "raylet"),
+        ([], "gcs_server", "gcs_server"),
+    ],
+)
+def test_processes_are_reported_under_readable_names(
+    cmdline: list[str], name: str, label: str
+) -> None:
+    assert process_label(cmdline, name) == label
+
+
+def test_wrk_report_is_read_or_refused() -> None:
+    report = "Running 10s test\n  32 connections\nRequests/sec:   3912.45\nTransfer/sec: 1MB\n"
+    assert parse_wrk(report) == pytest.approx(3912.45)
+    with pytest.raises(ValueError):
+        parse_wrk("connection refused")
