@@ -255,7 +255,17 @@ def product_jobs(
             if client is None:
                 return JobResult("skipped", "Fineract is not configured")
             recent = await load_window(store, since=now - lookback, until=now)
-            accounts = sorted({t.account_id for t in recent if t.source == "fineract"})
+            # Both sides of what hooks delivered: a lost hook on a transfer's receiving account
+            # is found from the account that sent it.
+            accounts = sorted(
+                {
+                    a
+                    for t in recent
+                    if t.source == "fineract"
+                    for a in (t.account_id, t.counterparty_account_id)
+                    if a and a.startswith(("savings:", "loan:"))
+                }
+            )
             try:
                 report = await run_sweep(
                     store,

@@ -335,3 +335,48 @@ async def test_hooked_transfer_with_drifted_ids_is_recognised_not_reported(
     report = await sweep(store, client, SINCE, ["savings:12", "savings:15"], spool_dir=tmp_path)
     assert (report.ingested, report.duplicates, report.unresolved_transfers) == (0, 2, [])
     assert await store.transactions.count() == 1
+
+
+async def test_scheduled_sweep_also_lists_the_accounts_hooked_transfers_paid_into(
+    fake: FakeFineract, store: Store, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import SecretStr
+
+    from tests.factories import make_tx
+    from tests.integration.test_ingress_app import make_settings
+    from training.scheduler import Schedule, product_jobs
+
+    now = datetime.now(UTC)
+    hooked = make_tx(
+        dedupe_key="ACCOUNTTRANSFER|CREATE|70",
+        type=TransactionType.TRANSFER,
+        account_id="savings:12",
+        counterparty_account_id="savings:15",
+        occurred_at=now - timedelta(days=1),
+        received_at=now - timedelta(days=1),
+    )
+    await store.transactions.insert_many([hooked])
+    # A deposit on the receiving account whose hook was lost.
+    fake.add_savings_transaction(
+        "15", "777", amount=Decimal(40), on=(now - timedelta(days=1)).date()
+    )
+    settings = make_settings(
+        tmp_path,
+        fineract_base_url=fake.base_url,
+        fineract_username=fake.username,
+        fineract_password=SecretStr(fake.password),
+        fineract_tenant=fake.tenant,
+    )
+    off = Schedule(
+        retrain_xgboost=None,
+        retrain_anomaly=None,
+        drift=None,
+        credit_score_all=None,
+        credit_kmeans=None,
+    )
+    [job] = product_jobs(store, settings, off)
+    assert job.name == "fineract-sweep"
+    await job.run(now)
+    assert await store.transactions.get_by_dedupe_key(fake.tenant, "SAVINGSACCOUNT|DEPOSIT|777")
