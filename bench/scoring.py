@@ -10,7 +10,7 @@ with a few calls in flight. Reported: transactions/s of each, Ray overhead
 
 Targets: >= 20,000 tx/s batched through Serve and <= 25 % Ray overhead.
 
-Run: ``.venv/bin/python -m bench scoring [--transactions 60000 --batch 512 --in-flight 4
+Run: ``.venv/bin/python -m bench scoring [--transactions 60000 --batch 2048 --in-flight 4
 --label name]``. Results go to ``bench/results/scoring-<date>[-<label>].json``.
 """
 
@@ -38,6 +38,7 @@ from aml.domain import (
     TransactionType,
     stable_id,
 )
+from serve.scoring.client import DEFAULT_BATCH
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "deploy" / "serve_config.yaml"
@@ -309,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench scoring")
     p.add_argument("--transactions", type=int, default=60_000)
     p.add_argument("--accounts", type=int, default=5_000)
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="the hand-off's default")
     p.add_argument("--in-flight", type=int, default=4)
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--train", type=int, default=5_000, help="head of the stream used to fit")
