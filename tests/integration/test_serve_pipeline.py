@@ -7,6 +7,7 @@ do not see each other's history, and re-apply the YAML with changed ``user_confi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -17,10 +18,10 @@ import ray
 from ray import serve
 
 from actors.factory import NAMESPACE, SHARD_NAME
-from aml.domain import Transaction, TransactionStatus
+from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
 from aml.rules.config import default_rule_config
 from serve.ingress.handoff import ScoringHandoff
-from serve.scoring.client import ServeScoring
+from serve.scoring.client import ServeScoring, in_process_scoring
 from serve.scoring.deploy import apply, with_user_config
 from storage.store import Store, open_store
 from tests.factories import T0, make_tx
@@ -279,3 +280,63 @@ async def test_a_failed_batch_fails_its_submits_and_leaves_their_transactions_pe
     # The sweeper's re-submission through a working hand-off decides them.
     await handoff.submit([t for s in submits for t in s])
     assert len(await module_store.decisions.list_for_transactions(ids)) == len(ids)
+
+
+async def test_serve_and_in_process_scoring_make_the_same_decisions(
+    module_store: Store, store: Store, handoff: ServeScoring, config: dict[str, Any]
+) -> None:
+    tenant = f"parity-{uuid.uuid4().hex[:8]}"
+    a, b = "savings:1", "savings:2"
+    at = [T0 + timedelta(minutes=2 * i) for i in range(40)]
+    stream = [
+        *(
+            make_tx(tenant=tenant, account_id=a, amount_minor=20_000, occurred_at=at[i])
+            for i in range(24)
+        ),
+        *(
+            make_tx(
+                tenant=tenant,
+                account_id=a if i % 2 else b,
+                counterparty_account_id=b if i % 2 else a,
+                type=TransactionType.TRANSFER,
+                direction=Direction.OUT,
+                amount_minor=400_000,
+                occurred_at=at[24 + i],
+            )
+            for i in range(8)
+        ),
+        *(
+            make_tx(
+                tenant=tenant,
+                account_id=b,
+                agent_id="agent:9",
+                type=TransactionType.WITHDRAWAL,
+                direction=Direction.OUT,
+                amount_minor=9_000_000,
+                occurred_at=at[32 + i],
+            )
+            for i in range(3)
+        ),
+    ]
+    pipeline_config = next(
+        d["user_config"]
+        for d in config["applications"][0]["deployments"]
+        if d["name"] == "ScoringPipeline"
+    )
+    local = in_process_scoring(store, shards=SHARDS, pipeline=pipeline_config)
+    await _stored(module_store, stream)
+    await _stored(store, stream)
+
+    # Two submits, so the second batch's contexts come from the state the first one left.
+    served = [d for part in (stream[:20], stream[20:]) for d in await handoff.score_and_store(part)]
+    in_process = [
+        d for part in (stream[:20], stream[20:]) for d in await local.score_and_store(part)
+    ]
+
+    assert {h.rule_id for d in served for h in d.rule_hits} >= {
+        "rapid_transactions",
+        "large_amount",
+    }
+    assert [dataclasses.replace(d, decided_at=T0) for d in served] == [
+        dataclasses.replace(d, decided_at=T0) for d in in_process
+    ]
