@@ -99,6 +99,23 @@ class StateShard:
         source = self._get_store().transactions if self._uri is not None else None
         return await observe_with_rebuild(self.state, items, source)
 
+    async def observe_transactions(
+        self, txs: Sequence[Transaction], shard: int, shards: int
+    ) -> list[tuple[Transaction, ...]]:
+        """:meth:`observe_and_views` for this shard's items among ``txs``, found here.
+
+        The caller sends the transactions this shard needs (in batch order) rather than its
+        items: a transaction with several roles on a shard then crosses once, and no item is
+        pickled. :func:`route` picks this shard's items in the same order as the caller's plan,
+        so the answers line up with it.
+
+        Args:
+            txs: the batch's transactions that touch this shard, in batch order.
+            shard: this shard's index.
+            shards: the number of shards the caller routes to.
+        """
+        return await self.observe_and_views(route(txs, shards).get(shard, []))
+
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
         return {
@@ -191,10 +208,27 @@ class ShardedState:
             return []
         plan = route(batch, len(self.shards))
         order = list(plan.items())
-        calls = [self.shards[s].observe_and_views.remote(items) for s, items in order]
+        calls = [self._observe(s, items) for s, items in order]
         if self.graph is not None:
             calls.append(self.graph.observe_and_edges.remote(PackedList(batch)))
         results = await asyncio.gather(*calls)
         edges = results.pop() if self.graph is not None else None
         answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
         return merge_views(batch, answers, edges)
+
+    def _observe(self, shard: int, items: Sequence[ShardItem]) -> Any:
+        """One shard's call: the transactions its items carry, each once, in batch order."""
+        handle = self.shards[shard]
+        try:
+            method = handle.observe_transactions
+        except AttributeError:
+            # A detached shard started by an older release outlives an upgrade: it only
+            # takes the items themselves.
+            return handle.observe_and_views.remote(items)
+        txs: list[Transaction] = PackedList()
+        last = -1
+        for item in items:  # in batch order: a transaction's items are adjacent
+            if item.index != last:
+                txs.append(item.tx)
+                last = item.index
+        return method.remote(txs, shard, len(self.shards))
