@@ -22,9 +22,11 @@ from serve.scoring.pipeline import InProcessScoring, ScoringCore, persist, scora
 from storage.store import Store
 
 # Most transactions per pipeline call. A call costs several Ray calls (pipeline, RuleScorer,
-# each state actor, both model scorers) whatever its size; the scoring benchmark spent 480, 459
-# and 360 us of CPU per transaction at 512, 1,024 and 2,048. Batches only grow this large while
-# calls are already running, so the latency at low rates is unchanged.
+# each state actor, both model scorers) whatever its size; the scoring benchmark spent 415, 357,
+# 304 and 279 us of CPU per transaction in all processes at 512, 1,024, 2,048 and 4,096
+# (bench/results/scoring-2026-11-29-batch-*.json). Past 2,048 little is left to gain for twice
+# the latency of a full batch. Batches only grow this large while calls are already running,
+# so the latency at low rates is unchanged.
 DEFAULT_BATCH = 2048
 DEFAULT_IN_FLIGHT = 4
 
