@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,10 @@ class SearchStats:
 
 def _key(edge: TransferEdge) -> tuple[datetime, str]:
     return (edge.at, edge.tx_id)
+
+
+# Same key as ``_key`` without a Python-level call per edge (sorting is on the hot path).
+_KEY = operator.attrgetter("at", "tx_id")
 
 
 def _incoming(edges: Iterable[TransferEdge]) -> dict[str, list[TransferEdge]]:
@@ -270,10 +275,6 @@ class EdgeIndex:
             _, tx_id = heapq.heappop(self._heap)
             self._remove(tx_id)
 
-    def _adjacent(self, node: str) -> list[TransferEdge]:
-        keys = [*self._out.get(node, ()), *self._in.get(node, ())]
-        return [self._edges[k[1]] for k in keys if k[1] in self._edges]
-
     def edges_near(
         self,
         account: str,
@@ -290,22 +291,36 @@ class EdgeIndex:
             before: only edges strictly before this ``(at, tx_id)`` (point-in-time context).
             max_edges: cap on edges returned; the breadth-first walk stops there.
         """
+        # Hot path (every transaction asks): the index's own (at, tx_id) keys are compared with
+        # ``before`` directly, so an edge is only fetched when it is in time.
+        edges = self._edges
+        sides = (self._out, self._in)
         seen_nodes = {account}
         frontier = [account]
         out: dict[str, TransferEdge] = {}
         for _ in range(max(hops, 0)):
             nxt: list[str] = []
             for node in frontier:
-                for e in self._adjacent(node):
-                    if before is not None and _key(e) >= before:
+                for side in sides:
+                    keys = side.get(node)
+                    if not keys:
                         continue
-                    if e.tx_id not in out:
-                        out[e.tx_id] = e
-                        if len(out) >= max_edges:
-                            return sorted(out.values(), key=_key)
-                    for other in (e.src, e.dst):
+                    for k in keys:
+                        tx_id = k[1]
+                        e = edges.get(tx_id)
+                        if e is None or (before is not None and k >= before):
+                            continue
+                        if tx_id not in out:
+                            out[tx_id] = e
+                            if len(out) >= max_edges:
+                                return sorted(out.values(), key=_KEY)
+                        other = e.src
+                        if other not in seen_nodes:
+                            seen_nodes.add(other)
+                            nxt.append(other)
+                        other = e.dst
                         if other not in seen_nodes:
                             seen_nodes.add(other)
                             nxt.append(other)
             frontier = nxt
-        return sorted(out.values(), key=_key)
+        return sorted(out.values(), key=_KEY)
