@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
@@ -33,15 +33,16 @@ _LOAN_SERVICING = frozenset(
     {TransactionType.LOAN_REPAYMENT, TransactionType.FEE, TransactionType.CHARGE}
 )
 _NO_ACCOUNTS: frozenset[str] = frozenset()
+_UNSCORABLE = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
+_REVERSAL = TransactionType.REVERSAL
+_DISBURSEMENT = TransactionType.LOAN_DISBURSEMENT
+_IN, _OUT, _NONE = Direction.IN, Direction.OUT, Direction.NONE
 
 
 def is_scorable(tx: Transaction) -> bool:
     """Whether ``tx`` is a money movement rules look at (not an attempt or a correction)."""
-    return (
-        tx.status not in (TransactionStatus.REJECTED, TransactionStatus.CORRECTION)
-        and tx.type is not TransactionType.REVERSAL
-        and not tx.reversed
-    )
+    # The same test is written out inline in the loops over history below (hot path).
+    return tx.status not in _UNSCORABLE and tx.type is not _REVERSAL and not tx.reversed
 
 
 def flow(tx: Transaction) -> tuple[str, str] | None:
@@ -64,9 +65,12 @@ def edge_of(tx: Transaction) -> TransferEdge | None:
     return TransferEdge(src=f[0], dst=f[1], amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
 
 
-@dataclass(frozen=True, slots=True)
-class Movement:
-    """One money movement seen from ``account``'s side."""
+class Movement(NamedTuple):
+    """One money movement seen from ``account``'s side.
+
+    A named tuple rather than a dataclass: several are built for every transaction scored, and
+    a tuple is built and read in C.
+    """
 
     direction: Direction  # relative to the account
     counterparty: str | None
@@ -90,26 +94,49 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
     """Scorable movements of ``account`` in ``txs`` with mirrored records folded into one."""
     out: list[Movement] = []
     seen: set[tuple[Any, ...]] = set()
+    unscorable, reversal, flip = _UNSCORABLE, _REVERSAL, _FLIP
     for o in txs:
-        if not is_scorable(o):
+        # is_scorable and _movement, inlined: this runs for every history item of every
+        # transaction scored.
+        if o.status in unscorable or o.type is reversal or o.reversed:
             continue
-        m = _movement(account, o)
-        if m is None:
+        if o.account_id == account:
+            direction = o.direction
+            cp = o.counterparty_account_id
+        elif o.counterparty_account_id == account:
+            direction = flip[o.direction]
+            cp = o.account_id
+        else:
             continue
-        if m.counterparty:
-            key: tuple[Any, ...] = (m.direction, m.counterparty, o.amount_minor, m.currency, m.at)
+        at = o.occurred_at
+        currency = o.currency
+        if cp:
+            key: tuple[Any, ...] = (direction, cp, o.amount_minor, currency, at)
         else:
             key = (o.id,)
         if key in seen:
             continue
         seen.add(key)
-        out.append(m)
+        out.append(Movement(direction, cp, o.amount, currency, at, o))
     return out
 
 
 @lru_cache(maxsize=32)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+@lru_cache(maxsize=1 << 16)
+def _local_date(at: datetime, zone: str) -> date:
+    """Local calendar date of an instant (cached: the same history items are read by every
+    transaction of their account, and a time-zone conversion costs more than the look-up)."""
+    return at.astimezone(_zone(zone)).date()
+
+
+@lru_cache(maxsize=256)
+def _span(minutes: int) -> timedelta:
+    """A window length (cached: built for every transaction otherwise)."""
+    return timedelta(minutes=minutes)
 
 
 class RuleInput:
@@ -148,13 +175,20 @@ class RuleInput:
         self.ctx = ctx
         self.p = params
         self.th = thresholds
-        self.amount = tx.amount
+        self.amount = amount = tx.amount
         # Prior movements of the transaction's account (7 days, time-ordered).
         self.moves: list[Movement] = movements(tx.account_id, ctx.account)
-        self.current: Movement | None = _movement(tx.account_id, tx)
-        self.edge: TransferEdge | None = edge_of(tx)
+        # The transaction is on its own account: _movement(tx.account_id, tx), built directly.
+        self.current: Movement | None = Movement(
+            tx.direction, tx.counterparty_account_id, amount, tx.currency, tx.occurred_at, tx
+        )
+        self.edge: TransferEdge | None = edge_of(tx) if tx.counterparty_account_id else None
+        agent = ctx.agent
+        unscorable, reversal = _UNSCORABLE, _REVERSAL
         self.agent_txs: list[Transaction] = (
-            [o for o in ctx.agent if is_scorable(o)] if ctx.agent else []
+            [o for o in agent if not (o.status in unscorable or o.type is reversal or o.reversed)]
+            if agent
+            else []
         )
         self._since: dict[timedelta, list[Movement]] = {}
         self._same_currency_moves: list[Movement] | None = None
@@ -213,6 +247,37 @@ class Fired:
 RuleFn = Callable[[RuleInput], Fired | None]
 
 
+class Traits(NamedTuple):
+    """What the rules' preconditions read of the transaction itself.
+
+    Most rules look at one kind of transaction only (agent cash, outgoing transfers, ...); the
+    engine runs on each transaction only the rules whose ``when`` holds for its traits, instead
+    of calling every rule to have most of them return at their first line.
+    """
+
+    direction: Direction
+    type: TransactionType
+    counterparty: bool  # names a counterparty account
+    flow: bool  # a transfer between two accounts (:func:`flow` is not None)
+    agent: bool  # performed by an agent (``agent_id`` or actor type)
+    agent_id: bool  # names the agent
+
+
+def traits_of(tx: Transaction) -> Traits:
+    """The :class:`Traits` of a transaction."""
+    cp = tx.counterparty_account_id
+    direction = tx.direction
+    agent_id = tx.agent_id is not None
+    return Traits(
+        direction,
+        tx.type,
+        bool(cp),
+        bool(cp) and cp != tx.account_id and direction is not _NONE,
+        agent_id or tx.actor_type is ActorType.AGENT,
+        agent_id,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
     """A registered rule.
@@ -220,6 +285,8 @@ class RuleSpec:
     Attributes:
         needs_thresholds: the rule compares money with per-currency thresholds and is skipped
             for a currency without them.
+        when: a condition on the transaction's :class:`Traits` without which the rule never
+            fires (it must be implied by the rule's own checks); ``None``: always run it.
     """
 
     rule_id: str
@@ -227,6 +294,7 @@ class RuleSpec:
     fn: RuleFn
     needs_thresholds: bool = False
     enabled_by_default: bool = True
+    when: Callable[[Traits], bool] | None = None
 
 
 def _clip(value: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -287,14 +355,17 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
     if tx.type not in _CASH_TYPES:
         return None
     limit = _th(ri).ctr_threshold
-    tz = _zone(ri.p.timezone)
+    zone = ri.p.timezone
     day = ri.local.date()
+    acct = tx.account_id
     prior = sum(
-        m.amount
-        for m in ri.same_currency(ri.moves)
-        if m.tx.account_id == tx.account_id
-        and m.tx.type in _CASH_TYPES
-        and m.at.astimezone(tz).date() == day
+        [
+            m.amount
+            for m in ri.same_currency(ri.moves)
+            if m.tx.account_id == acct
+            and m.tx.type in _CASH_TYPES
+            and _local_date(m.at, zone) == day
+        ]
     )
     total = prior + ri.amount
     if ri.amount < limit and not prior < limit <= total:
@@ -329,7 +400,7 @@ def high_value_anonymous_payment(ri: RuleInput) -> Fired | None:
 def rapid_transactions(ri: RuleInput) -> Fired | None:
     """Many transactions on the account within the rapid window (current one included)."""
     n = ri.p.rapid_count
-    span = timedelta(minutes=ri.p.rapid_window_minutes)
+    span = _span(ri.p.rapid_window_minutes)
     count = len(ri.since(span)) + 1
     if count < n:
         return None
@@ -343,8 +414,8 @@ def rapid_transactions(ri: RuleInput) -> Fired | None:
 def high_velocity_volume(ri: RuleInput) -> Fired | None:
     """Money moved within the rapid window (prior plus current) reaching a threshold multiple."""
     limit = ri.p.volume_multiple * _th(ri).large_amount
-    span = timedelta(minutes=ri.p.rapid_window_minutes)
-    total = sum(m.amount for m in ri.same_currency(ri.since(span))) + ri.amount
+    span = _span(ri.p.rapid_window_minutes)
+    total = sum([m.amount for m in ri.same_currency(ri.since(span))]) + ri.amount
     if total < limit:
         return None
     return Fired(
@@ -406,7 +477,7 @@ def rapid_pair_transfers(ri: RuleInput) -> Fired | None:
     if ri.tx.type not in _TRANSFER_TYPES or cur is None or not cur.counterparty:
         return None
     hours = ri.p.pair_window_hours
-    same = [m for m in ri.since(timedelta(hours=hours)) if m.counterparty == cur.counterparty]
+    same = [m for m in ri.since(_span(60 * hours)) if m.counterparty == cur.counterparty]
     count = len(same) + 1
     if count < ri.p.pair_count:
         return None
@@ -432,7 +503,7 @@ def cross_account_structuring(ri: RuleInput) -> Fired | None:
     if f is None or ri.amount >= limit:
         return None
     sender, collector = f
-    start = ri.tx.occurred_at - timedelta(hours=ri.p.cross_structuring_window_hours)
+    start = ri.tx.occurred_at - _span(60 * ri.p.cross_structuring_window_hours)
     inflows = [
         m
         for m in _history_of(ri, collector)
@@ -443,7 +514,7 @@ def cross_account_structuring(ri: RuleInput) -> Fired | None:
         and m.amount < limit
     ]
     senders = {m.counterparty for m in inflows} | {sender}
-    total = sum(m.amount for m in inflows) + ri.amount
+    total = sum([m.amount for m in inflows]) + ri.amount
     if len(senders) < ri.p.cross_structuring_min_senders or total < limit:
         return None
     return Fired(
@@ -470,7 +541,7 @@ def circular_transfer(ri: RuleInput) -> Fired | None:
         ri.ctx.edges,
         edge,
         max_hops=p.cycle_max_hops,
-        window=timedelta(hours=p.cycle_window_hours),
+        window=_span(60 * p.cycle_window_hours),
         amount_tolerance=p.cycle_amount_tolerance,
         max_results=1,
     )
@@ -501,7 +572,7 @@ def stacking(ri: RuleInput) -> Fired | None:
         ri.ctx.edges,
         edge,
         min_hops=p.stacking_min_hops,
-        window=timedelta(minutes=p.stacking_window_minutes),
+        window=_span(p.stacking_window_minutes),
         ratio=(p.stacking_ratio_min, p.stacking_ratio_max),
         max_results=4,
     )
@@ -532,7 +603,7 @@ def _fan(ri: RuleInput, direction: Direction, parties: str) -> Fired | None:
     if cur is None or cur.direction is not direction or not cur.counterparty:
         return None
     hours = ri.p.fan_window_hours
-    seen = _distinct(ri.since(timedelta(hours=hours)), direction) | {cur.counterparty}
+    seen = _distinct(ri.since(_span(60 * hours)), direction) | {cur.counterparty}
     n = len(seen)
     if n < ri.p.fan_min:
         return None
@@ -563,7 +634,7 @@ def scatter_gather(ri: RuleInput) -> Fired | None:
     n = len(senders)
     if n < ri.p.scatter_min_senders:
         return None
-    gathered = sum(m.amount for m in inflows if m.counterparty)
+    gathered = sum([m.amount for m in inflows if m.counterparty])
     if ri.amount < ri.p.scatter_outflow_share * gathered:
         return None
     return Fired(
@@ -599,7 +670,7 @@ def merchant_collection_account(ri: RuleInput) -> Fired | None:
     if any(m.direction is Direction.OUT for m in ri.moves):
         return None
     inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
-    total = sum(m.amount for m in inflows) + ri.amount
+    total = sum([m.amount for m in inflows]) + ri.amount
     limit = ri.p.collection_inflow_multiple * _th(ri).large_amount
     payers = _distinct([*inflows, cur], Direction.IN)
     if total <= limit or len(payers) < ri.p.collection_min_senders:
@@ -619,7 +690,7 @@ def _is_agent_tx(tx: Transaction) -> bool:
 
 
 def _agent_window(ri: RuleInput, minutes: int) -> list[Transaction]:
-    start = ri.tx.occurred_at - timedelta(minutes=minutes)
+    start = ri.tx.occurred_at - _span(minutes)
     return [o for o in ri.agent_txs if o.occurred_at >= start]
 
 
@@ -642,8 +713,8 @@ def agent_rapid_transactions(ri: RuleInput) -> Fired | None:
 def _agent_float(ri: RuleInput) -> tuple[float, float, int]:
     """Cash in and cash out handled by the agent in 24 h (same currency, incl. current)."""
     txs = [o for o in ri.agent_txs if o.currency == ri.tx.currency] + [ri.tx]
-    cash_in = sum(o.amount for o in txs if o.direction is Direction.IN)
-    cash_out = sum(o.amount for o in txs if o.direction is Direction.OUT)
+    cash_in = sum([o.amount for o in txs if o.direction is Direction.IN])
+    cash_out = sum([o.amount for o in txs if o.direction is Direction.OUT])
     return cash_in, cash_out, len(txs)
 
 
@@ -749,7 +820,7 @@ def agent_customer_collusion(ri: RuleInput) -> Fired | None:
     minutes = ri.p.collusion_window_minutes
     deposits = [
         m
-        for m in ri.same_currency(ri.since(timedelta(minutes=minutes)))
+        for m in ri.same_currency(ri.since(_span(minutes)))
         if m.direction is Direction.IN
         and m.tx.agent_id is not None
         and m.tx.agent_id != tx.agent_id
@@ -843,12 +914,13 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
     own = frozenset([o.account_id for o in client]) if client else _NO_ACCOUNTS
     if cur.counterparty in own:
         return None
-    start = tx.occurred_at - timedelta(hours=ri.p.loan_watch_hours)
+    start = tx.occurred_at - _span(60 * ri.p.loan_watch_hours)
+    unscorable, reversal = _UNSCORABLE, _REVERSAL
     disb = [
         o
         for o in ri.ctx.account
-        if o.type is TransactionType.LOAN_DISBURSEMENT
-        and is_scorable(o)
+        if o.type is _DISBURSEMENT
+        and not (o.status in unscorable or o.type is reversal or o.reversed)
         and o.occurred_at >= start
         and o.currency == tx.currency
         and (tx.client_id is None or o.client_id is None or o.client_id == tx.client_id)
@@ -857,8 +929,8 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
     disb += [
         o
         for o in client
-        if o.type is TransactionType.LOAN_DISBURSEMENT
-        and is_scorable(o)
+        if o.type is _DISBURSEMENT
+        and not (o.status in unscorable or o.type is reversal or o.reversed)
         and o.occurred_at >= start
         and o.currency == tx.currency
     ]
@@ -902,7 +974,7 @@ def loan_and_run(ri: RuleInput) -> Fired | None:
     v = ri.loan_view
     if v is None:
         return None
-    total = sum(m.amount for m in v.outflows)
+    total = sum([m.amount for m in v.outflows])
     share = total / v.loan
     if share <= ri.p.loan_run_share:
         return None
@@ -945,7 +1017,7 @@ def post_disbursement_structuring(ri: RuleInput) -> Fired | None:
     if v is None or ri.amount >= floor or ri.tx.type not in _TRANSFER_TYPES:
         return None
     small = [m for m in v.outflows if m.amount < floor and m.tx.type in _TRANSFER_TYPES]
-    total = sum(m.amount for m in small)
+    total = sum([m.amount for m in small])
     share = total / v.loan
     if len(small) < ri.p.loan_structuring_min or share < ri.p.loan_structuring_share:
         return None
@@ -974,35 +1046,109 @@ def loan_dispersal(ri: RuleInput) -> Fired | None:
     )
 
 
+# Preconditions (see ``RuleSpec.when``), each implied by the first checks of the rules using it.
+def _is_flow(t: Traits) -> bool:
+    return t.flow
+
+
+def _is_cash(t: Traits) -> bool:
+    return t.type in _CASH_TYPES
+
+
+def _is_out_transfer(t: Traits) -> bool:
+    return t.type in _TRANSFER_TYPES and t.direction is _OUT and t.counterparty
+
+
+def _is_transfer(t: Traits) -> bool:
+    return t.type in _TRANSFER_TYPES and t.counterparty
+
+
+def _is_in_with_counterparty(t: Traits) -> bool:
+    return t.direction is _IN and t.counterparty
+
+
+def _is_out_with_counterparty(t: Traits) -> bool:
+    return t.direction is _OUT and t.counterparty
+
+
+def _is_out(t: Traits) -> bool:
+    return t.direction is _OUT
+
+
+def _is_in(t: Traits) -> bool:
+    return t.direction is _IN
+
+
+def _is_directed_with_counterparty(t: Traits) -> bool:
+    return t.counterparty and t.direction is not _NONE
+
+
+def _is_agent(t: Traits) -> bool:
+    return t.agent
+
+
+def _is_agent_in(t: Traits) -> bool:
+    return t.agent and t.direction is _IN
+
+
+def _is_agent_id_out(t: Traits) -> bool:
+    return t.agent_id and t.direction is _OUT
+
+
+def _may_spend_loan(t: Traits) -> bool:
+    # _loan_view: an outflow that is neither loan servicing nor a disbursement.
+    return t.direction is _OUT and t.type not in _LOAN_SERVICING and t.type is not _DISBURSEMENT
+
+
+def _may_cash_out_loan(t: Traits) -> bool:
+    return _may_spend_loan(t) and t.type is TransactionType.WITHDRAWAL
+
+
+def _may_split_loan(t: Traits) -> bool:
+    return _may_spend_loan(t) and t.type in _TRANSFER_TYPES
+
+
 CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("large_amount", "amount", large_amount, needs_thresholds=True),
     RuleSpec("structuring", "pattern", structuring, needs_thresholds=True),
-    RuleSpec("cross_account_structuring", "pattern", cross_account_structuring, True),
+    RuleSpec(
+        "cross_account_structuring", "pattern", cross_account_structuring, True, when=_is_flow
+    ),
     RuleSpec("round_number", "pattern", round_number, True, enabled_by_default=False),
-    RuleSpec("cash_threshold_report", "reporting", cash_threshold_report, True),
+    RuleSpec("cash_threshold_report", "reporting", cash_threshold_report, True, when=_is_cash),
     RuleSpec("high_value_anonymous_payment", "merchant", high_value_anonymous_payment, True),
     RuleSpec("rapid_transactions", "velocity", rapid_transactions),
     RuleSpec("high_velocity_volume", "velocity", high_velocity_volume, True),
     RuleSpec("unusual_hours", "timing", unusual_hours),
-    RuleSpec("new_counterparty", "transfer", new_counterparty),
-    RuleSpec("rapid_pair_transfers", "transfer", rapid_pair_transfers),
-    RuleSpec("circular_transfer", "transfer", circular_transfer),
-    RuleSpec("stacking", "network", stacking),
-    RuleSpec("fan_in", "network", fan_in),
-    RuleSpec("fan_out", "network", fan_out),
-    RuleSpec("scatter_gather", "network", scatter_gather),
-    RuleSpec("bipartite_layering", "network", bipartite_layering),
-    RuleSpec("merchant_collection_account", "merchant", merchant_collection_account, True),
-    RuleSpec("agent_rapid_transactions", "agent", agent_rapid_transactions),
-    RuleSpec("agent_float_volume", "agent", agent_float_volume, True),
-    RuleSpec("agent_float_anomaly", "agent", agent_float_anomaly, True),
-    RuleSpec("agent_structuring", "agent", agent_structuring, True),
-    RuleSpec("agent_account_farming", "agent", agent_account_farming),
-    RuleSpec("agent_customer_collusion", "agent", agent_customer_collusion),
-    RuleSpec("loan_and_run", "loan", loan_and_run),
-    RuleSpec("immediate_cash_out", "loan", immediate_cash_out),
-    RuleSpec("post_disbursement_structuring", "loan", post_disbursement_structuring, True),
-    RuleSpec("loan_dispersal", "loan", loan_dispersal),
+    RuleSpec("new_counterparty", "transfer", new_counterparty, when=_is_out_transfer),
+    RuleSpec("rapid_pair_transfers", "transfer", rapid_pair_transfers, when=_is_transfer),
+    RuleSpec("circular_transfer", "transfer", circular_transfer, when=_is_flow),
+    RuleSpec("stacking", "network", stacking, when=_is_flow),
+    RuleSpec("fan_in", "network", fan_in, when=_is_in_with_counterparty),
+    RuleSpec("fan_out", "network", fan_out, when=_is_out_with_counterparty),
+    RuleSpec("scatter_gather", "network", scatter_gather, when=_is_out),
+    RuleSpec(
+        "bipartite_layering", "network", bipartite_layering, when=_is_directed_with_counterparty
+    ),
+    RuleSpec(
+        "merchant_collection_account", "merchant", merchant_collection_account, True, when=_is_in
+    ),
+    RuleSpec("agent_rapid_transactions", "agent", agent_rapid_transactions, when=_is_agent),
+    RuleSpec("agent_float_volume", "agent", agent_float_volume, True, when=_is_agent),
+    RuleSpec("agent_float_anomaly", "agent", agent_float_anomaly, True, when=_is_agent),
+    RuleSpec("agent_structuring", "agent", agent_structuring, True, when=_is_agent_in),
+    RuleSpec("agent_account_farming", "agent", agent_account_farming, when=_is_agent),
+    RuleSpec("agent_customer_collusion", "agent", agent_customer_collusion, when=_is_agent_id_out),
+    RuleSpec("loan_and_run", "loan", loan_and_run, when=_may_spend_loan),
+    RuleSpec("immediate_cash_out", "loan", immediate_cash_out, when=_may_cash_out_loan),
+    RuleSpec(
+        "post_disbursement_structuring",
+        "loan",
+        post_disbursement_structuring,
+        True,
+        when=_may_split_loan,
+    ),
+    RuleSpec("loan_dispersal", "loan", loan_dispersal, when=_may_spend_loan),
 )
 
 RULES: dict[str, RuleSpec] = {spec.rule_id: spec for spec in CATALOG}

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from aml.domain import RuleHit, Transaction, fast_pickle
 from aml.errors import ConfigError
 from aml.history import HistoryContext
-from aml.rules.catalog import CATALOG, RuleInput, RuleSpec, is_scorable
+from aml.rules.catalog import (
+    CATALOG,
+    RuleFn,
+    RuleInput,
+    RuleSpec,
+    Traits,
+    is_scorable,
+    traits_of,
+)
 from aml.rules.config import CurrencyThresholds, RuleConfig
 
 
@@ -38,6 +46,9 @@ def combine(severities: Iterable[float]) -> float:
     for s in severities:
         keep *= 1.0 - min(1.0, max(0.0, s))
     return 1.0 - keep
+
+
+_Step = tuple[str, str, RuleFn, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +85,20 @@ class RuleEngine:
             if enabled:
                 active.append(_Active(spec, severity))
         self._active = tuple(active)
-        # Flat plans, one per thresholds case, so the per-transaction loop reads no attributes.
-        plan = tuple(
-            (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity, a.spec.needs_thresholds)
-            for a in active
-        )
-        self._with_thresholds = tuple(step[:4] for step in plan)
-        self._without_thresholds = tuple(step[:4] for step in plan if not step[4])
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
+        # Flat plans, one per thresholds case and transaction traits (built on first use), so
+        # the per-transaction loop reads no attributes and calls only rules that can fire.
+        self._plans: dict[tuple[Traits, bool], tuple[_Step, ...]] = {}
+
+    def _plan(self, traits: Traits, has_thresholds: bool) -> tuple[_Step, ...]:
+        plan = tuple(
+            (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity)
+            for a in self._active
+            if (has_thresholds or not a.spec.needs_thresholds)
+            and (a.spec.when is None or a.spec.when(traits))
+        )
+        self._plans[(traits, has_thresholds)] = plan
+        return plan
 
     @property
     def version(self) -> int:
@@ -105,9 +122,13 @@ class RuleEngine:
             thresholds = self._thresholds[currency]
         except KeyError:
             thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
+        traits = traits_of(tx)
+        has_thresholds = thresholds is not None
+        plan = self._plans.get((traits, has_thresholds))
+        if plan is None:
+            plan = self._plan(traits, has_thresholds)
         ri = RuleInput(tx, ctx, self.config.params, thresholds)
         hits: list[RuleHit] = []
-        plan = self._without_thresholds if thresholds is None else self._with_thresholds
         for (
             rule_id,
             category,
