@@ -52,12 +52,15 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
     handoff: Any
     probe = None
     if args.in_process:
-        handoff = in_process_scoring(store)
+        handoff = in_process_scoring(store, pipeline={"features": {"timezone": settings.timezone}})
     else:
+        from aml.features import FeatureParams
         from serve.scoring.metrics import ServeStatusProbe
 
         _join_ray(settings)
-        handoff = ServeScoring.connect(store, settings.serve_app_name)
+        handoff = ServeScoring.connect(
+            store, settings.serve_app_name, params=FeatureParams.from_settings(settings)
+        )
         probe = ServeStatusProbe(settings.serve_app_name)
     app = create_app(
         settings,

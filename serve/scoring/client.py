@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
 from aml.domain import Decision, PackedList, Transaction
+from aml.features import FeatureParams
 from serve.scoring.pipeline import InProcessScoring, ScoringCore, persist, scorable
 from storage.store import Store
 
@@ -77,12 +78,15 @@ class ServeScoring:
         *,
         batch_size: int = DEFAULT_BATCH,
         max_in_flight: int = DEFAULT_IN_FLIGHT,
+        params: FeatureParams | None = None,
     ) -> None:
         """Args:
         store: where decisions and alerts are written.
         handle: ``DeploymentHandle`` of the ``ScoringPipeline`` (``serve.get_app_handle``).
         batch_size: most transactions per pipeline call.
         max_in_flight: pipeline calls running at once per hand-off.
+        params: feature parameters of the alert explanations written here (the same time zone
+            as the scorers': ``FeatureParams.from_settings``); defaults when None.
         """
         if batch_size < 1 or max_in_flight < 1:
             raise ValueError("batch_size and max_in_flight must be at least 1")
@@ -90,6 +94,7 @@ class ServeScoring:
         self.handle = handle
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
+        self.params = params
         self.calls = 0  # pipeline calls made (observability, tests)
         self._queue: deque[tuple[list[Transaction], _Waiter]] = deque()
         self._queued = 0
@@ -159,7 +164,7 @@ class ServeScoring:
             finally:
                 self._in_flight -= 1
                 self._dispatch()
-            await persist(self.store, batch, decisions)
+            await persist(self.store, batch, decisions, params=self.params)
         except Exception as exc:
             for _, waiter in parts:
                 waiter.fail(exc)

@@ -69,6 +69,22 @@ def apply(config: Mapping[str, Any], *, timeout_s: float = 120.0) -> None:
         client._wait_for_application_running(app["name"], timeout_s=int(timeout_s))
 
 
+def with_settings(config: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """A copy of ``config`` carrying what the process settings decide: the store's database and
+    the institution's time zone (hours, nights and weekends are local; ``AML_TIMEZONE`` is the
+    one place it is set, so the scorers and the alert explanations written by the ingress always
+    agree)."""
+    out = with_args(config, mongodb_db=settings.mongodb_db)
+    for app in out["applications"]:
+        for dep in app.get("deployments", []):
+            if dep.get("name") == "ScoringPipeline":
+                user_config = dict(dep.get("user_config") or {})
+                features = dict(user_config.get("features") or {})
+                user_config["features"] = {**features, "timezone": settings.timezone}
+                dep["user_config"] = user_config
+    return out
+
+
 def deploy_from_config(settings: Settings, path: Path, *, mongodb_uri: str) -> str:
     """Start or join Ray, apply the Serve config with the store injected, return the address."""
     import ray
@@ -78,5 +94,5 @@ def deploy_from_config(settings: Settings, path: Path, *, mongodb_uri: str) -> s
         ray.init(address=settings.ray_address, include_dashboard=False)
     config = load_serve_config(path)
     serve.start(proxy_location=config.get("proxy_location", "Disabled"))
-    apply(with_args(config, mongodb_uri=mongodb_uri, mongodb_db=settings.mongodb_db))
+    apply(with_args(with_settings(config, settings), mongodb_uri=mongodb_uri))
     return str(ray.get_runtime_context().gcs_address)

@@ -387,5 +387,5 @@ class InProcessScoring:
             return []
         contexts = await self.state.observe_and_context(batch)
         decisions = self.core.score(batch, contexts, decided_at=utcnow())
-        await persist(self.store, batch, decisions)
+        await persist(self.store, batch, decisions, params=self.core.features)
         return decisions

@@ -345,3 +345,22 @@ def test_grafana_dashboard_only_queries_metrics_that_exist() -> None:
         "ray_aml_state_entries",
     }
     assert operators_ask_for <= used
+
+
+def test_run_deploys_the_serve_config_in_the_configured_time_zone() -> None:
+    from serve.scoring.deploy import with_settings
+
+    settings = Settings(env="test", timezone="Africa/Nairobi", mongodb_db="aml_x")
+    config = with_settings(SERVE_CONFIG, settings)
+    [app] = config["applications"]
+    pipeline = next(d for d in app["deployments"] if d["name"] == "ScoringPipeline")
+    assert pipeline["user_config"]["features"]["timezone"] == "Africa/Nairobi"
+    assert (
+        pipeline["user_config"]["policy"]
+        == next(
+            d
+            for d in SERVE_CONFIG["applications"][0]["deployments"]
+            if d["name"] == "ScoringPipeline"
+        )["user_config"]["policy"]
+    )
+    assert app["args"]["mongodb_db"] == "aml_x"
