@@ -364,3 +364,10 @@ def test_run_deploys_the_serve_config_in_the_configured_time_zone() -> None:
         )["user_config"]["policy"]
     )
     assert app["args"]["mongodb_db"] == "aml_x"
+
+
+def test_rayservice_scores_in_the_time_zone_the_ingress_explains_alerts_in() -> None:
+    (app,) = serve_v2()["applications"]
+    pipeline = next(d for d in app["deployments"] if d["name"] == "ScoringPipeline")
+    [configmap] = [doc for doc in kind("ConfigMap") if "AML_TIMEZONE" in doc.get("data", {})]
+    assert pipeline["user_config"]["features"]["timezone"] == configmap["data"]["AML_TIMEZONE"]
