@@ -181,6 +181,44 @@ def fast_pickle(cls: type[_T]) -> type[_T]:
     return cls
 
 
+def fast_init(cls: type[_T]) -> Callable[..., _T]:
+    """A keyword-only constructor of a frozen, slotted dataclass that builds the same instance
+    as calling the class, several times faster.
+
+    A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__``; on the
+    scoring hot path (a decision, its rule hits, contexts for every transaction) that was a
+    noticeable part of the CPU per transaction. The returned function takes the same keyword
+    arguments with the same defaults (factories are called per instance) and sets the slots
+    directly. Only for classes without ``__post_init__`` (nothing to skip).
+    """
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has __post_init__: use the class itself")
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_MISSING": _MISSING}
+    params, body = [], []
+    for i, f in enumerate(fields):
+        namespace[f"_s{i}"] = cls.__dict__[f.name].__set__
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_d{i}"] = f.default
+            params.append(f"{f.name}=_d{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_f{i}"] = f.default_factory
+            params.append(f"{f.name}=_MISSING")
+            body.append(f"    if {f.name} is _MISSING:\n        {f.name} = _f{i}()\n")
+        else:
+            params.append(f.name)
+        body.append(f"    _s{i}(o, {f.name})\n")
+    fn_name = f"_init_{cls.__name__}"
+    source = f"def {fn_name}(*, {', '.join(params)}):\n    o = _new(_cls)\n"
+    exec(source + "".join(body) + "    return o\n", namespace)
+    init: Callable[..., _T] = namespace[fn_name]
+    init.__qualname__ = fn_name
+    return init
+
+
+_MISSING: Any = object()
+
+
 def _unpack_list(data: bytes) -> list[Any]:
     value: list[Any] = pickle.loads(data)
     return value
