@@ -42,6 +42,7 @@ from aml.domain import (
     ScorerResult,
     Transaction,
     ensure_utc,
+    fast_init,
 )
 from aml.errors import ConfigError
 from aml.features import FEATURE_SET_VERSION
@@ -51,6 +52,11 @@ ANOMALY = "anomaly"
 XGBOOST = "xgboost"
 
 DEFAULT_WEIGHTS: Mapping[str, float] = {ANOMALY: 0.3, XGBOOST: 0.7}
+
+# Built for every transaction: the fast constructors build the same objects as the classes.
+_new_decision = fast_init(Decision)
+_new_result = fast_init(ScorerResult)
+_LEVEL_TEXT = {level: level.value.upper() for level in RiskLevel}
 
 
 class RuleOutcome(Protocol):
@@ -170,6 +176,11 @@ def _sanitise(result: ScorerResult) -> ScorerResult:
     return replace(result, score=min(max(float(score), 0.0), 1.0))
 
 
+def _bare_rule_score(score: float) -> float:
+    """``_rule_score`` of an evaluation without hits."""
+    return min(max(score if math.isfinite(score) else 0.0, 0.0, 0.0), 1.0)
+
+
 def _rule_score(rules: RuleOutcome) -> float:
     score = rules.score if math.isfinite(rules.score) else 0.0
     strongest = max((h.severity for h in rules.hits if math.isfinite(h.severity)), default=0.0)
@@ -204,6 +215,10 @@ def _model_text(result: ScorerResult, usual: Mapping[str, float] | None = None) 
     return text
 
 
+def _hit_rank(h: RuleHit) -> tuple[float, str]:
+    return (-h.severity, h.rule_id)
+
+
 def _explain(
     final: float,
     level: RiskLevel,
@@ -216,16 +231,16 @@ def _explain(
 ) -> str:
     # Reasons are ranked by weight first and only the shown ones are formatted: formatting
     # every hit and contribution cost more than the rest of the decision.
-    reasons: list[tuple[float, RuleHit | ScorerResult]] = [
-        (hit.severity, hit) for hit in sorted(hits, key=lambda h: (-h.severity, h.rule_id))
-    ]
+    reasons: list[tuple[float, RuleHit | ScorerResult]] = (
+        [(hit.severity, hit) for hit in sorted(hits, key=_hit_rank)] if hits else []
+    )
     reasons.extend(models)
     reasons.sort(key=lambda r: -r[0])
     shown = [
         _hit_text(item) if isinstance(item, RuleHit) else _model_text(item)
         for item in itertools.islice((item for weight, item in reasons if weight > 0), max_reasons)
     ]
-    head = f"{level.value.upper()} risk, score {final:.2f}" + (" (alert)" if alert else "")
+    head = f"{_LEVEL_TEXT[level]} risk, score {final:.2f}" + (" (alert)" if alert else "")
     body = (
         ("Top reasons: " + "; ".join(shown) + ".")
         if shown
@@ -273,39 +288,50 @@ def decide(
         if result.scorer in by_name or result.scorer == RULES:
             raise ValueError(f"duplicate or reserved scorer result {result.scorer!r}")
         by_name[result.scorer] = _sanitise(result)
-    for name in config.weights:
-        by_name.setdefault(name, ScorerResult(scorer=name, available=False, reason="no result"))
+    weights = config.weights
+    for name in weights:
+        if name not in by_name:
+            by_name[name] = _new_result(scorer=name, available=False, reason="no result")
 
-    rule_score = _rule_score(rules)
-    used = [
-        (config.weights.get(name, 0.0), result)
-        for name, result in by_name.items()
-        if result.available and result.score is not None and config.weights.get(name, 0.0) > 0
-    ]
-    total_weight = sum(w for w, _ in used)
-    model_score = sum(w * (r.score or 0.0) for w, r in used) / total_weight if used else 0.0
+    hits = rules.hits
+    rule_score = _rule_score(rules) if hits else _bare_rule_score(rules.score)
+    used = []
+    absent = []
+    for name, result in by_name.items():
+        if not result.available:
+            absent.append(result)
+        elif result.score is not None:
+            w = weights.get(name, 0.0)
+            if w > 0:
+                used.append((w, result))
+    if used:
+        total_weight = sum([w for w, _ in used])
+        model_score = sum([w * (r.score or 0.0) for w, r in used]) / total_weight
+    else:
+        total_weight = 0.0
+        model_score = 0.0
     final = min(max(rule_score, model_score), 1.0)
     level = config.risk_level(final)
     alert = final >= config.alert_threshold
 
-    absent = [r for r in by_name.values() if not r.available]
+    hits = tuple(hits)
     explanation = _explain(
         final,
         level,
         alert,
         rule_score,
-        tuple(rules.hits),
+        hits,
         [(w * (r.score or 0.0) / total_weight, r) for w, r in used],
         absent,
         config.max_reasons,
     )
-    rules_result = ScorerResult(
+    rules_result = _new_result(
         scorer=RULES,
         available=True,
         score=rule_score,
         model_version=f"rules-config-{rules.config_version}",
     )
-    return Decision(
+    return _new_decision(
         transaction_id=tx.id,
         tenant=tx.tenant,
         score=final,
@@ -313,10 +339,10 @@ def decide(
         alert=alert,
         decided_at=ensure_utc(decided_at),
         scorers=(rules_result, *by_name.values()),
-        rule_hits=tuple(rules.hits),
+        rule_hits=hits,
         feature_set_version=config.feature_set_version,
         rule_config_version=rules.config_version,
-        shadow_scores=dict(shadow_scores or {}),
+        shadow_scores=dict(shadow_scores) if shadow_scores else {},
         explanation=explanation,
     )
 
