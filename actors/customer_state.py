@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from aml.domain import Direction, PackedList, Transaction, fast_pickle
+from aml.domain import Direction, PackedList, Transaction, fast_init, fast_pickle
 from aml.graph import EdgeIndex
 from aml.history import (
     AGENT_LOOKBACK,
@@ -98,16 +98,25 @@ def shard_of(key: WindowKey, n_shards: int) -> int:
     return zlib.crc32(key.shard_token.encode()) % n_shards
 
 
+# Several keys and items are built for every transaction: the fast constructors build the same
+# objects as the classes.
+_new_key = fast_init(WindowKey)
+
+
 def keys_for(tx: Transaction) -> list[tuple[Role, WindowKey]]:
     """The windows a transaction belongs to, with the role each answers for it."""
-    out = [(Role.ACCOUNT, WindowKey("account", tx.tenant, tx.account_id))]
+    tenant = tx.tenant
+    account = tx.account_id
+    out = [(Role.ACCOUNT, _new_key(kind="account", tenant=tenant, name=account))]
     cp = tx.counterparty_account_id
-    if cp and cp != tx.account_id:
-        out.append((Role.COUNTERPARTY, WindowKey("account", tx.tenant, cp)))
-    if tx.agent_id:
-        out.append((Role.AGENT, WindowKey("agent", tx.tenant, tx.agent_id)))
-    if tx.client_id:
-        out.append((Role.CLIENT, WindowKey("client", tx.tenant, tx.client_id)))
+    if cp and cp != account:
+        out.append((Role.COUNTERPARTY, _new_key(kind="account", tenant=tenant, name=cp)))
+    agent = tx.agent_id
+    if agent:
+        out.append((Role.AGENT, _new_key(kind="agent", tenant=tenant, name=agent)))
+    client = tx.client_id
+    if client:
+        out.append((Role.CLIENT, _new_key(kind="client", tenant=tenant, name=client)))
     return out
 
 
@@ -122,15 +131,22 @@ class ShardItem:
     tx: Transaction
 
 
+_new_item = fast_init(ShardItem)
+
+
 def route(batch: Sequence[Transaction], n_shards: int) -> dict[int, list[ShardItem]]:
     """Split a batch into one list of items per shard (one call per shard per batch)."""
     plan: dict[int, list[ShardItem]] = {}
+    crc32 = zlib.crc32
     for i, tx in enumerate(batch):
         for role, key in keys_for(tx):
-            # Packed: each list is one shard actor's argument (see PackedList).
-            plan.setdefault(shard_of(key, n_shards), PackedList()).append(
-                ShardItem(i, role, key, tx)
-            )
+            # shard_of, inlined (same token, same hash).
+            shard = crc32(f"{key.kind}\x1f{key.tenant}\x1f{key.name}".encode()) % n_shards
+            items = plan.get(shard)
+            if items is None:
+                # Packed: each list is one shard actor's argument (see PackedList).
+                items = plan[shard] = PackedList()
+            items.append(_new_item(index=i, role=role, key=key, tx=tx))
     return plan
 
 
@@ -149,11 +165,12 @@ def merge_views(
         for item, view in zip(items, views, strict=True):
             targets[item.role][item.index] = view
     out = []
+    new = _new_context
     for i, tx in enumerate(batch):
         # A self-transfer has no separate counterparty item: its counterparty view is its own.
         cp_view = acct[i] if tx.counterparty_account_id == tx.account_id else cp[i]
         out.append(
-            HistoryContext(
+            new(
                 account=list(acct[i]),
                 counterparty=list(cp_view),
                 agent=list(agent[i]),
@@ -162,6 +179,9 @@ def merge_views(
             )
         )
     return out
+
+
+_new_context = fast_init(HistoryContext)
 
 
 class CustomerState:
@@ -333,7 +353,11 @@ class ShardState:
         self.max_keys = max_keys
         self.retention = MAX_LOOKBACK + late_slack
         self.cold_start_complete = cold_start_complete
-        self.windows: OrderedDict[WindowKey, CustomerState] = OrderedDict()
+        self.windows: dict[WindowKey, CustomerState] = {}
+        # The same windows by ``(kind, tenant, name)``, least recently used first. A WindowKey
+        # hashes and compares in Python; a tuple of strings in C, and every item of a batch
+        # looks its window up and marks it used.
+        self._lru: OrderedDict[tuple[str, str, str], CustomerState] = OrderedDict()
         self.newest: datetime | None = None
         self.rebuilds = 0
 
@@ -359,27 +383,19 @@ class ShardState:
 
     def load(self, request: RebuildRequest, txs: Iterable[Transaction]) -> None:
         """Install a window rebuilt from the store (merging what is already in memory)."""
-        old = self.windows.pop(request.key, None)
-        win = _new_window(request.key, request.since)
+        key = request.key
+        token = (key.kind, key.tenant, key.name)
+        old = self.windows.pop(key, None)
+        self._lru.pop(token, None)
+        win = _new_window(key, request.since)
         for t in txs:
             win.add(t)
         if old is not None:
             for t in old._txs:
                 win.add(t)
-        self.windows[request.key] = win
+        self.windows[key] = win
+        self._lru[token] = win
         self.rebuilds += 1
-
-    def _window(self, key: WindowKey, start: datetime) -> CustomerState:
-        win = self.windows.get(key)
-        if win is None:
-            # No store (or an agent window): an unknown key starts empty and is complete from
-            # the point it was first needed.
-            since = None if self.cold_start_complete else start
-            win = _new_window(key, since)
-            self.windows[key] = win
-        else:
-            self.windows.move_to_end(key)
-        return win
 
     def answer(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
         """Observe every item, then return each item's view (in the order of ``items``).
@@ -387,30 +403,44 @@ class ShardState:
         Observing first means transactions of the same batch see each other in time order,
         exactly as :func:`aml.history.build_context` over the whole stream would.
         """
-        # Windows by position and by identity: hashing a WindowKey is a Python-level call, and a
-        # batch makes several per item.
+        # Windows by position and by identity, looked up by their key's strings (see _lru).
         wins: list[CustomerState] = []
         touched: dict[int, CustomerState] = {}
+        lru = self._lru
+        newest = self.newest
         for item in items:
-            win = self._window(item.key, self._lookback_start(item))
-            win.add(item.tx)
+            key = item.key
+            token = (key.kind, key.tenant, key.name)
+            tx = item.tx
+            win = lru.get(token)
+            if win is None:
+                # No store (or an agent window): an unknown key starts empty and is complete
+                # from the point it was first needed.
+                since = None if self.cold_start_complete else self._lookback_start(item)
+                win = lru[token] = self.windows[key] = _new_window(key, since)
+            else:
+                lru.move_to_end(token)
+            win.add(tx)
             wins.append(win)
             touched[id(win)] = win
-            if self.newest is None or item.tx.occurred_at > self.newest:
-                self.newest = item.tx.occurred_at
+            if newest is None or tx.occurred_at > newest:
+                newest = tx.occurred_at
+        self.newest = newest
         # Packed: the views are what a shard actor sends back (see PackedList).
+        client, span = Role.CLIENT, _SPAN
         views = PackedList(
             win.other_accounts_before(item.tx, MAX_LOOKBACK)
-            if item.role is Role.CLIENT
-            else win.before(item.tx, _SPAN[item.role])
+            if item.role is client
+            else win.before(item.tx, span[item.role])
             for item, win in zip(items, wins, strict=True)
         )
-        if self.newest is not None:
-            cutoff = self.newest - self.retention
+        if newest is not None:
+            cutoff = newest - self.retention
             for win in touched.values():
                 win.evict(cutoff)
-        while len(self.windows) > self.max_keys:
-            self.windows.popitem(last=False)
+        while len(lru) > self.max_keys:
+            _, old = lru.popitem(last=False)
+            del self.windows[old.key]
         return views
 
     def summary(self, key: WindowKey, end: datetime) -> WindowSummary | None:
@@ -476,7 +506,10 @@ def transfer_edge(tx: Transaction) -> TransferEdge | None:
     if not cp or cp == tx.account_id or tx.direction is Direction.NONE:
         return None
     src, dst = (tx.account_id, cp) if tx.direction is Direction.OUT else (cp, tx.account_id)
-    return TransferEdge(src=src, dst=dst, amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+    return _new_edge(src=src, dst=dst, amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+
+
+_new_edge = fast_init(TransferEdge)
 
 
 class TransferGraph:
