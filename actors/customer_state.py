@@ -529,17 +529,25 @@ class TransferGraph:
         self.indexes: dict[str, EdgeIndex] = {}
 
     def observe_and_edges(self, batch: Sequence[Transaction]) -> list[list[TransferEdge]]:
-        """Add the batch's edges, then return each transaction's point-in-time neighbourhood."""
+        """Add the batch's edges, then return each transfer's point-in-time neighbourhood.
+
+        Only a transfer between two accounts gets its neighbourhood: the cycle and chain rules
+        are the only readers of ``HistoryContext.edges`` and look at nothing else, so walking
+        the graph (and shipping the edges between processes) for deposits and withdrawals
+        bought nothing. Every other transaction gets an empty list.
+        """
+        transfers: list[bool] = []
         for tx in batch:
             edge = transfer_edge(tx)
+            transfers.append(edge is not None)
             if edge is not None:
                 index = self.indexes.get(tx.tenant)
                 if index is None:
                     index = self.indexes[tx.tenant] = EdgeIndex(self.window)
                 index.add(edge)
         out: list[list[TransferEdge]] = PackedList()  # the graph actor's answer
-        for tx in batch:
-            index = self.indexes.get(tx.tenant)
+        for tx, transfer in zip(batch, transfers, strict=True):
+            index = self.indexes.get(tx.tenant) if transfer else None
             if index is None:
                 out.append([])
                 continue

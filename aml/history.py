@@ -46,7 +46,9 @@ class HistoryContext:
             (empty when there is no counterparty).
         agent: transactions of ``tx.agent_id`` in ``[tx.occurred_at - AGENT_LOOKBACK, ...)``.
         edges: recent transfer edges of the tenant around the account (both directions, up to the
-            search's hop limit), time-ordered, for bounded cycle and layering-chain search.
+            search's hop limit), time-ordered, for bounded cycle and layering-chain search. Only
+            a transfer between two accounts needs them (the cycle and chain rules read nothing
+            else): serving leaves them empty for every other transaction.
         client: transactions of ``tx.client_id`` on the client's *other* accounts in
             ``[tx.occurred_at - MAX_LOOKBACK, tx.occurred_at)``, time-ordered: those recorded
             for the same client that do not touch ``tx.account_id`` (the ones that do are in

@@ -235,9 +235,8 @@ class RuleInput:
         return self._agent_float
 
 
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """A rule's finding before the engine applies overrides."""
+class Fired(NamedTuple):
+    """A rule's finding before the engine applies overrides (a tuple: built per hit)."""
 
     severity: float
     values: dict[str, Any]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from aml.domain import RuleHit, Transaction, fast_pickle
+from aml.domain import RuleHit, Transaction, fast_init, fast_pickle
 from aml.errors import ConfigError
 from aml.history import HistoryContext
 from aml.rules.catalog import (
@@ -38,6 +38,11 @@ class RuleEvaluation:
     @property
     def rule_ids(self) -> tuple[str, ...]:
         return tuple(h.rule_id for h in self.hits)
+
+
+# Built for every transaction (and hit): the fast constructors build the same objects.
+_new_hit = fast_init(RuleHit)
+_new_evaluation = fast_init(RuleEvaluation)
 
 
 def combine(severities: Iterable[float]) -> float:
@@ -116,7 +121,7 @@ class RuleEngine:
         """
         version = self.config.version
         if not is_scorable(tx):
-            return RuleEvaluation(score=0.0, hits=(), config_version=version)
+            return _new_evaluation(score=0.0, hits=(), config_version=version)
         currency = tx.currency
         try:
             thresholds = self._thresholds[currency]
@@ -140,7 +145,7 @@ class RuleEngine:
                 continue
             severity = fired.severity if override is None else override
             hits.append(
-                RuleHit(
+                _new_hit(
                     rule_id=rule_id,
                     category=category,
                     severity=min(1.0, max(0.0, severity)),
@@ -148,7 +153,7 @@ class RuleEngine:
                     description=fired.description,
                 )
             )
-        return RuleEvaluation(
+        return _new_evaluation(
             score=combine(h.severity for h in hits) if hits else 0.0,
             hits=tuple(hits),
             config_version=version,

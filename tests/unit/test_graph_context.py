@@ -1,0 +1,49 @@
+"""Transfer-graph neighbourhoods in contexts: given to transfers, which the cycle and chain rules
+read, and not walked for anything else."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
+from aml.domain import Direction, Transaction, TransactionType
+from aml.rules import RuleEngine, default_rule_config
+from tests.factories import T0, make_tx
+
+
+def _transfer(src: str, dst: str, minute: int) -> Transaction:
+    return make_tx(
+        account_id=src,
+        counterparty_account_id=dst,
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        amount_minor=300_000,
+        occurred_at=T0 + timedelta(minutes=minute),
+    )
+
+
+def test_only_transfers_get_the_neighbourhood_and_a_cycle_is_still_caught() -> None:
+    builder = LocalContextBuilder(
+        [ShardState(cold_start_complete=True) for _ in range(2)], graph=TransferGraph()
+    )
+    a_b, b_c = _transfer("A", "B", 1), _transfer("B", "C", 2)
+    builder.contexts([a_b, b_c])
+    c_a = _transfer("C", "A", 3)
+    deposit = make_tx(account_id="A", occurred_at=T0 + timedelta(minutes=4))
+    cash_out = make_tx(
+        account_id="C",
+        type=TransactionType.WITHDRAWAL,
+        direction=Direction.OUT,
+        occurred_at=T0 + timedelta(minutes=5),
+    )
+    ctx_c_a, ctx_deposit, ctx_cash_out = builder.contexts([c_a, deposit, cash_out])
+
+    assert [e.tx_id for e in ctx_c_a.edges] == [a_b.id, b_c.id]
+    assert list(ctx_deposit.edges) == []
+    assert list(ctx_cash_out.edges) == []
+    # The account views are unaffected: the deposit still sees the transfers of its account.
+    assert {o.id for o in ctx_deposit.account} == {a_b.id, c_a.id}
+
+    engine = RuleEngine(default_rule_config())
+    hits = {h.rule_id: h for h in engine.evaluate(c_a, ctx_c_a).hits}
+    assert hits["circular_transfer"].values["path"] == ["A", "B", "C", "A"]
