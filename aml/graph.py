@@ -51,7 +51,7 @@ def _incoming(edges: Iterable[TransferEdge]) -> dict[str, list[TransferEdge]]:
     for e in edges:
         by_dst.setdefault(e.dst, []).append(e)
     for items in by_dst.values():
-        items.sort(key=_key, reverse=True)
+        items.sort(key=_KEY, reverse=True)
     return by_dst
 
 
@@ -98,7 +98,7 @@ def find_cycles(
         return []
     start = new_edge.at - window
     limit = _key(new_edge)
-    by_dst = _incoming(e for e in edges if start <= e.at and _key(e) < limit)
+    by_dst = _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit])
     found: list[list[TransferEdge]] = []
     # Stack of (node reached, path of edges backwards from new_edge, nodes on the path).
     stack: list[tuple[str, list[TransferEdge], frozenset[str]]] = [
@@ -107,11 +107,12 @@ def find_cycles(
     while stack and len(found) < max_results:
         node, path, seen = stack.pop()
         nxt = path[-1]
+        nxt_key = (nxt.at, nxt.tx_id)
         taken = 0
         for e in by_dst.get(node, ()):
             if taken >= max_fanout:
                 break
-            if _key(e) >= _key(nxt) or e.src == e.dst:
+            if (e.at, e.tx_id) >= nxt_key or e.src == e.dst:
                 continue
             if not _within(e.amount, nxt.amount, amount_tolerance):
                 continue
@@ -160,7 +161,7 @@ def find_chains(
         return []
     start = new_edge.at - window
     limit = _key(new_edge)
-    by_dst = _incoming(e for e in edges if start <= e.at and _key(e) < limit)
+    by_dst = _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit])
     found: list[list[TransferEdge]] = []
     stack: list[tuple[str, list[TransferEdge], frozenset[str]]] = [
         (new_edge.src, [new_edge], frozenset({new_edge.src, new_edge.dst}))
@@ -171,10 +172,11 @@ def find_chains(
         extended = False
         if len(path) < max_hops:
             taken = 0
+            nxt_key = (nxt.at, nxt.tx_id)
             for e in by_dst.get(node, ()):
                 if taken >= max_fanout:
                     break
-                if _key(e) >= _key(nxt) or e.src in seen or e.amount <= 0:
+                if (e.at, e.tx_id) >= nxt_key or e.src in seen or e.amount <= 0:
                     continue
                 if not lo <= nxt.amount / e.amount <= hi:
                     continue

@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
 from aml.graph import find_chains, find_cycles
 from aml.history import HistoryContext, TransferEdge
+from aml.money import exponent
 from aml.rules.config import CurrencyThresholds, RuleParams
 
 _FLIP = {Direction.IN: Direction.OUT, Direction.OUT: Direction.IN, Direction.NONE: Direction.NONE}
@@ -80,6 +81,10 @@ class Movement(NamedTuple):
     tx: Transaction
 
 
+# ``Movement(*fields)`` without the named tuple's Python-level ``__new__``.
+_new_movement: Callable[[tuple[Any, ...]], Movement] = partial(tuple.__new__, Movement)  # type: ignore[assignment]
+
+
 def _movement(account: str, o: Transaction) -> Movement | None:
     if o.account_id == account:
         return Movement(
@@ -95,6 +100,7 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
     out: list[Movement] = []
     seen: set[tuple[Any, ...]] = set()
     unscorable, reversal, flip = _UNSCORABLE, _REVERSAL, _FLIP
+    units, new = _UNITS, _new_movement
     for o in txs:
         # is_scorable and _movement, inlined: this runs for every history item of every
         # transaction scored.
@@ -117,7 +123,8 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(Movement(direction, cp, o.amount, currency, at, o))
+        unit = units.get(currency) or _unit(currency)
+        out.append(new((direction, cp, o.amount_minor / unit, currency, at, o)))
     return out
 
 
@@ -131,6 +138,17 @@ def _local_date(at: datetime, zone: str) -> date:
     """Local calendar date of an instant (cached: the same history items are read by every
     transaction of their account, and a time-zone conversion costs more than the look-up)."""
     return at.astimezone(_zone(zone)).date()
+
+
+_UNITS: dict[str, float] = {}
+
+
+def _unit(currency: str) -> float:
+    """The divisor ``Transaction.amount`` uses for ``currency`` (the same float, cached)."""
+    unit = _UNITS.get(currency)
+    if unit is None:
+        unit = _UNITS[currency] = float(10 ** exponent(currency))
+    return unit
 
 
 @lru_cache(maxsize=256)
@@ -179,8 +197,8 @@ class RuleInput:
         # Prior movements of the transaction's account (7 days, time-ordered).
         self.moves: list[Movement] = movements(tx.account_id, ctx.account)
         # The transaction is on its own account: _movement(tx.account_id, tx), built directly.
-        self.current: Movement | None = Movement(
-            tx.direction, tx.counterparty_account_id, amount, tx.currency, tx.occurred_at, tx
+        self.current: Movement | None = _new_movement(
+            (tx.direction, tx.counterparty_account_id, amount, tx.currency, tx.occurred_at, tx)
         )
         self.edge: TransferEdge | None = edge_of(tx) if tx.counterparty_account_id else None
         agent = ctx.agent
@@ -711,9 +729,13 @@ def agent_rapid_transactions(ri: RuleInput) -> Fired | None:
 
 def _agent_float(ri: RuleInput) -> tuple[float, float, int]:
     """Cash in and cash out handled by the agent in 24 h (same currency, incl. current)."""
-    txs = [o for o in ri.agent_txs if o.currency == ri.tx.currency] + [ri.tx]
-    cash_in = sum([o.amount for o in txs if o.direction is Direction.IN])
-    cash_out = sum([o.amount for o in txs if o.direction is Direction.OUT])
+    currency = ri.tx.currency
+    txs = [o for o in ri.agent_txs if o.currency == currency]
+    txs.append(ri.tx)
+    # ``o.amount`` with the currency's unit read once (an agent's day can be long).
+    unit = _unit(currency)
+    cash_in = sum([o.amount_minor / unit for o in txs if o.direction is _IN])
+    cash_out = sum([o.amount_minor / unit for o in txs if o.direction is _OUT])
     return cash_in, cash_out, len(txs)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from aml.domain import RuleHit, Transaction, fast_init, fast_pickle
+from aml.domain import ActorType, Direction, RuleHit, Transaction, fast_init, fast_pickle
 from aml.errors import ConfigError
 from aml.history import HistoryContext
 from aml.rules.catalog import (
@@ -21,7 +22,6 @@ from aml.rules.catalog import (
     RuleSpec,
     Traits,
     is_scorable,
-    traits_of,
 )
 from aml.rules.config import CurrencyThresholds, RuleConfig
 
@@ -54,6 +54,7 @@ def combine(severities: Iterable[float]) -> float:
 
 
 _Step = tuple[str, str, RuleFn, float | None]
+_NONE, _AGENT = Direction.NONE, ActorType.AGENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +94,17 @@ class RuleEngine:
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
         # Flat plans, one per thresholds case and transaction traits (built on first use), so
         # the per-transaction loop reads no attributes and calls only rules that can fire.
-        self._plans: dict[tuple[Traits, bool], tuple[_Step, ...]] = {}
+        self._plans: dict[tuple[Any, ...], tuple[_Step, ...]] = {}
 
-    def _plan(self, traits: Traits, has_thresholds: bool) -> tuple[_Step, ...]:
+    def _plan(self, key: tuple[Any, ...]) -> tuple[_Step, ...]:
+        traits, has_thresholds = Traits(*key[:-1]), key[-1]
         plan = tuple(
             (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity)
             for a in self._active
             if (has_thresholds or not a.spec.needs_thresholds)
             and (a.spec.when is None or a.spec.when(traits))
         )
-        self._plans[(traits, has_thresholds)] = plan
+        self._plans[key] = plan
         return plan
 
     @property
@@ -127,11 +129,22 @@ class RuleEngine:
             thresholds = self._thresholds[currency]
         except KeyError:
             thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
-        traits = traits_of(tx)
-        has_thresholds = thresholds is not None
-        plan = self._plans.get((traits, has_thresholds))
+        # traits_of(tx) as a plain tuple (built in C) for the plan look-up.
+        cp = tx.counterparty_account_id
+        direction = tx.direction
+        agent_id = tx.agent_id is not None
+        key = (
+            direction,
+            tx.type,
+            bool(cp),
+            bool(cp) and cp != tx.account_id and direction is not _NONE,
+            agent_id or tx.actor_type is _AGENT,
+            agent_id,
+            thresholds is not None,
+        )
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plan(traits, has_thresholds)
+            plan = self._plan(key)
         ri = RuleInput(tx, ctx, self.config.params, thresholds)
         hits: list[RuleHit] = []
         for (
