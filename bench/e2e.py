@@ -847,11 +847,14 @@ async def _load_and_verify(
         # full scan in Python, which would slow down the very stack being measured.
         drain_started = last_log = time.monotonic()
         counts: dict[str, int] = {}
+        progress: list[tuple[float, int, int]] = []  # (s after the load, stored, decided)
         while True:
             counts = {
                 "transactions": await store.transactions.col.estimated_document_count(),
                 "decisions": await store.decisions.col.estimated_document_count(),
             }
+            elapsed = round(time.monotonic() - drain_started, 1)
+            progress.append((elapsed, counts["transactions"], counts["decisions"]))
             if counts["transactions"] >= len(acked_ids) and counts["decisions"] >= len(acked_ids):
                 pending = await store.transactions.col.find_one({"status": "pending"}, {"_id": 1})
                 if pending is None:
@@ -866,14 +869,15 @@ async def _load_and_verify(
         drain_s = time.monotonic() - drain_started
         done.set()
         observation = await observer
-        log(f"drained in {drain_s:.1f} s: {counts}")
+        log(f"stopped waiting {drain_s:.1f} s after the load: {counts}")
 
         metrics = scrape_metrics(stack.base)
         received: dict[str, datetime] = {}
         stored: list[tuple[str, str]] = []
         scorable: list[str] = []
+        # Large batches: on a busy embedded store every round trip waits for its lock.
         async for doc in store.transactions.col.find(
-            {}, {"_id": 1, "dedupe_key": 1, "received_at": 1, "status": 1}
+            {}, {"_id": 1, "dedupe_key": 1, "received_at": 1, "status": 1}, batch_size=20_000
         ):
             stored.append((doc["_id"], doc["dedupe_key"]))
             received[doc["_id"]] = _utc(doc["received_at"])
@@ -884,7 +888,7 @@ async def _load_and_verify(
         alerting: list[str] = []
         rules_not_planted: dict[str, int] = {}
         fields = {"_id": 1, "decided_at": 1, "alert": 1, "rule_hits.rule_id": 1}
-        async for doc in store.decisions.col.find({}, fields):
+        async for doc in store.decisions.col.find({}, fields, batch_size=20_000):
             decision_ids.append(doc["_id"])
             decided[doc["_id"]] = _utc(doc["decided_at"])
             if doc["alert"]:
@@ -899,7 +903,7 @@ async def _load_and_verify(
             alerts += 1
             alerted.update(doc["transaction_ids"])
         outcomes: dict[str, int] = {}
-        async for doc in store.ingest_log.col.find({}, {"_id": 0, "outcome": 1}):
+        async for doc in store.ingest_log.col.find({}, {"_id": 0, "outcome": 1}, batch_size=20_000):
             outcomes[str(doc["outcome"])] = outcomes.get(str(doc["outcome"]), 0) + 1
     finally:
         await store.close()
@@ -954,6 +958,7 @@ async def _load_and_verify(
             "decided_during_load": in_load,
             "last_decision_after_load_s": max(0.0, last_decided - load_end),
             "drain_after_load_s": drain_s,
+            "drain_progress_s_stored_decided": progress[:: max(1, len(progress) // 60)],
             "alerting_decisions": len(set(alerting)),
             "alerts": alerts,
             "alerting_not_planted": len(set(alerting) - planted_ids),
@@ -1080,6 +1085,7 @@ def table(result: Mapping[str, Any]) -> str:
     check, scoring, mem = result["verification"], result["scoring"], result["memory"]
     observed = result["receive_to_decision_observed_ms"]
     la, stop = result["machine"], result["stack"]["stop"]
+    metrics: Mapping[str, float] = result.get("ingress_metrics", {})
     rows: Iterable[tuple[str, str]] = (
         ("target rate (hooks/s) x duration", f"{cfg['rate']:.0f} x {cfg['seconds']:.0f} s"),
         ("bare Sanic ceiling (req/s)", f"{ceiling['per_s']:.0f} ({ceiling['tool']})"),
@@ -1103,8 +1109,13 @@ def table(result: Mapping[str, Any]) -> str:
         ("receive -> decision stored p50 / p99 (ms), lower bound", _ms(observed["lower"])),
         ("sampled / observed decisions", f"{observed['sampled']} / {observed['found']}"),
         (
-            "stored / lost / duplicated",
+            "stored / acked but not stored at the end / duplicated",
             f"{check['stored']} / {check['lost']} / {check['duplicated']}",
+        ),
+        (
+            "acked from the ingress spool / replayed into the store by the end",
+            f"{metrics.get('aml_ingest_spooled_events_total', 0):.0f} / "
+            f"{metrics.get('aml_ingest_replayed_events_total', 0):.0f}",
         ),
         (
             "scorable / decisions / undecided",
@@ -1179,6 +1190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bare"]:
         bare_serve(args_list[1:])
+        return 0
+    if args_list[:1] == ["report"]:  # re-render the Markdown of a result JSON
+        path = Path(args_list[1])
+        write(json.loads(path.read_text()), path)
         return 0
     p = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__)
     p.add_argument("--rate", type=float, default=2000.0, help="target hooks per second")
