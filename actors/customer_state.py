@@ -211,13 +211,21 @@ class CustomerState:
 
     def add(self, tx: Transaction) -> bool:
         """Insert ``tx`` in time order. Returns False when it was already there."""
-        if tx.id in self._ids:
+        tx_id = tx.id
+        ids = self._ids
+        if tx_id in ids:
             return False
-        k = (tx.occurred_at, tx.id)
-        pos = bisect_left(self._keys, k)
-        self._keys.insert(pos, k)
-        self._txs.insert(pos, tx)
-        self._ids.add(tx.id)
+        k = (tx.occurred_at, tx_id)
+        keys = self._keys
+        if not keys or k > keys[-1]:
+            # Arrivals are mostly in time order: no search, no shifting.
+            keys.append(k)
+            self._txs.append(tx)
+        else:
+            pos = bisect_left(keys, k)
+            keys.insert(pos, k)
+            self._txs.insert(pos, tx)
+        ids.add(tx_id)
         return True
 
     def covers(self, start: datetime) -> bool:
@@ -244,7 +252,9 @@ class CustomerState:
 
     def evict(self, older_than: datetime) -> int:
         """Drop entries before ``older_than``; the window is then complete only from there."""
-        cut = bisect_left(self._keys, (older_than, ""))
+        keys = self._keys
+        # Usually nothing is old enough yet: the oldest entry says so without a search.
+        cut = bisect_left(keys, (older_than, "")) if keys and keys[0][0] < older_than else 0
         if cut:
             for t in self._txs[:cut]:
                 self._ids.discard(t.id)
@@ -293,7 +303,10 @@ class ClientWindow(CustomerState):
         return True
 
     def evict(self, older_than: datetime) -> int:
-        cut = bisect_left(self._keys, (older_than, ""))
+        keys = self._keys
+        if not keys or keys[0][0] >= older_than:
+            return super().evict(older_than)  # nothing to cut
+        cut = bisect_left(keys, (older_than, ""))
         owners = self._owners
         for t in self._txs[:cut]:
             left = owners[t.account_id] - 1

@@ -211,8 +211,20 @@ def _model_text(result: ScorerResult, usual: Mapping[str, float] | None = None) 
         text += f" {result.reason}"
     if result.contributions:
         shown = result.contributions[:3]
-        text += " [" + ", ".join(_fmt_contribution(c, usual) for c in shown) + "]"
+        if usual:
+            text += " [" + ", ".join([_fmt_contribution(c, usual) for c in shown]) + "]"
+        else:
+            # _fmt_contribution without a usual value, inlined (every decision formats these).
+            text += (
+                " ["
+                + ", ".join([f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})" for c in shown])
+                + "]"
+            )
     return text
+
+
+def _neg_weight(reason: tuple[float, Any]) -> float:
+    return -reason[0]
 
 
 def _hit_rank(h: RuleHit) -> tuple[float, str]:
@@ -235,7 +247,8 @@ def _explain(
         [(hit.severity, hit) for hit in sorted(hits, key=_hit_rank)] if hits else []
     )
     reasons.extend(models)
-    reasons.sort(key=lambda r: -r[0])
+    if len(reasons) > 1:
+        reasons.sort(key=_neg_weight)
     shown = [
         _hit_text(item) if isinstance(item, RuleHit) else _model_text(item)
         for item in itertools.islice((item for weight, item in reasons if weight > 0), max_reasons)

@@ -520,6 +520,14 @@ def cross_account_structuring(ri: RuleInput) -> Fired | None:
     if f is None or ri.amount >= limit:
         return None
     sender, collector = f
+    # Fewer earlier records than the other senders needed cannot hold enough senders: skip
+    # building the collector's movements (the usual case for a payee seen rarely).
+    need = ri.p.cross_structuring_min_senders - 1
+    if collector == ri.tx.account_id:
+        if len(ri.moves) < need:
+            return None
+    elif len(ri.ctx.counterparty) < need:
+        return None
     start = ri.tx.occurred_at - _span(60 * ri.p.cross_structuring_window_hours)
     inflows = [
         m
@@ -553,6 +561,17 @@ def circular_transfer(ri: RuleInput) -> Fired | None:
     edge = ri.edge
     if edge is None:
         return None
+    # A cycle needs an earlier edge leaving the payee and one reaching the payer: without both
+    # the search cannot find one (checked in one pass, before the search builds its index).
+    src, dst = edge.src, edge.dst
+    into_src = out_of_dst = False
+    for e in ri.ctx.edges:
+        if e.dst == src:
+            into_src = True
+        if e.src == dst:
+            out_of_dst = True
+    if not (into_src and out_of_dst):
+        return None
     p = ri.p
     cycles = find_cycles(
         ri.ctx.edges,
@@ -585,6 +604,10 @@ def stacking(ri: RuleInput) -> Fired | None:
     if edge is None:
         return None
     p = ri.p
+    # A chain of two or more hops needs an earlier edge reaching the payer.
+    src = edge.src
+    if p.stacking_min_hops > 1 and not any([e.dst == src for e in ri.ctx.edges]):
+        return None
     chains = find_chains(
         ri.ctx.edges,
         edge,
