@@ -417,6 +417,8 @@ def high_value_anonymous_payment(ri: RuleInput) -> Fired | None:
 def rapid_transactions(ri: RuleInput) -> Fired | None:
     """Many transactions on the account within the rapid window (current one included)."""
     n = ri.p.rapid_count
+    if len(ri.moves) + 1 < n:
+        return None  # not even the whole history is enough
     span = _span(ri.p.rapid_window_minutes)
     count = len(ri.since(span)) + 1
     if count < n:
@@ -469,7 +471,7 @@ def new_counterparty(ri: RuleInput) -> Fired | None:
     cur = ri.current
     if ri.tx.type not in _TRANSFER_TYPES or cur is None or cur.direction is not Direction.OUT:
         return None
-    if not cur.counterparty:
+    if not cur.counterparty or len(ri.moves) < ri.p.new_counterparty_min_prior:
         return None
     prior_out = [m for m in ri.moves if m.direction is Direction.OUT and m.counterparty]
     if len(prior_out) < ri.p.new_counterparty_min_prior:
@@ -493,6 +495,8 @@ def rapid_pair_transfers(ri: RuleInput) -> Fired | None:
     cur = ri.current
     if ri.tx.type not in _TRANSFER_TYPES or cur is None or not cur.counterparty:
         return None
+    if len(ri.moves) + 1 < ri.p.pair_count:
+        return None  # not even the whole history is enough
     hours = ri.p.pair_window_hours
     same = [m for m in ri.since(_span(60 * hours)) if m.counterparty == cur.counterparty]
     count = len(same) + 1
@@ -642,6 +646,8 @@ def _fan(ri: RuleInput, direction: Direction, parties: str) -> Fired | None:
     cur = ri.current
     if cur is None or cur.direction is not direction or not cur.counterparty:
         return None
+    if len(ri.moves) + 1 < ri.p.fan_min:
+        return None  # not even the whole history is enough
     hours = ri.p.fan_window_hours
     seen = _distinct(ri.since(_span(60 * hours)), direction) | {cur.counterparty}
     n = len(seen)
@@ -669,6 +675,8 @@ def scatter_gather(ri: RuleInput) -> Fired | None:
     cur = ri.current
     if cur is None or cur.direction is not Direction.OUT:
         return None
+    if len(ri.moves) < ri.p.scatter_min_senders:
+        return None  # not even the whole history is enough
     inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
     senders = _distinct(inflows, Direction.IN)
     n = len(senders)
@@ -689,10 +697,12 @@ def bipartite_layering(ri: RuleInput) -> Fired | None:
     cur = ri.current
     if cur is None or not cur.counterparty or cur.direction is Direction.NONE:
         return None
+    k = ri.p.bipartite_min
+    if len(ri.moves) + 1 < 2 * k:
+        return None  # k sources and k recipients take 2k movements at least
     items = [*ri.moves, cur]
     sources = _distinct(items, Direction.IN)
     sinks = _distinct(items, Direction.OUT)
-    k = ri.p.bipartite_min
     if len(sources) < k or len(sinks) < k:
         return None
     return Fired(
@@ -707,6 +717,8 @@ def merchant_collection_account(ri: RuleInput) -> Fired | None:
     cur = ri.current
     if cur is None or cur.direction is not Direction.IN:
         return None
+    if len(ri.moves) + 1 < ri.p.collection_min_senders:
+        return None  # not even the whole history holds enough payers
     if any(m.direction is Direction.OUT for m in ri.moves):
         return None
     inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
@@ -739,6 +751,8 @@ def agent_rapid_transactions(ri: RuleInput) -> Fired | None:
     if not _is_agent_tx(ri.tx):
         return None
     n = ri.p.agent_rapid_count
+    if len(ri.agent_txs) + 1 < n:
+        return None  # not even the agent's whole day is enough
     minutes = ri.p.agent_rapid_window_minutes
     count = len(_agent_window(ri, minutes)) + 1
     if count < n:
@@ -954,10 +968,6 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
     if tx.type is TransactionType.LOAN_DISBURSEMENT:
         return None
     client = ri.ctx.client
-    # The client's other accounts seen in the window (the loan account among them).
-    own = frozenset([o.account_id for o in client]) if client else _NO_ACCOUNTS
-    if cur.counterparty in own:
-        return None
     start = tx.occurred_at - _span(60 * ri.p.loan_watch_hours)
     unscorable, reversal = _UNSCORABLE, _REVERSAL
     disb = [
@@ -979,6 +989,10 @@ def _loan_view(ri: RuleInput) -> _LoanView | None:
         and o.currency == tx.currency
     ]
     if not disb:
+        return None  # the usual case, found before building anything else
+    # The client's other accounts seen in the window (the loan account among them).
+    own = frozenset([o.account_id for o in client]) if client else _NO_ACCOUNTS
+    if cur.counterparty in own:
         return None
     d = max(disb, key=lambda o: (o.occurred_at, o.id))
     if d.amount <= 0:
