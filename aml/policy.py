@@ -27,7 +27,6 @@ decision keeps every scorer's model version plus the rule-config and feature-set
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -57,6 +56,9 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {ANOMALY: 0.3, XGBOOST: 0.7}
 _new_decision = fast_init(Decision)
 _new_result = fast_init(ScorerResult)
 _LEVEL_TEXT = {level: level.value.upper() for level in RiskLevel}
+_RULES_VERSION: dict[int, str] = {}
+# The last ``decided_at`` given and its UTC form (one conversion per batch, not per decision).
+_utc_memo: tuple[datetime | None, datetime] = (None, datetime.min)
 
 
 class RuleOutcome(Protocol):
@@ -176,11 +178,6 @@ def _sanitise(result: ScorerResult) -> ScorerResult:
     return replace(result, score=min(max(float(score), 0.0), 1.0))
 
 
-def _bare_rule_score(score: float) -> float:
-    """``_rule_score`` of an evaluation without hits."""
-    return min(max(score if math.isfinite(score) else 0.0, 0.0, 0.0), 1.0)
-
-
 def _rule_score(rules: RuleOutcome) -> float:
     score = rules.score if math.isfinite(rules.score) else 0.0
     strongest = max((h.severity for h in rules.hits if math.isfinite(h.severity)), default=0.0)
@@ -249,10 +246,12 @@ def _explain(
     reasons.extend(models)
     if len(reasons) > 1:
         reasons.sort(key=_neg_weight)
-    shown = [
-        _hit_text(item) if isinstance(item, RuleHit) else _model_text(item)
-        for item in itertools.islice((item for weight, item in reasons if weight > 0), max_reasons)
-    ]
+    shown: list[str] = []
+    for weight, item in reasons:
+        if weight > 0:
+            shown.append(_hit_text(item) if isinstance(item, RuleHit) else _model_text(item))
+            if len(shown) >= max_reasons:
+                break
     head = f"{_LEVEL_TEXT[level]} risk, score {final:.2f}" + (" (alert)" if alert else "")
     body = (
         ("Top reasons: " + "; ".join(shown) + ".")
@@ -307,7 +306,12 @@ def decide(
             by_name[name] = _new_result(scorer=name, available=False, reason="no result")
 
     hits = rules.hits
-    rule_score = _rule_score(rules) if hits else _bare_rule_score(rules.score)
+    if hits:
+        rule_score = _rule_score(rules)
+    else:
+        # _rule_score without hits (most transactions), inlined.
+        score = rules.score
+        rule_score = min(max(score if math.isfinite(score) else 0.0, 0.0, 0.0), 1.0)
     used = []
     absent = []
     for name, result in by_name.items():
@@ -338,19 +342,26 @@ def decide(
         absent,
         config.max_reasons,
     )
+    version = rules.config_version
+    model_version = _RULES_VERSION.get(version)
+    if model_version is None:
+        model_version = _RULES_VERSION[version] = f"rules-config-{version}"
     rules_result = _new_result(
-        scorer=RULES,
-        available=True,
-        score=rule_score,
-        model_version=f"rules-config-{rules.config_version}",
+        scorer=RULES, available=True, score=rule_score, model_version=model_version
     )
+    global _utc_memo
+    given, at = _utc_memo
+    if decided_at is not given:
+        # A batch is decided at one instant: convert it once.
+        at = ensure_utc(decided_at)
+        _utc_memo = (decided_at, at)
     return _new_decision(
         transaction_id=tx.id,
         tenant=tx.tenant,
         score=final,
         risk_level=level,
         alert=alert,
-        decided_at=ensure_utc(decided_at),
+        decided_at=at,
         scorers=(rules_result, *by_name.values()),
         rule_hits=hits,
         feature_set_version=config.feature_set_version,
