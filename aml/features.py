@@ -206,7 +206,17 @@ class FeatureParams:
 
 def local_time(at: datetime, params: FeatureParams) -> datetime:
     """``at`` in the configured local time zone (for hour/weekday features and rules)."""
-    return at.astimezone(_zone(params.timezone))
+    return in_zone(at, params.timezone)
+
+
+@lru_cache(maxsize=8192)
+def in_zone(at: datetime, zone: str) -> datetime:
+    """``at`` in the IANA time zone ``zone``.
+
+    Cached: the features and the rules of a batch both read each transaction's local time, and
+    a time-zone conversion costs more than the look-up (the cache holds a few batches).
+    """
+    return at.astimezone(_zone(zone))
 
 
 def _is_money(o: Transaction) -> bool:
@@ -433,7 +443,7 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
     if unit is None:
         unit = _INT_UNITS[currency] = 10 ** exponent(currency)
     floor = params.amount_floor(currency)
-    local = tx.occurred_at.astimezone(_zone(params.timezone))
+    local = in_zone(tx.occurred_at, params.timezone)
     hour = local.hour
     hour_frac = hour + local.minute / 60.0 + local.second / 3600.0
     angle = 2.0 * math.pi * hour_frac / 24.0

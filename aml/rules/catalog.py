@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
+from aml.features import in_zone
 from aml.graph import find_chains, find_cycles
 from aml.history import HistoryContext, TransferEdge
 from aml.money import exponent
@@ -235,7 +236,7 @@ class RuleInput:
     def local(self) -> datetime:
         """The transaction's time in the configured time zone."""
         if self._local is None:
-            self._local = self.tx.occurred_at.astimezone(_zone(self.p.timezone))
+            self._local = in_zone(self.tx.occurred_at, self.p.timezone)
         return self._local
 
     @property
