@@ -57,6 +57,8 @@ _new_decision = fast_init(Decision)
 _new_result = fast_init(ScorerResult)
 _LEVEL_TEXT = {level: level.value.upper() for level in RiskLevel}
 _RULES_VERSION: dict[int, str] = {}
+# "Not available: ..." by the absent scorers' (name, reason): the same few on every decision.
+_ABSENT_TEXT: dict[tuple[tuple[str, str | None], ...], str] = {}
 # The last ``decided_at`` given and its UTC form (one conversion per batch, not per decision).
 _utc_memo: tuple[datetime | None, datetime] = (None, datetime.min)
 
@@ -262,9 +264,13 @@ def _explain(
         body += " No rule fired."
     parts = [head + ".", body]
     if absent:
-        parts.append(
-            "Not available: " + ", ".join(f"{r.scorer} ({r.reason})" for r in absent) + "."
-        )
+        key = tuple([(r.scorer, r.reason) for r in absent])
+        text = _ABSENT_TEXT.get(key)
+        if text is None:
+            text = "Not available: " + ", ".join(f"{n} ({reason})" for n, reason in key) + "."
+            if len(_ABSENT_TEXT) < 1024:  # a handful in practice; bounded all the same
+                _ABSENT_TEXT[key] = text
+        parts.append(text)
     return " ".join(parts)
 
 
@@ -297,9 +303,13 @@ def decide(
     """
     by_name: dict[str, ScorerResult] = {}
     for result in scorers:
-        if result.scorer in by_name or result.scorer == RULES:
-            raise ValueError(f"duplicate or reserved scorer result {result.scorer!r}")
-        by_name[result.scorer] = _sanitise(result)
+        name = result.scorer
+        if name in by_name or name == RULES:
+            raise ValueError(f"duplicate or reserved scorer result {name!r}")
+        score = result.score
+        if not (result.available and type(score) is float and 0.0 <= score <= 1.0):
+            result = _sanitise(result)  # the usual clean result is used as it is
+        by_name[name] = result
     weights = config.weights
     for name in weights:
         if name not in by_name:
