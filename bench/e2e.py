@@ -887,7 +887,7 @@ async def _load_and_verify(
         decision_ids: list[str] = []
         alerting: list[str] = []
         rules_not_planted: dict[str, int] = {}
-        fields = {"_id": 1, "decided_at": 1, "alert": 1, "rule_hits.rule_id": 1}
+        fields = {"_id": 1, "decided_at": 1, "alert": 1, "rule_hits": 1}
         async for doc in store.decisions.col.find({}, fields, batch_size=20_000):
             decision_ids.append(doc["_id"])
             decided[doc["_id"]] = _utc(doc["decided_at"])
