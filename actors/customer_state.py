@@ -440,13 +440,21 @@ class ShardState:
                 newest = tx.occurred_at
         self.newest = newest
         # Packed: the views are what a shard actor sends back (see PackedList).
-        client, span = Role.CLIENT, _SPAN
-        views = PackedList(
-            win.other_accounts_before(item.tx, MAX_LOOKBACK)
-            if item.role is client
-            else win.before(item.tx, span[item.role])
-            for item, win in zip(items, wins, strict=True)
-        )
+        views: list[tuple[Transaction, ...]] = PackedList()
+        append = views.append
+        client, spans = Role.CLIENT, _SPAN
+        for item, win in zip(items, wins, strict=True):
+            tx = item.tx
+            role = item.role
+            if role is client:
+                append(win.other_accounts_before(tx, MAX_LOOKBACK))
+                continue
+            # CustomerState.before, inlined (one per item of every batch).
+            keys = win._keys
+            at = tx.occurred_at
+            lo = bisect_left(keys, (at - spans[role], ""))
+            hi = bisect_left(keys, (at, tx.id))
+            append(tuple(win._txs[lo:hi]))
         if newest is not None:
             cutoff = newest - self.retention
             for win in touched.values():

@@ -305,6 +305,9 @@ class RuleSpec:
             for a currency without them.
         when: a condition on the transaction's :class:`Traits` without which the rule never
             fires (it must be implied by the rule's own checks); ``None``: always run it.
+        min_moves: the fewest earlier movements of the account (``RuleInput.moves``) with
+            which the rule can fire under the given parameters; ``None``: no such bound.
+        min_agent_txs: the same for the agent's earlier transactions (``RuleInput.agent_txs``).
     """
 
     rule_id: str
@@ -313,6 +316,8 @@ class RuleSpec:
     needs_thresholds: bool = False
     enabled_by_default: bool = True
     when: Callable[[Traits], bool] | None = None
+    min_moves: Callable[[RuleParams], int] | None = None
+    min_agent_txs: Callable[[RuleParams], int] | None = None
 
 
 def _clip(value: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -373,21 +378,25 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
     if tx.type not in _CASH_TYPES:
         return None
     limit = _th(ri).ctr_threshold
-    zone = ri.p.timezone
-    day = ri.local.date()
-    acct = tx.account_id
-    prior = sum(
-        [
-            m.amount
-            for m in ri.same_currency(ri.moves)
-            if m.tx.account_id == acct
-            and m.tx.type in _CASH_TYPES
-            and _local_date(m.at, zone) == day
-        ]
-    )
+    moves = ri.same_currency(ri.moves)
+    prior: float = 0  # sum() of nothing, as below
+    if moves:
+        zone = ri.p.timezone
+        day = ri.local.date()
+        acct = tx.account_id
+        prior = sum(
+            [
+                m.amount
+                for m in moves
+                if m.tx.account_id == acct
+                and m.tx.type in _CASH_TYPES
+                and _local_date(m.at, zone) == day
+            ]
+        )
     total = prior + ri.amount
     if ri.amount < limit and not prior < limit <= total:
         return None
+    day = ri.local.date()
     return Fired(
         0.1,
         {"amount": ri.amount, "day_total": _money(total), "threshold": limit, "day": str(day)},
@@ -435,7 +444,9 @@ def high_velocity_volume(ri: RuleInput) -> Fired | None:
     """Money moved within the rapid window (prior plus current) reaching a threshold multiple."""
     limit = ri.p.volume_multiple * _th(ri).large_amount
     span = _span(ri.p.rapid_window_minutes)
-    total = sum([m.amount for m in ri.same_currency(ri.since(span))]) + ri.amount
+    currency = ri.tx.currency
+    # same_currency(since(span)) folded into the sum (same items, same order).
+    total = sum([m.amount for m in ri.since(span) if m.currency == currency]) + ri.amount
     if total < limit:
         return None
     return Fired(
@@ -1167,6 +1178,39 @@ def _may_split_loan(t: Traits) -> bool:
     return _may_spend_loan(t) and t.type in _TRANSFER_TYPES
 
 
+# History bounds (see ``RuleSpec.min_moves``), each the early return of the rule using it.
+def _rapid_moves(p: RuleParams) -> int:
+    return p.rapid_count - 1
+
+
+def _new_counterparty_moves(p: RuleParams) -> int:
+    return p.new_counterparty_min_prior
+
+
+def _pair_moves(p: RuleParams) -> int:
+    return p.pair_count - 1
+
+
+def _fan_moves(p: RuleParams) -> int:
+    return p.fan_min - 1
+
+
+def _scatter_moves(p: RuleParams) -> int:
+    return p.scatter_min_senders
+
+
+def _bipartite_moves(p: RuleParams) -> int:
+    return 2 * p.bipartite_min - 1
+
+
+def _collection_moves(p: RuleParams) -> int:
+    return p.collection_min_senders - 1
+
+
+def _agent_rapid_txs(p: RuleParams) -> int:
+    return p.agent_rapid_count - 1
+
+
 CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("large_amount", "amount", large_amount, needs_thresholds=True),
     RuleSpec("structuring", "pattern", structuring, needs_thresholds=True),
@@ -1176,23 +1220,50 @@ CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("round_number", "pattern", round_number, True, enabled_by_default=False),
     RuleSpec("cash_threshold_report", "reporting", cash_threshold_report, True, when=_is_cash),
     RuleSpec("high_value_anonymous_payment", "merchant", high_value_anonymous_payment, True),
-    RuleSpec("rapid_transactions", "velocity", rapid_transactions),
+    RuleSpec("rapid_transactions", "velocity", rapid_transactions, min_moves=_rapid_moves),
     RuleSpec("high_velocity_volume", "velocity", high_velocity_volume, True),
     RuleSpec("unusual_hours", "timing", unusual_hours),
-    RuleSpec("new_counterparty", "transfer", new_counterparty, when=_is_out_transfer),
-    RuleSpec("rapid_pair_transfers", "transfer", rapid_pair_transfers, when=_is_transfer),
+    RuleSpec(
+        "new_counterparty",
+        "transfer",
+        new_counterparty,
+        when=_is_out_transfer,
+        min_moves=_new_counterparty_moves,
+    ),
+    RuleSpec(
+        "rapid_pair_transfers",
+        "transfer",
+        rapid_pair_transfers,
+        when=_is_transfer,
+        min_moves=_pair_moves,
+    ),
     RuleSpec("circular_transfer", "transfer", circular_transfer, when=_is_flow),
     RuleSpec("stacking", "network", stacking, when=_is_flow),
-    RuleSpec("fan_in", "network", fan_in, when=_is_in_with_counterparty),
-    RuleSpec("fan_out", "network", fan_out, when=_is_out_with_counterparty),
-    RuleSpec("scatter_gather", "network", scatter_gather, when=_is_out),
+    RuleSpec("fan_in", "network", fan_in, when=_is_in_with_counterparty, min_moves=_fan_moves),
+    RuleSpec("fan_out", "network", fan_out, when=_is_out_with_counterparty, min_moves=_fan_moves),
+    RuleSpec("scatter_gather", "network", scatter_gather, when=_is_out, min_moves=_scatter_moves),
     RuleSpec(
-        "bipartite_layering", "network", bipartite_layering, when=_is_directed_with_counterparty
+        "bipartite_layering",
+        "network",
+        bipartite_layering,
+        when=_is_directed_with_counterparty,
+        min_moves=_bipartite_moves,
     ),
     RuleSpec(
-        "merchant_collection_account", "merchant", merchant_collection_account, True, when=_is_in
+        "merchant_collection_account",
+        "merchant",
+        merchant_collection_account,
+        True,
+        when=_is_in,
+        min_moves=_collection_moves,
     ),
-    RuleSpec("agent_rapid_transactions", "agent", agent_rapid_transactions, when=_is_agent),
+    RuleSpec(
+        "agent_rapid_transactions",
+        "agent",
+        agent_rapid_transactions,
+        when=_is_agent,
+        min_agent_txs=_agent_rapid_txs,
+    ),
     RuleSpec("agent_float_volume", "agent", agent_float_volume, True, when=_is_agent),
     RuleSpec("agent_float_anomaly", "agent", agent_float_anomaly, True, when=_is_agent),
     RuleSpec("agent_structuring", "agent", agent_structuring, True, when=_is_agent_in),

@@ -95,14 +95,29 @@ class RuleEngine:
         # Flat plans, one per thresholds case and transaction traits (built on first use), so
         # the per-transaction loop reads no attributes and calls only rules that can fire.
         self._plans: dict[tuple[Any, ...], tuple[_Step, ...]] = {}
+        # History each rule needs at least to fire; history counts above every bound are all
+        # alike for planning, so the plan key caps them there.
+        params = config.params
+        self._min_moves = [
+            a.spec.min_moves(params) if a.spec.min_moves is not None else 0 for a in active
+        ]
+        self._min_agent = [
+            a.spec.min_agent_txs(params) if a.spec.min_agent_txs is not None else 0 for a in active
+        ]
+        self._cap_moves = max(self._min_moves, default=0)
+        self._cap_agent = max(self._min_agent, default=0)
 
     def _plan(self, key: tuple[Any, ...]) -> tuple[_Step, ...]:
-        traits, has_thresholds = Traits(*key[:-1]), key[-1]
+        traits, has_thresholds, n_moves, n_agent = Traits(*key[:-3]), *key[-3:]
         plan = tuple(
             (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity)
-            for a in self._active
+            for a, min_moves, min_agent in zip(
+                self._active, self._min_moves, self._min_agent, strict=True
+            )
             if (has_thresholds or not a.spec.needs_thresholds)
             and (a.spec.when is None or a.spec.when(traits))
+            and n_moves >= min_moves
+            and n_agent >= min_agent
         )
         self._plans[key] = plan
         return plan
@@ -129,7 +144,9 @@ class RuleEngine:
             thresholds = self._thresholds[currency]
         except KeyError:
             thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
-        # traits_of(tx) as a plain tuple (built in C) for the plan look-up.
+        ri = RuleInput(tx, ctx, self.config.params, thresholds)
+        # traits_of(tx) as a plain tuple (built in C) for the plan look-up, with the history
+        # the rules' bounds read.
         cp = tx.counterparty_account_id
         direction = tx.direction
         agent_id = tx.agent_id is not None
@@ -141,11 +158,12 @@ class RuleEngine:
             agent_id or tx.actor_type is _AGENT,
             agent_id,
             thresholds is not None,
+            min(len(ri.moves), self._cap_moves),
+            min(len(ri.agent_txs), self._cap_agent),
         )
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(key)
-        ri = RuleInput(tx, ctx, self.config.params, thresholds)
         hits: list[RuleHit] = []
         for (
             rule_id,
