@@ -83,8 +83,14 @@ class Store:
         ]
 
     async def ensure_indexes(self) -> None:
+        embedded_server = await self.is_embedded()
         for repo in self.repositories:
-            await repo.ensure_indexes()
+            await repo.ensure_indexes(embedded=embedded_server)
+
+    async def is_embedded(self) -> bool:
+        """Whether the server is the embedded MongoDB-wire store (``nx-27017``)."""
+        info = await self.client.admin.command("buildInfo")
+        return str(info.get("process", "")).startswith("nx_27017")
 
     async def ping(self) -> bool:
         try:

@@ -41,15 +41,24 @@ class Repository:
 
     collection_name: str = ""
     indexes: Sequence[IndexModel] = ()
+    # Indexes for the embedded server when they differ (its planner uses other shapes).
+    embedded_indexes: Sequence[IndexModel] | None = None
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.col: AsyncCollection[Document] = db[self.collection_name]
 
-    async def ensure_indexes(self) -> None:
-        """Idempotent: creating an existing index with the same spec is a no-op."""
-        if self.indexes:
-            await self.col.create_indexes(list(self.indexes))
+    async def ensure_indexes(self, *, embedded: bool = False) -> None:
+        """Idempotent: creating an existing index with the same spec is a no-op.
+
+        Args:
+            embedded: the store is the embedded server, which gets ``embedded_indexes`` when a
+                repository declares them.
+        """
+        chosen = self.embedded_indexes if embedded and self.embedded_indexes is not None else None
+        indexes = chosen if chosen is not None else self.indexes
+        if indexes:
+            await self.col.create_indexes(list(indexes))
 
     async def insert_unordered(self, docs: Sequence[Document]) -> BulkInsertResult:
         """Insert ``docs`` in one unordered bulk write; duplicates on unique keys are reported,

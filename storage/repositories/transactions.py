@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -12,21 +13,42 @@ from aml.domain import RiskLevel, Transaction, TransactionStatus
 from storage.codec import from_doc, to_doc
 from storage.repositories.base import BulkInsertResult, Repository, add_range
 
+# Numeric copies of ``occurred_at`` / ``received_at`` (epoch milliseconds) on every document.
+OCCURRED_MS = "occurred_ms"
+RECEIVED_MS = "received_ms"
+
 
 class TransactionRepository(Repository):
     collection_name = "transactions"
+    # Hot reads (window rebuilds, the pending sweeper, alert explanations) select on one
+    # account, counterparty or client and a range of the numeric time keys ``occurred_ms`` /
+    # ``received_ms`` (epoch milliseconds, written beside the dates): a MongoDB index serves
+    # them, and the embedded store answers numeric ranges in SQL while a date range makes it
+    # decode every document in Python.
     indexes = (
         IndexModel([("tenant", ASCENDING), ("dedupe_key", ASCENDING)], unique=True),
-        IndexModel([("tenant", ASCENDING), ("account_id", ASCENDING), ("occurred_at", ASCENDING)]),
+        IndexModel([("tenant", ASCENDING), ("account_id", ASCENDING), (OCCURRED_MS, ASCENDING)]),
         IndexModel(
             [
                 ("tenant", ASCENDING),
                 ("counterparty_account_id", ASCENDING),
-                ("occurred_at", ASCENDING),
+                (OCCURRED_MS, ASCENDING),
             ]
         ),
-        IndexModel([("tenant", ASCENDING), ("client_id", ASCENDING), ("occurred_at", ASCENDING)]),
-        IndexModel([("status", ASCENDING), ("received_at", ASCENDING)]),
+        IndexModel([("tenant", ASCENDING), ("client_id", ASCENDING), (OCCURRED_MS, ASCENDING)]),
+        IndexModel([("status", ASCENDING), (RECEIVED_MS, ASCENDING)]),
+        IndexModel([("occurred_at", DESCENDING)]),
+        IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
+    )
+    # The embedded store's planner uses single-field indexes only (and only for an equality),
+    # so it gets those on the fields the hot reads select on, instead of compound ones it would
+    # maintain on every insert and never use.
+    embedded_indexes = (
+        IndexModel([("tenant", ASCENDING), ("dedupe_key", ASCENDING)], unique=True),
+        IndexModel([("account_id", ASCENDING)]),
+        IndexModel([("counterparty_account_id", ASCENDING)]),
+        IndexModel([("client_id", ASCENDING)]),
+        IndexModel([("status", ASCENDING)]),
         IndexModel([("occurred_at", DESCENDING)]),
         IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
     )
@@ -34,7 +56,32 @@ class TransactionRepository(Repository):
     async def insert_many(self, txs: Sequence[Transaction]) -> BulkInsertResult:
         """Store new transactions; ones whose (tenant, dedupe_key) exists are reported as
         duplicates and left untouched."""
-        return await self.insert_unordered([_lean(to_doc(t)) for t in txs])
+        return await self.insert_unordered([_with_time_keys(_lean(to_doc(t)), t) for t in txs])
+
+    async def ensure_indexes(self, *, embedded: bool = False) -> None:
+        """Indexes, after giving documents stored before the numeric time keys existed theirs
+        (the hot reads select on those keys, so such a document would otherwise be invisible
+        to them)."""
+        await self.backfill_time_keys()
+        await super().ensure_indexes(embedded=embedded)
+
+    async def backfill_time_keys(self, *, chunk: int = 1000) -> int:
+        """Write ``occurred_ms``/``received_ms`` on documents that lack them; returns how many."""
+        done = 0
+        while True:
+            cursor = self.col.find(
+                {OCCURRED_MS: {"$exists": False}}, {"occurred_at": 1, "received_at": 1}
+            ).limit(chunk)
+            docs = await cursor.to_list(None)
+            if not docs:
+                return done
+            for doc in docs:
+                keys = {
+                    k: epoch_ms(_as_datetime(doc.get(src)))
+                    for k, src in ((OCCURRED_MS, "occurred_at"), (RECEIVED_MS, "received_at"))
+                }
+                await self.col.update_one({"_id": doc["_id"]}, {"$set": keys})
+            done += len(docs)
 
     async def get(self, tx_id: str) -> Transaction | None:
         doc = await self.col.find_one({"_id": tx_id})
@@ -114,9 +161,12 @@ class TransactionRepository(Repository):
         """Transactions stored but not yet scored, oldest first (the sweeper retries them)."""
         cursor = (
             self.col.find(
-                {"status": TransactionStatus.PENDING.value, "received_at": {"$lt": older_than}}
+                {
+                    "status": TransactionStatus.PENDING.value,
+                    RECEIVED_MS: {"$lt": epoch_ms(older_than)},
+                }
             )
-            .sort("received_at", ASCENDING)
+            .sort(RECEIVED_MS, ASCENDING)
             .limit(limit)
         )
         return [from_doc(Transaction, d) async for d in cursor]
@@ -131,19 +181,18 @@ class TransactionRepository(Repository):
         limit: int = 10_000,
     ) -> list[Transaction]:
         """Movements touching ``account_id`` (as owner or as counterparty) in [since, until),
-        ordered by the transactions' own time. Attempts and corrections are excluded."""
-        time_q: dict[str, Any] = {"$gte": since}
-        if until is not None:
-            time_q["$lt"] = until
-        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
-        query = {
-            "tenant": tenant,
-            "$or": [{"account_id": account_id}, {"counterparty_account_id": account_id}],
-            "occurred_at": time_q,
-            "status": {"$in": statuses},
-        }
-        cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
-        return [from_doc(Transaction, d) async for d in cursor]
+        ordered by the transactions' own time. Attempts and corrections are excluded.
+
+        One query per side rather than an ``$or``: each is an index range read on both stores
+        (the embedded one evaluates an ``$or`` by decoding the whole collection)."""
+        sides = await asyncio.gather(
+            *(
+                self._window({"tenant": tenant, side: account_id}, since, until, limit)
+                for side in ("account_id", "counterparty_account_id")
+            )
+        )
+        merged = {tx.id: tx for side in sides for tx in side}
+        return sorted(merged.values(), key=lambda t: (t.occurred_at, t.id))[:limit]
 
     async def client_history(
         self,
@@ -156,20 +205,30 @@ class TransactionRepository(Repository):
     ) -> list[Transaction]:
         """Movements recorded for ``client_id`` (on any of its accounts) in [since, until),
         ordered by the transactions' own time; attempts and corrections are excluded, as in
-        :meth:`history`. Served by the ``tenant, client_id, occurred_at`` index."""
-        time_q: dict[str, Any] = {"$gte": since}
+        :meth:`history`."""
+        found = await self._window({"tenant": tenant, "client_id": client_id}, since, until, limit)
+        return sorted(found, key=lambda t: (t.occurred_at, t.id))
+
+    async def _window(
+        self,
+        match: dict[str, Any],
+        since: datetime,
+        until: datetime | None,
+        limit: int,
+        *,
+        newest_first: bool = False,
+    ) -> list[Transaction]:
+        """Movements matching ``match`` (equalities) with ``since <= occurred_at < until``."""
+        time_q: dict[str, Any] = {"$gte": epoch_ms(since)}
         if until is not None:
-            time_q["$lt"] = until
-        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
+            time_q["$lt"] = epoch_ms(until)
         query = {
-            "tenant": tenant,
-            # ``$in`` even for one client: a bare-value match on an indexed field can miss on
-            # the embedded store (see iter_client_chunks).
-            "client_id": {"$in": [client_id]},
-            "occurred_at": time_q,
-            "status": {"$in": statuses},
+            **match,
+            OCCURRED_MS: time_q,
+            "status": {"$in": [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]},
         }
-        cursor = self.col.find(query).sort("occurred_at", ASCENDING).limit(limit)
+        order = DESCENDING if newest_first else ASCENDING
+        cursor = self.col.find(query).sort([(OCCURRED_MS, order), ("_id", order)]).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor]
 
     async def recent_touching(
@@ -186,27 +245,22 @@ class TransactionRepository(Repository):
 
         When ``limit`` is reached the answer holds every such movement newer than its oldest
         one (those sharing the oldest instant may be cut)."""
-        by_tenant: dict[str, set[str]] = {}
-        for tenant, account_id in accounts:
-            by_tenant.setdefault(tenant, set()).add(account_id)
-        if not by_tenant or limit <= 0:
+        pairs = sorted(set(accounts))
+        if not pairs or limit <= 0:
             return []
-        time_q = {"$gte": since, "$lte": until}
-        statuses = [TransactionStatus.PENDING.value, TransactionStatus.SCORED.value]
-        # One clause per tenant and side, each served by its (tenant, side, occurred_at) index;
-        # ``$in`` even for one account (a bare-value match can miss on the embedded store).
-        clauses = [
-            {"tenant": tenant, side: {"$in": sorted(ids)}, "occurred_at": time_q}
-            for tenant, ids in sorted(by_tenant.items())
-            for side in ("account_id", "counterparty_account_id")
-        ]
-        query = {"$or": clauses, "status": {"$in": statuses}}
-        cursor = (
-            self.col.find(query)
-            .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit)
+        # ``until`` is inclusive here: the window ends just after it.
+        end = until + timedelta(milliseconds=1)
+        # One index range read per account and side (see :meth:`history`), newest first.
+        parts = await asyncio.gather(
+            *(
+                self._window({"tenant": t, side: a}, since, end, limit, newest_first=True)
+                for t, a in pairs
+                for side in ("account_id", "counterparty_account_id")
+            )
         )
-        return [from_doc(Transaction, d) async for d in cursor]
+        merged = {tx.id: tx for part in parts for tx in part}
+        newest = sorted(merged.values(), key=lambda t: (t.occurred_at, t.id), reverse=True)
+        return newest[:limit]
 
     async def search(
         self,
@@ -317,6 +371,25 @@ class TransactionRepository(Repository):
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
         return int(await self.col.count_documents(query or {}))
+
+
+def epoch_ms(at: datetime) -> int:
+    """Milliseconds since the epoch of an aware instant (the numeric time keys)."""
+    return int(at.timestamp() * 1000)
+
+
+def _as_datetime(value: Any) -> datetime:
+    """A stored date (the embedded store may hand back text) as an aware datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _with_time_keys(doc: dict[str, Any], tx: Transaction) -> dict[str, Any]:
+    doc[OCCURRED_MS] = epoch_ms(tx.occurred_at)
+    doc[RECEIVED_MS] = epoch_ms(tx.received_at)
+    return doc
 
 
 def _lean(doc: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from aml.policy import PolicyConfig, decide
 from aml.rules.engine import RuleEvaluation
 from serve.scoring.explain_alerts import explain_alerts
 from serve.scoring.pipeline import persist
+from storage.repositories.transactions import epoch_ms
 from storage.store import Store
 from tests.factories import T0, make_tx
 
@@ -202,6 +203,7 @@ async def test_a_failed_history_read_still_persists_the_decision_as_scored(
             "type": "teleport",
             "status": "pending",
             "occurred_at": spike.occurred_at - timedelta(hours=1),
+            "occurred_ms": epoch_ms(spike.occurred_at - timedelta(hours=1)),
         }
     )
     decision = decided(spike, 0.97)

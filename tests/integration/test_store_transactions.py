@@ -138,3 +138,55 @@ async def test_mark_scored_records_risk_and_search_filters_by_it(store: Store) -
     unscored = await store.transactions.get(txs[5].id)
     assert unscored is not None and unscored.risk_level is None
     assert unscored.status is TransactionStatus.PENDING
+
+
+async def test_documents_stored_before_the_time_keys_are_backfilled_and_found(
+    store: Store,
+) -> None:
+    from storage.codec import to_doc
+
+    old = make_tx(account_id="savings:901", occurred_at=T0 + timedelta(hours=2))
+    # As an earlier release stored it: dates only, no numeric time keys.
+    await store.transactions.col.insert_one(to_doc(old))
+    since = T0
+    assert await store.transactions.history("default", "savings:901", since=since) == []
+
+    await store.ensure_indexes()
+    assert await store.transactions.history("default", "savings:901", since=since) == [old]
+    assert await store.transactions.backfill_time_keys() == 0  # nothing left to do
+
+
+async def test_history_reads_both_sides_once_each_in_time_order(store: Store) -> None:
+    a, b = "savings:911", "savings:912"
+    out = make_tx(account_id=a, counterparty_account_id=b, occurred_at=T0 + timedelta(hours=3))
+    back = make_tx(account_id=b, counterparty_account_id=a, occurred_at=T0 + timedelta(hours=1))
+    own = make_tx(account_id=a, occurred_at=T0 + timedelta(hours=2))
+    late = make_tx(account_id=a, occurred_at=T0 + timedelta(days=3))
+    await store.transactions.insert_many([out, back, own, late])
+    got = await store.transactions.history("default", a, since=T0, until=T0 + timedelta(days=1))
+    assert got == [back, own, out]
+    assert await store.transactions.history("default", a, since=T0, limit=2) == [back, own]
+
+
+async def test_pending_sweep_reads_by_the_numeric_receive_key(store: Store) -> None:
+    first = make_tx(received_at=T0 + timedelta(minutes=1))
+    second = make_tx(received_at=T0 + timedelta(minutes=2))
+    fresh = make_tx(received_at=T0 + timedelta(hours=1))
+    await store.transactions.insert_many([fresh, second, first])
+    got = await store.transactions.list_pending(older_than=T0 + timedelta(minutes=30))
+    assert [t.id for t in got] == [first.id, second.id]
+
+
+async def test_the_embedded_store_is_recognised_and_gets_its_own_indexes(store: Store) -> None:
+    import os
+
+    names = {
+        tuple(k for k, _ in spec["key"])
+        for spec in (await store.transactions.col.index_information()).values()
+    }
+    if os.environ.get("AML_TEST_MONGODB_URI"):
+        assert not await store.is_embedded()
+        assert ("tenant", "account_id", "occurred_ms") in names
+    else:
+        assert await store.is_embedded()
+        assert ("account_id",) in names and ("client_id",) in names
