@@ -156,26 +156,29 @@ def merge_views(
     edges: Sequence[Sequence[TransferEdge]] | None = None,
 ) -> list[HistoryContext]:
     """Assemble one context per transaction from the shards' per-role views."""
-    acct: list[tuple[Transaction, ...]] = [() for _ in batch]
-    cp: list[tuple[Transaction, ...]] = [() for _ in batch]
-    agent: list[tuple[Transaction, ...]] = [() for _ in batch]
-    client: list[tuple[Transaction, ...]] = [() for _ in batch]
+    n = len(batch)
+    empty: tuple[Transaction, ...] = ()
+    acct = [empty] * n
+    cp = [empty] * n
+    agent = [empty] * n
+    client = [empty] * n
     targets = {Role.ACCOUNT: acct, Role.COUNTERPARTY: cp, Role.AGENT: agent, Role.CLIENT: client}
     for items, views in answers:
         for item, view in zip(items, views, strict=True):
             targets[item.role][item.index] = view
     out = []
     new = _new_context
-    for i, tx in enumerate(batch):
+    for i, (tx, a, c, g, k) in enumerate(zip(batch, acct, cp, agent, client, strict=True)):
         # A self-transfer has no separate counterparty item: its counterparty view is its own.
-        cp_view = acct[i] if tx.counterparty_account_id == tx.account_id else cp[i]
+        if tx.counterparty_account_id == tx.account_id:
+            c = a
         out.append(
             new(
-                account=list(acct[i]),
-                counterparty=list(cp_view),
-                agent=list(agent[i]),
+                account=list(a),
+                counterparty=list(c),
+                agent=list(g),
                 edges=tuple(edges[i]) if edges is not None else (),
-                client=list(client[i]),
+                client=list(k),
             )
         )
     return out

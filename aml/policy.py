@@ -56,7 +56,8 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {ANOMALY: 0.3, XGBOOST: 0.7}
 _new_decision = fast_init(Decision)
 _new_result = fast_init(ScorerResult)
 _LEVEL_TEXT = {level: level.value.upper() for level in RiskLevel}
-_RULES_VERSION: dict[int, str] = {}
+# The rules' result of a transaction without a rule score, per rule-config version.
+_RULES_RESULT: dict[int, ScorerResult] = {}
 # "Not available: ..." by the absent scorers' (name, reason): the same few on every decision.
 _ABSENT_TEXT: dict[tuple[tuple[str, str | None], ...], str] = {}
 # The last ``decided_at`` given and its UTC form (one conversion per batch, not per decision).
@@ -307,8 +308,11 @@ def decide(
         if name in by_name or name == RULES:
             raise ValueError(f"duplicate or reserved scorer result {name!r}")
         score = result.score
-        if not (result.available and type(score) is float and 0.0 <= score <= 1.0):
-            result = _sanitise(result)  # the usual clean result is used as it is
+        if result.available:
+            if not (type(score) is float and 0.0 <= score <= 1.0):
+                result = _sanitise(result)  # the usual clean result is used as it is
+        elif score is not None or not result.reason:
+            result = _sanitise(result)  # an absent result with its reason is kept as it is
         by_name[name] = result
     weights = config.weights
     for name in weights:
@@ -353,12 +357,19 @@ def decide(
         config.max_reasons,
     )
     version = rules.config_version
-    model_version = _RULES_VERSION.get(version)
-    if model_version is None:
-        model_version = _RULES_VERSION[version] = f"rules-config-{version}"
-    rules_result = _new_result(
-        scorer=RULES, available=True, score=rule_score, model_version=model_version
-    )
+    # Immutable and the same for every transaction without a rule score (most of them):
+    # shared, like the engine's empty evaluation.
+    shared = rule_score == 0.0 and math.copysign(1.0, rule_score) > 0.0  # not -0.0
+    rules_result = _RULES_RESULT.get(version) if shared else None
+    if rules_result is None:
+        rules_result = _new_result(
+            scorer=RULES,
+            available=True,
+            score=rule_score,
+            model_version=f"rules-config-{version}",
+        )
+        if shared and len(_RULES_RESULT) < 64:
+            _RULES_RESULT[version] = rules_result
     global _utc_memo
     given, at = _utc_memo
     if decided_at is not given:

@@ -92,6 +92,9 @@ class RuleEngine:
                 active.append(_Active(spec, severity))
         self._active = tuple(active)
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
+        # The evaluation of most transactions: one immutable instance shared by all of them
+        # (also pickled once per batch instead of once per transaction).
+        self._nothing = RuleEvaluation(score=0.0, hits=(), config_version=config.version)
         # Flat plans, one per thresholds case and transaction traits (built on first use), so
         # the per-transaction loop reads no attributes and calls only rules that can fire.
         self._plans: dict[tuple[Any, ...], tuple[_Step, ...]] = {}
@@ -136,9 +139,8 @@ class RuleEngine:
         Rejected attempts, corrections and reversed transactions are not money movements and
         get an empty evaluation. Amount rules are skipped for a currency without thresholds.
         """
-        version = self.config.version
         if not is_scorable(tx):
-            return _new_evaluation(score=0.0, hits=(), config_version=version)
+            return self._nothing
         currency = tx.currency
         try:
             thresholds = self._thresholds[currency]
@@ -184,10 +186,12 @@ class RuleEngine:
                     description=fired.description,
                 )
             )
+        if not hits:
+            return self._nothing
         return _new_evaluation(
-            score=combine(h.severity for h in hits) if hits else 0.0,
+            score=combine(h.severity for h in hits),
             hits=tuple(hits),
-            config_version=version,
+            config_version=self.config.version,
         )
 
     def evaluate_batch(
