@@ -442,7 +442,7 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
     unit = _INT_UNITS.get(currency)
     if unit is None:
         unit = _INT_UNITS[currency] = 10 ** exponent(currency)
-    floor = params.amount_floor(currency)
+    floor = float(params.amount_floors.get(currency.upper(), params.default_amount_floor))
     local = in_zone(tx.occurred_at, params.timezone)
     hour = local.hour
     hour_frac = hour + local.minute / 60.0 + local.second / 3600.0

@@ -196,7 +196,8 @@ class RuleInput:
         self.th = thresholds
         self.amount = amount = tx.amount
         # Prior movements of the transaction's account (7 days, time-ordered).
-        self.moves: list[Movement] = movements(tx.account_id, ctx.account)
+        account = ctx.account
+        self.moves: list[Movement] = movements(tx.account_id, account) if account else []
         # The transaction is on its own account: _movement(tx.account_id, tx), built directly.
         self.current: Movement | None = _new_movement(
             (tx.direction, tx.counterparty_account_id, amount, tx.currency, tx.occurred_at, tx)
