@@ -255,15 +255,14 @@ def _explain(
             shown.append(_hit_text(item) if isinstance(item, RuleHit) else _model_text(item))
             if len(shown) >= max_reasons:
                 break
-    head = f"{_LEVEL_TEXT[level]} risk, score {final:.2f}" + (" (alert)" if alert else "")
-    body = (
-        ("Top reasons: " + "; ".join(shown) + ".")
-        if shown
-        else "No rule fired; models see nothing unusual."
-    )
-    if rule_score == 0.0 and not hits and shown:
-        body += " No rule fired."
-    parts = [head + ".", body]
+    alerting = " (alert)" if alert else ""
+    if shown:
+        body = "Top reasons: " + "; ".join(shown) + "."
+        if rule_score == 0.0 and not hits:
+            body += " No rule fired."
+    else:
+        body = "No rule fired; models see nothing unusual."
+    parts = [f"{_LEVEL_TEXT[level]} risk, score {final:.2f}{alerting}.", body]
     if absent:
         key = tuple([(r.scorer, r.reason) for r in absent])
         text = _ABSENT_TEXT.get(key)

@@ -92,6 +92,8 @@ class RuleEngine:
                 active.append(_Active(spec, severity))
         self._active = tuple(active)
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
+        self._params = config.params
+        self._version = config.version
         # The evaluation of most transactions: one immutable instance shared by all of them
         # (also pickled once per batch instead of once per transaction).
         self._nothing = RuleEvaluation(score=0.0, hits=(), config_version=config.version)
@@ -146,7 +148,7 @@ class RuleEngine:
             thresholds = self._thresholds[currency]
         except KeyError:
             thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
-        ri = RuleInput(tx, ctx, self.config.params, thresholds)
+        ri = RuleInput(tx, ctx, self._params, thresholds)
         # traits_of(tx) as a plain tuple (built in C) for the plan look-up, with the history
         # the rules' bounds read.
         cp = tx.counterparty_account_id
@@ -191,7 +193,7 @@ class RuleEngine:
         return _new_evaluation(
             score=combine(h.severity for h in hits),
             hits=tuple(hits),
-            config_version=self.config.version,
+            config_version=self._version,
         )
 
     def evaluate_batch(
