@@ -274,12 +274,24 @@ _History = tuple[
 ]
 
 
+_FLOAT_UNITS: dict[str, float] = {}
+
+
+def _no_sets() -> tuple[set[str], set[str], set[str], set[str], set[str], set[str], set[str]]:
+    return set(), set(), set(), set(), set(), set(), set()
+
+
 def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
     """One pass over the history; hot in training (a few dozen items x every row)."""
+    if not history:
+        # What the pass below returns for no history (many new or quiet accounts).
+        return (0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, 0, 0.0, 0.0, None, None, *_no_sets(), {})
     acct = tx.account_id
     currency = tx.currency
     tx_type = tx.type
-    unit = float(10 ** exponent(currency))
+    unit = _FLOAT_UNITS.get(currency)
+    if unit is None:
+        unit = _FLOAT_UNITS[currency] = float(10 ** exponent(currency))
     t = tx.occurred_at
     week_start, day_start, hour_start = t - _WEEK, t - _DAY, t - _HOUR
     mirrors: dict[tuple[str, int, str, Direction], list[datetime]] | None = None
