@@ -174,11 +174,11 @@ def merge_views(
             c = a
         out.append(
             new(
-                account=list(a),
-                counterparty=list(c),
-                agent=list(g),
+                account=list(a) if a else [],
+                counterparty=list(c) if c else [],
+                agent=list(g) if g else [],
                 edges=tuple(edges[i]) if edges is not None else (),
-                client=list(k),
+                client=list(k) if k else [],
             )
         )
     return out
@@ -463,7 +463,14 @@ class ShardState:
         if newest is not None:
             cutoff = newest - self.retention
             for win in touched.values():
-                win.evict(cutoff)
+                keys = win._keys
+                if keys and keys[0][0] < cutoff:
+                    win.evict(cutoff)
+                else:
+                    # What evict does when nothing is old enough, without the call.
+                    since = win.complete_since
+                    if since is None or since < cutoff:
+                        win.complete_since = cutoff
         while len(lru) > self.max_keys:
             _, old = lru.popitem(last=False)
             del self.windows[old.key]

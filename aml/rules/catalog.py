@@ -20,7 +20,14 @@ from functools import lru_cache, partial
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from aml.domain import ActorType, Direction, Transaction, TransactionStatus, TransactionType
+from aml.domain import (
+    ActorType,
+    Direction,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    fast_init,
+)
 from aml.features import in_zone
 from aml.graph import find_chains, find_cycles
 from aml.history import HistoryContext, TransferEdge
@@ -64,7 +71,10 @@ def edge_of(tx: Transaction) -> TransferEdge | None:
     f = flow(tx)
     if f is None or not is_scorable(tx):
         return None
-    return TransferEdge(src=f[0], dst=f[1], amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+    return _new_edge(src=f[0], dst=f[1], amount=tx.amount, at=tx.occurred_at, tx_id=tx.id)
+
+
+_new_edge = fast_init(TransferEdge)
 
 
 class Movement(NamedTuple):
