@@ -517,7 +517,27 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
     hundred, thousand = 100 * unit, 1000 * unit
 
     # Same expressions as the feature definitions (``_ratio``, ``_novelty``, ``_minutes``),
-    # inlined; ``x / max(reference, floor)`` keeps its argument order for identical values.
+    # inlined: ``max(a, b)`` is ``b if b > a else a`` and ``min(a, b)`` is ``b if b < a else
+    # a`` (what the builtins return, NaN included), ``n + 0.0`` is ``float(n)`` for a count.
+    cap = RATIO_CAP
+    ratio_24h = amount / (floor if floor > avg_24h else avg_24h)
+    ratio_7d = amount / (floor if floor > avg_7d else avg_7d)
+    ratio_max = amount / (floor if floor > max_7d else max_7d)
+    if kyc is None:
+        kyc_norm = new_kyc = _UNKNOWN
+    else:
+        kyc_norm = kyc / 4.0
+        kyc_norm = 0.0 if 0.0 > kyc_norm else kyc_norm
+        kyc_norm = 1.0 if 1.0 < kyc_norm else kyc_norm
+        new_kyc = 1.0 if kyc == 1 else 0.0
+    since_last = since_loan = MINUTES_CAP
+    if last_at is not None:
+        since_last = (t - last_at).total_seconds() / 60.0
+        since_last = MINUTES_CAP if MINUTES_CAP < since_last else since_last
+    if loan_at is not None:
+        since_loan = (t - loan_at).total_seconds() / 60.0
+        since_loan = MINUTES_CAP if MINUTES_CAP < since_loan else since_loan
+    actor = tx.actor_type
     return [
         amount,
         math.log1p(amount),
@@ -526,46 +546,46 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
         1.0 if tx_type is TransactionType.TRANSFER else 0.0,
         math.sin(angle),
         math.cos(angle),
-        float(weekday),
+        weekday + 0.0,
         1.0 if weekday >= 5 else 0.0,
         1.0 if night else 0.0,
         1.0 if minor >= hundred and minor % hundred == 0 else 0.0,
         1.0 if minor >= thousand and minor % thousand == 0 else 0.0,
-        float(count_1h),
-        float(count_24h),
+        count_1h + 0.0,
+        count_24h + 0.0,
         total_1h,
         total_24h,
         avg_24h,
         max_24h,
-        min(amount / max(avg_24h, floor), RATIO_CAP),
-        float(len(cps_24h)),
+        cap if cap < ratio_24h else ratio_24h,
+        len(cps_24h) + 0.0,
         same_type_24h / count_24h if count_24h else 0.0,
         _UNKNOWN if not ip or not ips_7d else (0.0 if ip in ips_7d else 1.0),
-        float(len(ips_24h)),
+        len(ips_24h) + 0.0,
         _UNKNOWN if not device or not devices_7d else (0.0 if device in devices_7d else 1.0),
-        float(count_7d),
+        count_7d + 0.0,
         total_7d,
         avg_7d,
         max_7d,
-        float(n_cps_7d),
-        min(amount / max(avg_7d, floor), RATIO_CAP),
+        n_cps_7d + 0.0,
+        cap if cap < ratio_7d else ratio_7d,
         count_24h / (count_7d / 7.0) if count_7d else 1.0,
         n_cps_7d / count_7d if count_7d else 0.0,
         geo,
         1.0 if loan_at is not None else 0.0,
-        1.0 if tx.actor_type is ActorType.AGENT else 0.0,
-        1.0 if tx.actor_type is ActorType.MERCHANT else 0.0,
-        _UNKNOWN if kyc is None else min(max(kyc / 4.0, 0.0), 1.0),
-        _UNKNOWN if kyc is None else (1.0 if kyc == 1 else 0.0),
+        1.0 if actor is ActorType.AGENT else 0.0,
+        1.0 if actor is ActorType.MERCHANT else 0.0,
+        kyc_norm,
+        new_kyc,
         1.0 if tx.direction is Direction.IN else 0.0,
         inflow_24h,
         outflow_24h,
         inflow_24h - outflow_24h,
-        float(len(senders)),
-        float(len(receivers)),
-        MINUTES_CAP if last_at is None else min((t - last_at).total_seconds() / 60.0, MINUTES_CAP),
-        MINUTES_CAP if loan_at is None else min((t - loan_at).total_seconds() / 60.0, MINUTES_CAP),
-        min(amount / max(max_7d, floor), RATIO_CAP),
+        len(senders) + 0.0,
+        len(receivers) + 0.0,
+        since_last,
+        since_loan,
+        cap if cap < ratio_max else ratio_max,
     ]
 
 
