@@ -423,7 +423,6 @@ class ShardState:
         """
         # Windows by position and by identity, looked up by their key's strings (see _lru).
         wins: list[CustomerState] = []
-        touched: dict[int, CustomerState] = {}
         lru = self._lru
         newest = self.newest
         for item in items:
@@ -440,7 +439,6 @@ class ShardState:
                 lru.move_to_end(token)
             win.add(tx)
             wins.append(win)
-            touched[id(win)] = win
             if newest is None or tx.occurred_at > newest:
                 newest = tx.occurred_at
         self.newest = newest
@@ -462,7 +460,8 @@ class ShardState:
             append(tuple(win._txs[lo:hi]))
         if newest is not None:
             cutoff = newest - self.retention
-            for win in touched.values():
+            # Each window touched, once, in first-touch order.
+            for win in dict.fromkeys(wins):
                 keys = win._keys
                 if keys and keys[0][0] < cutoff:
                     win.evict(cutoff)

@@ -154,6 +154,8 @@ class RuleEngine:
         cp = tx.counterparty_account_id
         direction = tx.direction
         agent_id = tx.agent_id is not None
+        n_moves, cap_moves = len(ri.moves), self._cap_moves
+        n_agent, cap_agent = len(ri.agent_txs), self._cap_agent
         key = (
             direction,
             tx.type,
@@ -162,8 +164,8 @@ class RuleEngine:
             agent_id or tx.actor_type is _AGENT,
             agent_id,
             thresholds is not None,
-            min(len(ri.moves), self._cap_moves),
-            min(len(ri.agent_txs), self._cap_agent),
+            n_moves if n_moves < cap_moves else cap_moves,
+            n_agent if n_agent < cap_agent else cap_agent,
         )
         plan = self._plans.get(key)
         if plan is None:
