@@ -166,6 +166,18 @@ def merge_views(
     for items, views in answers:
         for item, view in zip(items, views, strict=True):
             targets[item.role][item.index] = view
+    return _contexts(batch, acct, cp, agent, client, edges)
+
+
+def _contexts(
+    batch: Sequence[Transaction],
+    acct: Sequence[tuple[Transaction, ...]],
+    cp: Sequence[tuple[Transaction, ...]],
+    agent: Sequence[tuple[Transaction, ...]],
+    client: Sequence[tuple[Transaction, ...]],
+    edges: Sequence[Sequence[TransferEdge]] | None,
+) -> list[HistoryContext]:
+    """One context per transaction from its views by role."""
     out = []
     new = _new_context
     for i, (tx, a, c, g, k) in enumerate(zip(batch, acct, cp, agent, client, strict=True)):
@@ -442,13 +454,44 @@ class ShardState:
             if newest is None or tx.occurred_at > newest:
                 newest = tx.occurred_at
         self.newest = newest
+        return self._views([(item.role, item.tx) for item in items], wins)
+
+    def observe_local(
+        self, entries: Sequence[tuple[Role, str, str, str, Transaction]]
+    ) -> list[tuple[Transaction, ...]]:
+        """:meth:`answer` for in-process callers, from ``(role, kind, tenant, name, tx)``
+        entries instead of :class:`ShardItem` (no item or key objects per transaction; a key is
+        built only for a new window). Same windows, same views, same order."""
+        wins: list[CustomerState] = []
+        lru = self._lru
+        newest = self.newest
+        for role, kind, tenant, name, tx in entries:
+            token = (kind, tenant, name)
+            win = lru.get(token)
+            if win is None:
+                key = _new_key(kind=kind, tenant=tenant, name=name)
+                since = None if self.cold_start_complete else tx.occurred_at - _SPAN[role]
+                win = lru[token] = self.windows[key] = _new_window(key, since)
+            else:
+                lru.move_to_end(token)
+            win.add(tx)
+            wins.append(win)
+            if newest is None or tx.occurred_at > newest:
+                newest = tx.occurred_at
+        self.newest = newest
+        return self._views([(e[0], e[4]) for e in entries], wins)
+
+    def _views(
+        self, asks: Sequence[tuple[Role, Transaction]], wins: Sequence[CustomerState]
+    ) -> list[tuple[Transaction, ...]]:
+        """Each observed item's view, then eviction and the LRU bound (end of a batch)."""
+        newest = self.newest
+        lru = self._lru
         # Packed: the views are what a shard actor sends back (see PackedList).
         views: list[tuple[Transaction, ...]] = PackedList()
         append = views.append
         client, spans = Role.CLIENT, _SPAN
-        for item, win in zip(items, wins, strict=True):
-            tx = item.tx
-            role = item.role
+        for (role, tx), win in zip(asks, wins, strict=True):
             if role is client:
                 append(win.other_accounts_before(tx, MAX_LOOKBACK))
                 continue
@@ -606,12 +649,61 @@ class LocalContextBuilder:
         batch: Sequence[Transaction],
         edges: Sequence[Sequence[TransferEdge]] | None = None,
     ) -> list[HistoryContext]:
-        """Contexts for a batch from memory only (no store behind the shards)."""
-        plan = route(batch, len(self.shards))
-        answers = [(items, self.shards[s].answer(items)) for s, items in plan.items()]
+        """Contexts for a batch from memory only (no store behind the shards).
+
+        The same routing, windows and views as :func:`route`, :meth:`ShardState.answer` and
+        :func:`merge_views` (what the shard actors do), without building an item and a key per
+        transaction and role: the shards are in this process.
+        """
+        n_shards = len(self.shards)
+        crc32 = zlib.crc32
+        plan: dict[int, list[tuple[Role, str, str, str, Transaction]]] = {}
+        slots: dict[int, list[int]] = {}
+        account_role, cp_role, agent_role, client_role = (
+            Role.ACCOUNT,
+            Role.COUNTERPARTY,
+            Role.AGENT,
+            Role.CLIENT,
+        )
+        for i, tx in enumerate(batch):
+            tenant = tx.tenant
+            account = tx.account_id
+            # The windows of keys_for(tx), in its order.
+            wanted = [(account_role, "account", account)]
+            cp = tx.counterparty_account_id
+            if cp and cp != account:
+                wanted.append((cp_role, "account", cp))
+            agent = tx.agent_id
+            if agent:
+                wanted.append((agent_role, "agent", agent))
+            client = tx.client_id
+            if client:
+                wanted.append((client_role, "client", client))
+            for role, kind, name in wanted:
+                shard = crc32(f"{kind}\x1f{tenant}\x1f{name}".encode()) % n_shards
+                entries = plan.get(shard)
+                if entries is None:
+                    entries = plan[shard] = []
+                    slots[shard] = []
+                entries.append((role, kind, tenant, name, tx))
+                slots[shard].append(i)
+        n = len(batch)
+        empty: tuple[Transaction, ...] = ()
+        views_of = {role: [empty] * n for role in Role}
+        for shard, entries in plan.items():
+            views = self.shards[shard].observe_local(entries)
+            for entry, i, view in zip(entries, slots[shard], views, strict=True):
+                views_of[entry[0]][i] = view
         if edges is None and self.graph is not None:
             edges = self.graph.observe_and_edges(batch)
-        return merge_views(batch, answers, edges)
+        return _contexts(
+            batch,
+            views_of[account_role],
+            views_of[cp_role],
+            views_of[agent_role],
+            views_of[client_role],
+            edges,
+        )
 
     async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
         """Contexts for a batch, rebuilding windows from the store as needed."""
