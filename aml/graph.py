@@ -251,8 +251,10 @@ class EdgeIndex:
     def _insert(
         self, side: dict[str, list[tuple[datetime, str]]], node: str, e: TransferEdge
     ) -> None:
-        items = side.setdefault(node, [])
-        bisect.insort(items, _key(e))
+        items = side.get(node)
+        if items is None:
+            items = side[node] = []
+        bisect.insort(items, (e.at, e.tx_id))
         if len(items) > self.max_per_node:
             del items[0]
 
@@ -308,9 +310,11 @@ class EdgeIndex:
                     if not keys:
                         continue
                     for k in keys:
+                        if before is not None and k >= before:
+                            continue
                         tx_id = k[1]
                         e = edges.get(tx_id)
-                        if e is None or (before is not None and k >= before):
+                        if e is None:
                             continue
                         if tx_id not in out:
                             out[tx_id] = e

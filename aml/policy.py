@@ -213,8 +213,16 @@ def _model_text(result: ScorerResult, usual: Mapping[str, float] | None = None) 
         shown = result.contributions[:3]
         if usual:
             text += " [" + ", ".join([_fmt_contribution(c, usual) for c in shown]) + "]"
+        elif len(shown) == 3:
+            # _fmt_contribution without a usual value, inlined for the usual three (every
+            # decision with a model score formats them).
+            a, b, c = shown
+            text += (
+                f" [{a.feature}={a.value:.4g} ({a.contribution:+.2f}), "
+                f"{b.feature}={b.value:.4g} ({b.contribution:+.2f}), "
+                f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})]"
+            )
         else:
-            # _fmt_contribution without a usual value, inlined (every decision formats these).
             text += (
                 " ["
                 + ", ".join([f"{c.feature}={c.value:.4g} ({c.contribution:+.2f})" for c in shown])
