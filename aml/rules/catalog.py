@@ -186,6 +186,7 @@ class RuleInput:
         "amount",
         "ctx",
         "current",
+        "disbursed",
         "edge",
         "moves",
         "p",
@@ -208,6 +209,11 @@ class RuleInput:
         # Prior movements of the transaction's account (7 days, time-ordered).
         account = ctx.account
         self.moves: list[Movement] = movements(tx.account_id, account) if account else []
+        # Whether the history holds any loan disbursement, which the loan view needs.
+        client = ctx.client
+        self.disbursed: bool = bool(account) and _DISBURSEMENT in [o.type for o in account]
+        if client and not self.disbursed:
+            self.disbursed = _DISBURSEMENT in [o.type for o in client]
         # The transaction is on its own account: _movement(tx.account_id, tx), built directly.
         self.current: Movement | None = _new_movement(
             (tx.direction, tx.counterparty_account_id, amount, tx.currency, tx.occurred_at, tx)
@@ -319,6 +325,8 @@ class RuleSpec:
         min_moves: the fewest earlier movements of the account (``RuleInput.moves``) with
             which the rule can fire under the given parameters; ``None``: no such bound.
         min_agent_txs: the same for the agent's earlier transactions (``RuleInput.agent_txs``).
+        needs_disbursement: the rule fires only on a loan view, which needs a disbursement in
+            the account's or the client's history (``RuleInput.disbursed``).
     """
 
     rule_id: str
@@ -329,6 +337,7 @@ class RuleSpec:
     when: Callable[[Traits], bool] | None = None
     min_moves: Callable[[RuleParams], int] | None = None
     min_agent_txs: Callable[[RuleParams], int] | None = None
+    needs_disbursement: bool = False
 
 
 def _clip(value: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -1280,16 +1289,25 @@ CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("agent_structuring", "agent", agent_structuring, True, when=_is_agent_in),
     RuleSpec("agent_account_farming", "agent", agent_account_farming, when=_is_agent),
     RuleSpec("agent_customer_collusion", "agent", agent_customer_collusion, when=_is_agent_id_out),
-    RuleSpec("loan_and_run", "loan", loan_and_run, when=_may_spend_loan),
-    RuleSpec("immediate_cash_out", "loan", immediate_cash_out, when=_may_cash_out_loan),
+    RuleSpec("loan_and_run", "loan", loan_and_run, when=_may_spend_loan, needs_disbursement=True),
+    RuleSpec(
+        "immediate_cash_out",
+        "loan",
+        immediate_cash_out,
+        when=_may_cash_out_loan,
+        needs_disbursement=True,
+    ),
     RuleSpec(
         "post_disbursement_structuring",
         "loan",
         post_disbursement_structuring,
         True,
         when=_may_split_loan,
+        needs_disbursement=True,
     ),
-    RuleSpec("loan_dispersal", "loan", loan_dispersal, when=_may_spend_loan),
+    RuleSpec(
+        "loan_dispersal", "loan", loan_dispersal, when=_may_spend_loan, needs_disbursement=True
+    ),
 )
 
 RULES: dict[str, RuleSpec] = {spec.rule_id: spec for spec in CATALOG}

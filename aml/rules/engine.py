@@ -113,7 +113,7 @@ class RuleEngine:
         self._cap_agent = max(self._min_agent, default=0)
 
     def _plan(self, key: tuple[Any, ...]) -> tuple[_Step, ...]:
-        traits, has_thresholds, n_moves, n_agent = Traits(*key[:-3]), *key[-3:]
+        traits, has_thresholds, n_moves, n_agent, disbursed = Traits(*key[:-4]), *key[-4:]
         plan = tuple(
             (a.spec.rule_id, a.spec.category, a.spec.fn, a.severity)
             for a, min_moves, min_agent in zip(
@@ -123,6 +123,7 @@ class RuleEngine:
             and (a.spec.when is None or a.spec.when(traits))
             and n_moves >= min_moves
             and n_agent >= min_agent
+            and (disbursed or not a.spec.needs_disbursement)
         )
         self._plans[key] = plan
         return plan
@@ -166,6 +167,7 @@ class RuleEngine:
             thresholds is not None,
             n_moves if n_moves < cap_moves else cap_moves,
             n_agent if n_agent < cap_agent else cap_agent,
+            ri.disbursed,
         )
         plan = self._plans.get(key)
         if plan is None:

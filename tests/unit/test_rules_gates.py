@@ -1,5 +1,6 @@
-"""The engine runs a rule only when its ``when`` holds for the transaction's traits and the
-history reaches its ``min_moves``/``min_agent_txs``: that must never hide a hit. Every rule is
+"""The engine runs a rule only when its ``when`` holds for the transaction's traits, the
+history reaches its ``min_moves``/``min_agent_txs`` and, for loan rules, holds a disbursement:
+that must never hide a hit. Every rule is
 run on its own, ungated, over the varied golden stream; wherever it fires, its conditions must
 hold."""
 
@@ -44,6 +45,9 @@ def test_no_rule_fires_where_its_condition_does_not_hold() -> None:
                     fired_gated += 1
                 if spec.min_moves is not None:
                     assert len(ri.moves) >= spec.min_moves(CONFIG.params), spec.rule_id
+                    fired_bounded += 1
+                if spec.needs_disbursement:
+                    assert ri.disbursed, spec.rule_id
                     fired_bounded += 1
                 if spec.min_agent_txs is not None:
                     assert len(ri.agent_txs) >= spec.min_agent_txs(CONFIG.params), spec.rule_id
