@@ -112,6 +112,8 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
     seen: set[tuple[Any, ...]] = set()
     unscorable, reversal, flip = _UNSCORABLE, _REVERSAL, _FLIP
     units, new = _UNITS, _new_movement
+    # A single record has nothing to be folded with: no keys to build.
+    single = len(txs) == 1
     for o in txs:
         # is_scorable and _movement, inlined: this runs for every history item of every
         # transaction scored.
@@ -127,13 +129,14 @@ def movements(account: str, txs: Sequence[Transaction]) -> list[Movement]:
             continue
         at = o.occurred_at
         currency = o.currency
-        if cp:
-            key: tuple[Any, ...] = (direction, cp, o.amount_minor, currency, at)
-        else:
-            key = (o.id,)
-        if key in seen:
-            continue
-        seen.add(key)
+        if not single:
+            if cp:
+                key: tuple[Any, ...] = (direction, cp, o.amount_minor, currency, at)
+            else:
+                key = (o.id,)
+            if key in seen:
+                continue
+            seen.add(key)
         unit = units.get(currency) or _unit(currency)
         out.append(new((direction, cp, o.amount_minor / unit, currency, at, o)))
     return out
