@@ -466,10 +466,13 @@ def rapid_transactions(ri: RuleInput) -> Fired | None:
 def high_velocity_volume(ri: RuleInput) -> Fired | None:
     """Money moved within the rapid window (prior plus current) reaching a threshold multiple."""
     limit = ri.p.volume_multiple * _th(ri).large_amount
-    span = _span(ri.p.rapid_window_minutes)
-    currency = ri.tx.currency
-    # same_currency(since(span)) folded into the sum (same items, same order).
-    total = sum([m.amount for m in ri.since(span) if m.currency == currency]) + ri.amount
+    if ri.moves:
+        span = _span(ri.p.rapid_window_minutes)
+        currency = ri.tx.currency
+        # same_currency(since(span)) folded into the sum (same items, same order).
+        total = sum([m.amount for m in ri.since(span) if m.currency == currency]) + ri.amount
+    else:
+        total = ri.amount  # sum() of nothing is 0, and 0 + amount is amount
     if total < limit:
         return None
     return Fired(
