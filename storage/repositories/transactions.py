@@ -219,6 +219,8 @@ class TransactionRepository(Repository):
         newest_first: bool = False,
     ) -> list[Transaction]:
         """Movements matching ``match`` (equalities) with ``since <= occurred_at < until``."""
+        # Stored dates have millisecond precision (BSON), so do the keys: the same bounds a date
+        # range would apply.
         time_q: dict[str, Any] = {"$gte": epoch_ms(since)}
         if until is not None:
             time_q["$lt"] = epoch_ms(until)
@@ -373,9 +375,13 @@ class TransactionRepository(Repository):
         return int(await self.col.count_documents(query or {}))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_ms(at: datetime) -> int:
     """Milliseconds since the epoch of an aware instant (the numeric time keys)."""
-    return int(at.timestamp() * 1000)
+    # Integer arithmetic: a float timestamp can land a millisecond low (BSON truncates).
+    return (at - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _as_datetime(value: Any) -> datetime:
