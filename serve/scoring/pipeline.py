@@ -334,6 +334,13 @@ def _title(d: Decision) -> str:
     return "Unusual activity"
 
 
+# Decisions and scored marks are written a slice at a time. A write command holds the store for
+# its whole length (the embedded store runs one command at a time per database), and the
+# ingress's group commits, whose acknowledgements wait on the store, must get their turn between
+# the slices of a large scored batch.
+PERSIST_CHUNK = 128
+
+
 @dataclass(frozen=True)
 class PersistResult:
     decisions: int
@@ -357,16 +364,19 @@ async def persist(
     before that leaves it pending for the sweeper.
     """
     decisions = await explain_alerts(store, batch, decisions, params or FeatureParams())
-    result = await store.decisions.insert_many(list(decisions))
+    parts = [decisions[i : i + PERSIST_CHUNK] for i in range(0, len(decisions), PERSIST_CHUNK)]
+    inserted = 0
+    for part in parts:
+        inserted += len((await store.decisions.insert_many(list(part))).inserted)
     alerts = await asyncio.gather(
         *(store.alerts.attach_or_create(c) for c in alert_candidates(batch, decisions))
     )
-    scored = await store.transactions.mark_scored(
-        {d.transaction_id: d.risk_level for d in decisions}
-    )
-    return PersistResult(
-        decisions=len(result.inserted), alerts=tuple(a.id for a in alerts), scored=scored
-    )
+    scored = 0
+    for part in parts:
+        scored += await store.transactions.mark_scored(
+            {d.transaction_id: d.risk_level for d in part}
+        )
+    return PersistResult(decisions=inserted, alerts=tuple(a.id for a in alerts), scored=scored)
 
 
 class InProcessScoring:

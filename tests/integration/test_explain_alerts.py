@@ -214,3 +214,18 @@ async def test_a_failed_history_read_still_persists_the_decision_as_scored(
     assert (result.decisions, result.scored, len(result.alerts)) == (1, 1, 1)
     assert await store.decisions.get_by_transaction(spike.id) == decision
     assert "could not be read" in caplog.text
+
+
+async def test_a_batch_larger_than_a_write_slice_is_stored_and_marked_whole(store: Store) -> None:
+    from serve.scoring.pipeline import PERSIST_CHUNK
+
+    batch = deposits("savings:631", PERSIST_CHUNK * 2 + 5)
+    await store.transactions.insert_many(batch)
+    decisions = [decided(tx, 0.1) for tx in batch]
+
+    result = await persist(store, batch, decisions, params=PARAMS)
+
+    assert (result.decisions, result.scored) == (len(batch), len(batch))
+    assert await store.decisions.count({"_id": {"$in": [t.id for t in batch]}}) == len(batch)
+    again = await persist(store, batch, decisions, params=PARAMS)  # a retried hand-off
+    assert (again.decisions, again.scored) == (0, 0)
