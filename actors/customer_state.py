@@ -433,35 +433,16 @@ class ShardState:
         Observing first means transactions of the same batch see each other in time order,
         exactly as :func:`aml.history.build_context` over the whole stream would.
         """
-        # Windows by position and by identity, looked up by their key's strings (see _lru).
-        wins: list[CustomerState] = []
-        lru = self._lru
-        newest = self.newest
-        for item in items:
-            key = item.key
-            token = (key.kind, key.tenant, key.name)
-            tx = item.tx
-            win = lru.get(token)
-            if win is None:
-                # No store (or an agent window): an unknown key starts empty and is complete
-                # from the point it was first needed.
-                since = None if self.cold_start_complete else self._lookback_start(item)
-                win = lru[token] = self.windows[key] = _new_window(key, since)
-            else:
-                lru.move_to_end(token)
-            win.add(tx)
-            wins.append(win)
-            if newest is None or tx.occurred_at > newest:
-                newest = tx.occurred_at
-        self.newest = newest
-        return self._views([(item.role, item.tx) for item in items], wins)
+        return self.observe_local(
+            [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
+        )
 
     def observe_local(
         self, entries: Sequence[tuple[Role, str, str, str, Transaction]]
     ) -> list[tuple[Transaction, ...]]:
-        """:meth:`answer` for in-process callers, from ``(role, kind, tenant, name, tx)``
-        entries instead of :class:`ShardItem` (no item or key objects per transaction; a key is
-        built only for a new window). Same windows, same views, same order."""
+        """:meth:`answer` from ``(role, kind, tenant, name, tx)`` entries: what in-process
+        callers pass directly (no item or key objects per transaction; a key is built only for a
+        new window, windows are looked up by their key's strings, see ``_lru``)."""
         wins: list[CustomerState] = []
         lru = self._lru
         newest = self.newest
