@@ -13,9 +13,11 @@ HTTP request (head and body) of the ``n``-th event, ``n`` counting from 1.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -202,3 +204,20 @@ def wait_ready(
             pass
         time.sleep(interval)
     raise RuntimeError(f"{url} did not become ready within {timeout:.0f} s")
+
+
+def marked_pids(marker: str, tag: str) -> list[int]:
+    """Processes whose environment carries ``marker=tag``: the ones a benchmark started (they
+    inherit the variable), found without trusting process names, and never this process."""
+    needle = f"{marker}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle + b"\0" in environ or environ.endswith(needle):
+            pids.append(int(entry.name))
+    return pids

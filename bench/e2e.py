@@ -69,6 +69,7 @@ import httpx
 
 from aml.domain import stable_id
 from bench._load import closed_loop_process, generator_process, percentile, wait_ready
+from bench._load import marked_pids as _marked_pids
 from storage.store import Store, open_store
 
 RESULTS = Path(__file__).parent / "results"
@@ -426,18 +427,7 @@ def process_label(cmdline: Sequence[str], name: str) -> str:
 
 def marked_pids(tag: str) -> list[int]:
     """Processes whose environment carries ``MARKER=tag`` (this run's, and only those)."""
-    needle = f"{MARKER}={tag}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle + b"\0" in environ or environ.endswith(needle):
-            pids.append(int(entry.name))
-    return pids
+    return _marked_pids(MARKER, tag)
 
 
 @dataclass

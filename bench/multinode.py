@@ -47,6 +47,8 @@ from typing import Any
 import httpx
 import yaml
 
+from bench._load import marked_pids as _marked_pids
+
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -69,19 +71,8 @@ def free_port() -> int:
 
 
 def marked_pids(tag: str) -> list[int]:
-    """Processes whose environment carries ``MARKER=tag`` (ours, and only ours)."""
-    needle = f"{MARKER}={tag}".encode() + b"\0"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ or environ.endswith(needle[:-1]):
-            pids.append(int(entry.name))
-    return pids
+    """Processes whose environment carries ``MARKER=tag`` (this run's, and only those)."""
+    return _marked_pids(MARKER, tag)
 
 
 def kill_marked(tag: str, sig: int = signal.SIGKILL) -> int:
