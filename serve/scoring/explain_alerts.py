@@ -178,8 +178,8 @@ async def explain_alerts(
     history keeps the population reasons, marked as such.
 
     Args:
-        store: where the accounts' history is read (one query per batch, a few more when a busy
-            account fills its share).
+        store: where the accounts' history is read (one read per alerted account and side, a
+            few more when a busy account fills its share).
         batch: the scored transactions (a decision's transaction is found here by id).
         decisions: the batch's decisions.
         params: the feature parameters the decisions were scored with.

@@ -242,8 +242,9 @@ class TransactionRepository(Repository):
         limit: int,
     ) -> list[Transaction]:
         """Movements touching any of the ``(tenant, account_id)`` accounts (as owner or as
-        counterparty) with ``since <= occurred_at <= until``, newest first, at most ``limit``:
-        one query for many accounts. Attempts and corrections are excluded.
+        counterparty) with ``since <= occurred_at <= until``, newest first, at most ``limit``
+        (one index range read per account and side, run together). Attempts and corrections are
+        excluded.
 
         When ``limit`` is reached the answer holds every such movement newer than its oldest
         one (those sharing the oldest instant may be cut)."""
