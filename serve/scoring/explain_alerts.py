@@ -2,9 +2,9 @@
 
 A scorer replica sees only the batch's feature matrix, so the anomaly scorer explains against the
 training population. Only alerting decisions (a few per cent of traffic) are read by analysts, so
-only those are explained again here: their accounts' recent history is read from the store in one
-query per batch and :func:`aml.explain.customer_anomaly_explanation` measures the transaction
-against the customer's own earlier transactions.
+only those are explained again here: each alerted account's recent history is read from the store
+(one bounded read per account) and :func:`aml.explain.customer_anomaly_explanation` measures the
+transaction against the customer's own earlier transactions.
 
 An explanation must never cost a decision: a failed read or computation leaves the decision as
 the scorers made it and logs a warning.
@@ -48,46 +48,25 @@ def _wants_explanation(decision: Decision) -> bool:
     )
 
 
-def _touches(tx: Transaction) -> list[Account]:
-    return [(tx.tenant, a) for a in (tx.account_id, tx.counterparty_account_id) if a]
-
-
-def _group(txs: Sequence[Transaction], wanted: set[Account]) -> dict[Account, list[Transaction]]:
-    by_account: dict[Account, list[Transaction]] = {a: [] for a in wanted}
-    for tx in txs:
-        for key in _touches(tx):
-            if key in by_account:
-                by_account[key].append(tx)
-    return by_account
-
-
 async def _histories(
     store: Store, targets: Sequence[Transaction], *, lookback: timedelta, per_account: int
 ) -> dict[Account, tuple[list[Transaction], datetime]]:
-    """Per alerted account: its recent movements and the instant from which they are complete."""
+    """Per alerted account: its recent movements (at most ``per_account``, newest first) and the
+    instant from which they are complete (just after the oldest one read when the cap was hit).
+
+    One bounded read per account (each an index range read per side), run together, so a busy
+    account never crowds a quiet one out and none reads more than its own cap."""
     accounts = sorted({(tx.tenant, tx.account_id) for tx in targets})
     since = min(tx.occurred_at for tx in targets) - lookback - MAX_LOOKBACK
     until = max(tx.occurred_at for tx in targets)
-    limit = per_account * len(accounts)
-    found = await store.transactions.recent_touching(
-        accounts, since=since, until=until, limit=limit
-    )
-    by_account = _group(found, set(accounts))
-    if len(found) < limit:
-        return {a: (txs, since) for a, txs in by_account.items()}
-    # The limit was reached: everything newer than the oldest movement read is there. An
-    # account that got less than its share may have been crowded out by a busier one, so it
-    # is read on its own.
-    complete_from = found[-1].occurred_at + _TICK
-    short = [a for a, txs in by_account.items() if len(txs) < per_account]
-    alone = await asyncio.gather(
+    found = await asyncio.gather(
         *(
             store.transactions.recent_touching([a], since=since, until=until, limit=per_account)
-            for a in short
+            for a in accounts
         )
     )
-    out = {a: (txs, complete_from) for a, txs in by_account.items()}
-    for account, txs in zip(short, alone, strict=True):
+    out: dict[Account, tuple[list[Transaction], datetime]] = {}
+    for account, txs in zip(accounts, found, strict=True):
         start = txs[-1].occurred_at + _TICK if len(txs) >= per_account else since
         out[account] = (txs, start)
     return out

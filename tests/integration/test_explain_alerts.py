@@ -159,7 +159,7 @@ async def test_persisted_alert_is_explained_against_the_customers_own_baseline(
     assert {t for a in alerts for t in a.transaction_ids} == {spike.id, newcomer_spike.id}
 
 
-async def test_an_account_crowded_out_of_the_batch_read_is_read_on_its_own(store: Store) -> None:
+async def test_each_alerted_account_reads_its_own_capped_history(store: Store) -> None:
     busy = deposits("savings:611", 120)  # every 7 hours for 35 days
     busy_spike = next_deposit(busy, 5_000)
     t = busy_spike.occurred_at
@@ -175,15 +175,14 @@ async def test_an_account_crowded_out_of_the_batch_read_is_read_on_its_own(store
 
     explained = await explain_alerts(store, batch, decisions, PARAMS, per_account=50)
 
-    # The batch read stops at 100 movements, all but one of the quiet account's left out: it
-    # is read again on its own and gets its baseline of 6.
+    # A busy account's cap never crowds the quiet one out: it gets its baseline of 6.
     assert anomaly_of(explained[1]).reason == (
         f"{CUSTOMER_BASELINE} (median of 6 transactions over 29 days)"
     )
-    # The busy account's 98 earlier movements were read; only those whose 7-day window was read
-    # too form its baseline: 7 h apart, the 73 newest.
+    # The busy account reads its own 50 (the spike and 49 earlier); only those whose 7-day window
+    # was read too form its baseline: 7 h apart, the 24 newest.
     assert anomaly_of(explained[0]).reason == (
-        f"{CUSTOMER_BASELINE} (median of 73 transactions over 22 days)"
+        f"{CUSTOMER_BASELINE} (median of 24 transactions over 7 days)"
     )
 
 
