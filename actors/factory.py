@@ -218,17 +218,11 @@ class ShardedState:
 
     def _observe(self, shard: int, items: Sequence[ShardItem]) -> Any:
         """One shard's call: the transactions its items carry, each once, in batch order."""
-        handle = self.shards[shard]
-        try:
-            method = handle.observe_transactions
-        except AttributeError:
-            # A detached shard started by an older release outlives an upgrade: it only
-            # takes the items themselves.
-            return handle.observe_and_views.remote(items)
+        # Upgrades restart Ray (docs/operating.md), so every shard runs this release's code.
         txs: list[Transaction] = PackedList()
         last = -1
         for item in items:  # in batch order: a transaction's items are adjacent
             if item.index != last:
                 txs.append(item.tx)
                 last = item.index
-        return method.remote(txs, shard, len(self.shards))
+        return self.shards[shard].observe_transactions.remote(txs, shard, len(self.shards))
