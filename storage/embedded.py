@@ -113,7 +113,7 @@ def start(
     cmd = [
         sys.executable,
         "-m",
-        "nx_27017.nx_27017",
+        "storage.nx_server",  # nx-27017, one SQLite transaction per write command
         "--data-dir",
         str(db_dir.resolve()),
         "--host",

@@ -1,0 +1,118 @@
+"""The embedded store's write commands run in one SQLite transaction each, with unchanged
+answers: driven through a real ``nx-27017`` handler in-process, every SQL statement traced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nx_27017.handler import NeoSQLiteHandler
+
+from storage import nx_server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed() -> None:
+    assert nx_server.install()
+    assert nx_server.install()  # idempotent: never wrapped twice
+
+
+@pytest.fixture
+def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
+    h = NeoSQLiteHandler(data_dir=str(tmp_path))
+    yield h
+    for conn in list(h.databases.values()):
+        conn.close()
+
+
+def _msg(body: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    sections: list[tuple[str, Any]] = [("body", body)]
+    if payload is not None:
+        sections.append(("payload", payload))
+    return {"request_id": 1, "sections": sections}
+
+
+def _traced(h: NeoSQLiteHandler, db: str) -> list[str]:
+    statements: list[str] = []
+    h.get_database(db).db.set_trace_callback(statements.append)
+    return statements
+
+
+def _insert(h: NeoSQLiteHandler, docs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    body = {"insert": "things", "ordered": False, "$db": "aml", **extra}
+    reply: dict[str, Any] = h.handle_insert(_msg(body, {"documents": docs}))[1]
+    return reply
+
+
+def _kinds(statements: list[str]) -> list[str]:
+    return [s.split()[0].upper() for s in statements if s.split()[0].upper() != "SELECT"]
+
+
+def test_an_insert_of_many_documents_commits_once(handler: NeoSQLiteHandler) -> None:
+    _insert(handler, [{"_id": "warm", "k": 0}])  # creates the table
+    statements = _traced(handler, "aml")
+    reply = _insert(handler, [{"_id": f"d{i}", "k": i} for i in range(5)])
+    assert reply["ok"] == 1 and reply["n"] == 5
+    kinds = _kinds(statements)
+    assert kinds[0] == "BEGIN" and kinds[-1] == "COMMIT"
+    assert kinds.count("BEGIN") == 1 and kinds.count("COMMIT") == 1
+    assert kinds.count("INSERT") == 5
+
+
+def test_a_duplicate_fails_alone_and_the_rest_is_committed(
+    handler: NeoSQLiteHandler, tmp_path: Path
+) -> None:
+    _insert(handler, [{"_id": "a", "k": 1}])
+    reply = _insert(handler, [{"_id": "b"}, {"_id": "a"}, {"_id": "c"}])
+    assert reply["n"] == 2
+    assert [e["index"] for e in reply["writeErrors"]] == [1]
+    assert reply["writeErrors"][0]["code"] == 11000
+    # Committed: another connection to the file sees every stored row.
+    import sqlite3
+
+    other = sqlite3.connect(tmp_path / "aml.db")
+    try:
+        ids = sorted(r[0] for r in other.execute("SELECT _id FROM things"))
+    finally:
+        other.close()
+    assert ids == ["a", "b", "c"]
+
+
+def test_update_many_commits_once_and_reads_do_not_open_transactions(
+    handler: NeoSQLiteHandler,
+) -> None:
+    _insert(handler, [{"_id": f"d{i}", "s": "pending"} for i in range(4)])
+    statements = _traced(handler, "aml")
+    body = {
+        "update": "things",
+        "updates": [{"q": {"s": "pending"}, "u": {"$set": {"s": "scored"}}, "multi": True}],
+        "$db": "aml",
+    }
+    reply = handler.handle_command(_msg(body))[1]
+    assert reply["ok"] == 1 and reply["nModified"] == 4
+    kinds = _kinds(statements)
+    assert kinds.count("BEGIN") == 1 and kinds.count("COMMIT") == 1 and kinds[-1] == "COMMIT"
+
+    statements.clear()
+    found = handler.handle_command(_msg({"find": "things", "filter": {}, "$db": "aml"}))[1]
+    assert len(found["cursor"]["firstBatch"]) == 4
+    assert "BEGIN" not in _kinds(statements)
+
+
+def test_a_client_transaction_is_left_to_the_handler(handler: NeoSQLiteHandler) -> None:
+    _insert(handler, [{"_id": "warm"}])
+    statements = _traced(handler, "aml")
+    reply = _insert(
+        handler,
+        [{"_id": "t1"}],
+        lsid={"id": "s-1"},
+        txnNumber=1,
+        startTransaction=True,
+        autocommit=False,
+    )
+    assert reply["ok"] == 1
+    # The handler's own transaction (BEGIN IMMEDIATE) is open and ours never started.
+    assert handler.get_database("aml").db.in_transaction
+    assert not any(s.strip().upper() == "BEGIN" for s in statements)
