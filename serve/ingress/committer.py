@@ -9,9 +9,11 @@ that write succeeded, or after the batch was ``fsync``-ed to the spool when the 
 Duplicates are detected per document by the unique ``(tenant, dedupe_key)`` index and inside a
 batch before writing, so the same hook delivered N times yields one transaction and one hand-off.
 
-While the store is unreachable every batch goes to the spool; a drainer retries the store with
-back-off and replays the spool in order before events go straight to the store again. A process
-started with a non-empty spool drains it first.
+While the store is unreachable (or falling behind) every batch goes to the spool; a drainer
+retries the store with back-off and replays the spool in order; events go straight to the store
+again once little is left to replay (the drainer replays that rest meanwhile; a spooled event
+replayed after a newer direct copy of the same hook is recorded as the duplicate). A process
+started with a non-empty spool drains it before it accepts new events.
 """
 
 from __future__ import annotations
@@ -170,6 +172,8 @@ class Committer:
         replay_max: most events per store write when draining the spool.
         replay_timeout: deadline of one replay write (seconds). No sender waits on a replay, so
             it is generous: a replay cut short by a tight deadline would be retried forever.
+        catch_up_bytes: once no more than this is left in the spool, new events go straight to
+            the store again while the drainer replays the rest.
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class Committer:
         overload_queue: int | None = None,
         replay_max: int = 512,
         replay_timeout: float = 60.0,
+        catch_up_bytes: int = 2 << 20,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -204,6 +209,7 @@ class Committer:
         self._overload_queue = overload_queue if overload_queue is not None else 4 * batch_max
         self._replay_max = replay_max
         self._replay_timeout = max(replay_timeout, write_timeout)
+        self._catch_up_bytes = catch_up_bytes
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._spool_mode = False
@@ -482,28 +488,44 @@ class Committer:
     async def _run_drainer(self) -> None:
         while True:
             await self._drain_wanted.wait()
+            self._drain_wanted.clear()  # a request made while draining is served by this drain
             delay = self._retry_initial
-            while self._spool_mode:
-                if await self._try_drain():
-                    break
+            while not await self._try_drain():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
-            self._drain_wanted.clear()
 
     async def _try_drain(self) -> bool:
         """Replay the spool into the store. True when the spool is empty and events go straight
-        to the store again; False when the store failed (retry later)."""
+        to the store again; False when the store failed (retry later).
+
+        Once what is left to replay is small (``catch_up_bytes``), new events go straight to the
+        store again while the rest is replayed: under a steady load the spool would otherwise
+        never be found empty and every event would stay on the slower path (spooled, then
+        replayed) long after the store caught up.
+        """
         if not await self._store_reachable() or not await self._ensure_indexes():
             return False
         while True:
             async with self._lock:
-                await asyncio.to_thread(self._spool.rotate)
+                if self._spool_mode:  # nothing is appended once events go to the store again
+                    await asyncio.to_thread(self._spool.rotate)
                 segments = await asyncio.to_thread(self._spool.closed_segments)
                 if not segments:
-                    self._spool_mode = False
+                    if self._spool_mode:
+                        self._spool_mode = False
+                        log.info("spool drained; events go straight to the store again")
                     self._update_gauges()
-                    log.info("spool drained; events go straight to the store again")
                     return True
+                if self._spool_mode:
+                    backlog = await asyncio.to_thread(self._spool.pending_bytes)
+                    if backlog <= self._catch_up_bytes:
+                        self._spool_mode = False
+                        log.info(
+                            "store caught up (%d bytes left to replay); events go straight to "
+                            "the store again",
+                            backlog,
+                        )
+                        self._update_gauges()
             for segment in segments:
                 contents = await asyncio.to_thread(self._spool.read_segment, segment)
                 for subs in self._replay_batches(contents.records):

@@ -216,3 +216,44 @@ async def test_store_falling_behind_shifts_acks_to_the_spool_without_loss(
     assert await store.ingest_log.count_by_outcome() == {"accepted": 60, "duplicate": 1}
     assert sorted(handoff.ids) == sorted(t.id for t in txs)
     assert Spool(tmp_path / "spool").is_empty()
+
+
+async def test_under_steady_load_events_go_straight_to_the_store_again_after_an_overload(
+    store: Store, tmp_path: Path
+) -> None:
+    """A burst pushes acks to the spool; while events keep arriving (so the spool is never
+    found empty) the committer returns to direct writes once the backlog is small, and every
+    event is stored once."""
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=4,
+        batch_wait=0.0,
+        overload_queue=30,  # the burst overflows it; an event every 2 ms does not
+        replay_max=16,
+    )
+    await c.start()
+    burst = [make_tx() for _ in range(60)]
+    burst_acks = await c.submit_many([submission(t) for t in burst])
+    assert any(a.spooled for a in burst_acks)
+
+    steady: list[Transaction] = []
+    pending: list[asyncio.Task[Ack]] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 3.0
+    while loop.time() < end:  # an event every 2 ms, not waiting for acks: never a pause
+        tx = make_tx()
+        steady.append(tx)
+        pending.append(loop.create_task(c.submit(submission(tx))))
+        await asyncio.sleep(0.002)
+    steady_acks = await asyncio.gather(*pending)
+    tail = steady_acks[-50:]
+    await c.close()
+    assert not any(a.spooled for a in tail), "acks still come from the spool under load"
+    assert c.store_available
+    everything = [*burst, *steady]
+    assert await store.transactions.count() == len(everything)
+    assert sorted(handoff.ids) == sorted(t.id for t in everything)
+    assert Spool(tmp_path / "spool").is_empty()
