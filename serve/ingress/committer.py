@@ -1,10 +1,11 @@
 """Durable acknowledgement with group commit.
 
 Requests put a ``Submission`` (the ``ingest_log`` record plus the transaction it became, if any)
-on a queue and wait for its ``Ack``. One flusher task takes up to ``batch_max`` submissions (waiting
+on a queue and wait for its ``Ack``. A flusher task takes up to ``batch_max`` submissions (waiting
 at most ``batch_wait`` for more), writes ONE unordered bulk insert into ``transactions`` and one
-into ``ingest_log``, then resolves every waiting request. A request is answered 2xx only after
-that write succeeded, or after the batch was ``fsync``-ed to the spool when the store is down.
+into ``ingest_log``, then resolves every waiting request; up to ``max_in_flight`` such batches are
+written at once. A request is answered 2xx only after that write succeeded, or after the batch
+was ``fsync``-ed to the spool when the store is down.
 
 Duplicates are detected per document by the unique ``(tenant, dedupe_key)`` index and inside a
 batch before writing, so the same hook delivered N times yields one transaction and one hand-off.
@@ -84,6 +85,7 @@ class Ack:
 class _Waiting:
     submission: Submission
     future: asyncio.Future[Ack]
+    queued_at: float  # loop time of ``submit``
 
 
 # --- spool (de)serialisation: JSON with tagged datetimes/decimals/bytes -------------------------
@@ -164,9 +166,11 @@ class Committer:
         batch_wait: how long the flusher waits for more events after the first one (seconds).
         write_timeout: deadline of one store write (seconds); beyond it the batch is spooled.
         retry_initial / retry_max: back-off of the drainer while the store is down (seconds).
-        overload_write: a store write slower than this (seconds) means the store cannot keep
-            up; new events are then acknowledged from the spool (fsync, a few ms) while the
-            drainer feeds the backlog to the store in large batches.
+        overload_ack: a batch whose oldest event waited longer than this (seconds) for its
+            store write to finish means the store cannot keep up; new events are then
+            acknowledged from the spool (fsync, a few ms) while the drainer feeds the backlog to
+            the store in large batches. It is the wait the sender sees, so it also catches a
+            store that keeps each write short but falls behind with many of them.
         overload_queue: likewise when more events than this wait for the flusher (default
             ``4 * batch_max``).
         replay_max: most events per store write when draining the spool.
@@ -174,6 +178,7 @@ class Committer:
             it is generous: a replay cut short by a tight deadline would be retried forever.
         catch_up_bytes: once no more than this is left in the spool, new events go straight to
             the store again while the drainer replays the rest.
+        max_in_flight: most group commits written at once.
     """
 
     def __init__(
@@ -189,11 +194,12 @@ class Committer:
         write_timeout: float = 2.0,
         retry_initial: float = 0.2,
         retry_max: float = 10.0,
-        overload_write: float = 0.5,
+        overload_ack: float = 0.25,
         overload_queue: int | None = None,
         replay_max: int = 512,
         replay_timeout: float = 60.0,
         catch_up_bytes: int = 2 << 20,
+        max_in_flight: int = 2,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -205,11 +211,13 @@ class Committer:
         self._write_timeout = write_timeout
         self._retry_initial = retry_initial
         self._retry_max = retry_max
-        self._overload_write = overload_write
+        self._overload_ack = overload_ack
         self._overload_queue = overload_queue if overload_queue is not None else 4 * batch_max
         self._replay_max = replay_max
         self._replay_timeout = max(replay_timeout, write_timeout)
         self._catch_up_bytes = catch_up_bytes
+        self._max_in_flight = max(1, max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._spool_mode = False
@@ -263,7 +271,7 @@ class Committer:
             ServiceUnavailable: neither the store nor the spool could take it.
         """
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Waiting(submission, future))
+        self._queue.put_nowait(_Waiting(submission, future, asyncio.get_running_loop().time()))
         return await future
 
     async def submit_many(self, submissions: Sequence[Submission]) -> list[Ack]:
@@ -273,8 +281,14 @@ class Committer:
     # --- flusher -----------------------------------------------------------------------------
 
     async def _run_flusher(self) -> None:
+        # Up to ``max_in_flight`` batches are written at once: the next batch is encoded and
+        # sent while the store works on the previous one, and it gathers whatever arrived
+        # meanwhile. Duplicates across batches in flight are still caught by the unique index
+        # (the store applies one write command at a time).
+        slots = asyncio.Semaphore(self._max_in_flight)
         while True:
             first = await self._queue.get()
+            await slots.acquire()
             if self._queue.qsize() < self._batch_max - 1 and self._batch_wait > 0:
                 await asyncio.sleep(self._batch_wait)  # let concurrent requests join the batch
             batch = [first]
@@ -283,20 +297,24 @@ class Committer:
                     batch.append(self._queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            try:
-                await self._flush(batch)
-            except Exception as exc:  # never leave a request hanging
-                log.exception("group commit failed unexpectedly")
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(
-                            ServiceUnavailable(
-                                "event could not be stored", reason=type(exc).__name__
-                            )
-                        )
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            task = asyncio.get_running_loop().create_task(self._flush_guarded(batch, slots))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _flush_guarded(self, batch: list[_Waiting], slots: asyncio.Semaphore) -> None:
+        try:
+            await self._flush(batch)
+        except Exception as exc:  # never leave a request hanging
+            log.exception("group commit failed unexpectedly")
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_exception(
+                        ServiceUnavailable("event could not be stored", reason=type(exc).__name__)
+                    )
+        finally:
+            slots.release()
+            for _ in batch:
+                self._queue.task_done()
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         self._metrics.batch_size.observe(len(batch))
@@ -328,18 +346,20 @@ class Committer:
                 w.future.set_result(ack)
         self._after_stored(new)
         backlog = self._queue.qsize()
-        if elapsed > self._overload_write or backlog > self._overload_queue:
+        waited = asyncio.get_running_loop().time() - min(w.queued_at for w in batch)
+        if waited > self._overload_ack or backlog > self._overload_queue:
             # Fineract gives up after 10 s and never retries: keep acks fast by spooling while
             # the drainer catches the store up (the store is up, so it starts at once).
             self._metrics.store_overloads.inc()
-            log.warning(
-                "store cannot keep up (%.0f ms for %d events, %d queued); acknowledging from the "
-                "spool until it catches up",
-                elapsed * 1000,
-                len(batch),
-                backlog,
-            )
             async with self._lock:
+                if not self._spool_mode:
+                    log.warning(
+                        "store cannot keep up (events waited %.0f ms for a write of %.0f ms, %d "
+                        "queued); acknowledging from the spool until it catches up",
+                        waited * 1000,
+                        elapsed * 1000,
+                        backlog,
+                    )
                 self._spool_mode = True
                 self._update_gauges()
             self._drain_wanted.set()

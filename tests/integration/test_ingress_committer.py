@@ -257,3 +257,64 @@ async def test_under_steady_load_events_go_straight_to_the_store_again_after_an_
     assert await store.transactions.count() == len(everything)
     assert sorted(handoff.ids) == sorted(t.id for t in everything)
     assert Spool(tmp_path / "spool").is_empty()
+
+
+async def test_batches_written_at_once_still_store_a_redelivered_hook_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """Four one-event batches in flight together: the same hook (each delivery parsed into its
+    own transaction id, as the ingress does) in several of them is stored once (the unique
+    index decides), the others are acknowledged as duplicates of it."""
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=1,
+        batch_wait=0.0,
+        max_in_flight=4,
+        overload_queue=1000,  # straight to the store: the spool would defer the verdict
+        overload_ack=60.0,
+    )
+    await c.start()
+    hook = make_tx(dedupe_key="SAVINGSACCOUNT|DEPOSIT|9001")
+    copies = [hook.replace(id=f"{hook.id}-{n}") for n in range(8)]
+    others = [make_tx() for _ in range(20)]
+    acks = await c.submit_many([submission(t) for t in [*copies, *others]])
+    await c.close()
+    assert not any(a.spooled for a in acks)
+    outcomes = [a.outcome for a in acks[:8]]
+    assert outcomes.count(IngestOutcome.ACCEPTED) == 1
+    (kept,) = {a.transaction_id for a in acks[:8]}
+    assert kept in {t.id for t in copies}
+    assert await store.transactions.count() == 21
+    assert await store.ingest_log.count_by_outcome() == {"accepted": 21, "duplicate": 7}
+    assert sorted(handoff.ids) == sorted([kept, *(t.id for t in others)])
+
+
+async def test_slow_acknowledgements_shift_acks_to_the_spool(store: Store, tmp_path: Path) -> None:
+    """The overload signal is the wait a sender sees: with a budget no write can meet, the
+    first batch is written straight to the store and later ones are acknowledged from the
+    spool, then replayed; each event is stored once."""
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=4,
+        batch_wait=0.0,
+        overload_ack=0.0,
+        catch_up_bytes=-1,  # only an empty spool ends spool mode
+    )
+    await c.start()
+    first = await c.submit(submission(make_tx()))
+    assert not first.spooled
+    later = [make_tx() for _ in range(12)]
+    acks = await c.submit_many([submission(t) for t in later])
+    assert all(a.spooled for a in acks)
+    deadline = asyncio.get_running_loop().time() + 20
+    while not c.store_available and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await c.close()
+    assert await store.transactions.count() == 13
+    assert len(handoff.ids) == 13 == len(set(handoff.ids))
