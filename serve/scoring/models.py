@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from aml.calibration import QuantileCalibrator
 from aml.domain import FeatureContribution, ScorerResult
 from aml.errors import ConfigError
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from serve.scoring.forest import score_samples_of
 
 ANOMALY = "anomaly"
 XGBOOST = "xgboost"
@@ -119,10 +120,16 @@ class AnomalyModel:
     center: tuple[float, ...]
     scale: tuple[float, ...]
     kind: str = ANOMALY
+    # ``estimator.score_samples``, or the same scores computed faster (serve.scoring.forest).
+    _score_samples: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._score_samples is None:
+            object.__setattr__(self, "_score_samples", score_samples_of(self.estimator))
 
     def raw_scores(self, x: Matrix) -> Matrix:
         """Raw anomaly scores, higher = more anomalous."""
-        return -np.asarray(self.estimator.score_samples(x), dtype=np.float64)
+        return -np.asarray(self._score_samples(x), dtype=np.float64)
 
     def score(self, x: Matrix) -> list[ScorerResult]:
         """Calibrated scores with the features furthest from the baseline as explanation.
