@@ -21,6 +21,7 @@ from storage.repositories.decisions import DecisionRepository
 from storage.repositories.ingest_log import IngestLogRepository
 from storage.repositories.jobs import DriftRepository, JobRepository
 from storage.repositories.models import ModelRepository
+from storage.repositories.refresh_tokens import RefreshTokenRepository
 from storage.repositories.rule_config import RuleConfigRepository
 from storage.repositories.transactions import TransactionRepository
 from storage.repositories.users import UserRepository
@@ -41,6 +42,7 @@ class Store:
     alerts: AlertRepository = field(init=False)
     cases: CaseRepository = field(init=False)
     users: UserRepository = field(init=False)
+    refresh_tokens: RefreshTokenRepository = field(init=False)
     audit_log: AuditLogRepository = field(init=False)
     credit_profiles: CreditProfileRepository = field(init=False)
     credit_requests: CreditRequestRepository = field(init=False)
@@ -56,6 +58,7 @@ class Store:
         self.alerts = AlertRepository(self.db)
         self.cases = CaseRepository(self.db)
         self.users = UserRepository(self.db)
+        self.refresh_tokens = RefreshTokenRepository(self.db)
         self.audit_log = AuditLogRepository(self.db)
         self.credit_profiles = CreditProfileRepository(self.db)
         self.credit_requests = CreditRequestRepository(self.db)
@@ -73,6 +76,7 @@ class Store:
             self.alerts,
             self.cases,
             self.users,
+            self.refresh_tokens,
             self.audit_log,
             self.credit_profiles,
             self.credit_requests,

@@ -92,7 +92,7 @@ async def current_actor() -> Actor | None:
     if refresh:
         try:
             user, pair = await users.refresh(
-                ctx.store, tokens=ctx.tokens, refresh_token=str(refresh)
+                ctx.store, tokens=ctx.tokens, refresh_token=str(refresh), ip=client_ip()
             )
             app.storage.user.update(
                 access_token=pair.access_token, refresh_token=pair.refresh_token

@@ -39,7 +39,9 @@ async def refresh(request: Request) -> HTTPResponse:
     if not isinstance(token, str) or not token:
         raise BadRequest("refresh_token is required")
     ctx = request.app.ctx
-    user, pair = await users.refresh(ctx.store, tokens=ctx.tokens, refresh_token=token)
+    user, pair = await users.refresh(
+        ctx.store, tokens=ctx.tokens, refresh_token=token, ip=client_ip(request)
+    )
     return ok({**pair.to_dict(), "user": public_user(user)})
 
 

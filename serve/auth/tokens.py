@@ -50,6 +50,7 @@ class TokenClaims:
     token_version: int
     kind: TokenKind
     expires_at: datetime
+    jti: str = ""  # the token's own id (a refresh token is exchanged once)
 
 
 class TokenService:
@@ -120,6 +121,7 @@ class TokenService:
                 token_version=int(payload["ver"]),
                 kind=kind,
                 expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=utcnow().tzinfo),
+                jti=str(payload.get("jti", "")),
             )
         except (KeyError, ValueError, TypeError):
             raise Unauthorized("invalid token") from None

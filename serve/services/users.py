@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
+from datetime import timedelta
 
 from aml.auth import Permission, check_password_policy
 from aml.domain import Role, User, utcnow
@@ -21,6 +23,12 @@ from serve.services import audit
 from serve.services.actor import Actor
 from serve.services.pages import Page, check_window
 from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+# Two exchanges of one refresh token this close together are one client racing itself (two
+# tabs, a retried request), not a stolen copy.
+REFRESH_REUSE_LEEWAY = timedelta(seconds=10)
 
 FIRST_ADMIN_USERNAME = "admin"
 
@@ -179,15 +187,44 @@ async def login(
 
 
 async def refresh(
-    store: Store, *, tokens: TokenService, refresh_token: str
+    store: Store, *, tokens: TokenService, refresh_token: str, ip: str | None = None
 ) -> tuple[User, TokenPair]:
     """Exchange a refresh token for a new pair; refused once the user is deactivated.
 
+    Refresh tokens rotate: each is good for one exchange (two within
+    :data:`REFRESH_REUSE_LEEWAY`, e.g. two browser tabs refreshing at once, both succeed). One
+    presented again later was copied, so the user's every token is revoked (``token_version``
+    is bumped), the event is audited, and the exchange is refused.
+
     Raises:
-        Unauthorized: invalid, expired or revoked refresh token.
+        Unauthorized: invalid, expired, revoked or already exchanged refresh token.
     """
     claims = tokens.decode(refresh_token, kind="refresh")
     user = check_user_current(claims, await store.users.get(claims.user_id))
+    if not claims.jti:
+        raise Unauthorized("invalid token")
+    now = utcnow()
+    first = await store.refresh_tokens.mark_used(
+        claims.jti, user_id=user.id, used_at=now, expires_at=claims.expires_at
+    )
+    if first is not None and now - first > REFRESH_REUSE_LEEWAY:
+        await store.users.revoke_tokens(user.id)
+        await audit.record(
+            store,
+            actor=None,
+            action="auth.refresh_reuse",
+            target_type="user",
+            target_id=user.id,
+            details={"username": user.username, "first_exchanged_at": first.isoformat()},
+            ip=ip,
+        )
+        log.warning(
+            "refresh token of %s presented again (first exchanged at %s); every token of the "
+            "user is revoked",
+            user.username,
+            first.isoformat(),
+        )
+        raise Unauthorized("refresh token already used; every session of this user is signed out")
     return user, tokens.issue(user)
 
 

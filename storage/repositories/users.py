@@ -139,6 +139,12 @@ class UserRepository(Repository):
             lambda u: dataclasses.replace(u, active=False, token_version=u.token_version + 1),
         )
 
+    async def revoke_tokens(self, user_id: str) -> User:
+        """Bump ``token_version``: every token issued to the user so far stops working."""
+        return await self._update(
+            user_id, lambda u: dataclasses.replace(u, token_version=u.token_version + 1)
+        )
+
     async def activate(self, user_id: str) -> User:
         return await self._update(user_id, lambda u: dataclasses.replace(u, active=True))
 

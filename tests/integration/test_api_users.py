@@ -87,3 +87,41 @@ async def test_only_admins_manage_users_and_never_lock_themselves_out(store: Sto
         await users.deactivate(store, actor=boss, user_id=admin.id)
     with pytest.raises(Conflict):
         await users.set_role(store, actor=boss, user_id=admin.id, role=Role.ANALYST)
+
+
+async def test_refresh_tokens_rotate_and_a_replayed_one_signs_the_user_out(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each refresh token is exchanged once; presenting it again later (a stolen copy) revokes
+    every token of the user, is audited, and is refused. Two exchanges at once (two tabs)
+    both succeed."""
+    admin = await users.create_admin(store, "boss", "a sufficiently long one")
+    ana = await users.create(
+        store,
+        actor=Actor(user=admin),
+        username="ana",
+        password="first passphrase!",
+        role=Role.ANALYST,
+    )
+    first = TOKENS.issue(ana)
+    # Two tabs exchanging the same token at the same moment: both get a new pair.
+    (_, tab1), (_, tab2) = await asyncio.gather(
+        users.refresh(store, tokens=TOKENS, refresh_token=first.refresh_token),
+        users.refresh(store, tokens=TOKENS, refresh_token=first.refresh_token),
+    )
+    assert tab1.refresh_token != first.refresh_token != tab2.refresh_token
+    _, second = await users.refresh(store, tokens=TOKENS, refresh_token=tab1.refresh_token)
+
+    # Later, the first token shows up again: a copy.
+    monkeypatch.setattr(users, "REFRESH_REUSE_LEEWAY", users.REFRESH_REUSE_LEEWAY * 0)
+    with pytest.raises(Unauthorized, match="already used"):
+        await users.refresh(store, tokens=TOKENS, refresh_token=first.refresh_token)
+    entries, _ = await store.audit_log.list_(action="auth.refresh_reuse")
+    assert [e.target_id for e in entries] == [ana.id]
+    # Everything issued before is revoked, the legitimate session included.
+    with pytest.raises(Unauthorized):
+        await users.refresh(store, tokens=TOKENS, refresh_token=second.refresh_token)
+    with pytest.raises(Unauthorized):
+        await users.refresh(store, tokens=TOKENS, refresh_token=tab2.refresh_token)
+    # Signing in again works.
+    await _login(store, "ana", "first passphrase!")
