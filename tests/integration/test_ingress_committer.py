@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,16 @@ def make_committer(
         dispatcher=HandoffDispatcher(handoff, metrics),
         **options,
     )
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -207,9 +218,7 @@ async def test_store_falling_behind_shifts_acks_to_the_spool_without_loss(
     txs = [make_tx() for _ in range(60)]
     acks = await c.submit_many([submission(t) for t in [*txs, txs[0]]])
     assert any(a.spooled for a in acks) and any(not a.spooled for a in acks)
-    deadline = asyncio.get_running_loop().time() + 20
-    while not c.store_available and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: c.store_available)
     await c.close()
     assert c.store_available
     assert await store.transactions.count() == 60
@@ -312,9 +321,7 @@ async def test_slow_acknowledgements_shift_acks_to_the_spool(store: Store, tmp_p
     later = [make_tx() for _ in range(12)]
     acks = await c.submit_many([submission(t) for t in later])
     assert all(a.spooled for a in acks)
-    deadline = asyncio.get_running_loop().time() + 20
-    while not c.store_available and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: c.store_available)
     await c.close()
     assert await store.transactions.count() == 13
     assert len(handoff.ids) == 13 == len(set(handoff.ids))

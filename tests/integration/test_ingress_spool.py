@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import stat
 import time
@@ -26,7 +25,7 @@ from tests.integration.test_ingress_app import (
     make_settings,
     serving,
 )
-from tests.integration.test_ingress_committer import RecordingHandoff, submission
+from tests.integration.test_ingress_committer import RecordingHandoff, submission, wait_for
 from tests.integration.test_ingress_committer import make_committer as committer_for
 
 pytestmark = pytest.mark.integration
@@ -69,15 +68,6 @@ def make_committer(store: Store, spool_dir: Path, handoff: RecordingHandoff) -> 
         retry_initial=0.05,
         retry_max=0.3,
     )
-
-
-async def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_spool_skips_a_torn_last_record(tmp_path: Path) -> None:
