@@ -11,10 +11,10 @@ Duplicates are detected per document by the unique ``(tenant, dedupe_key)`` inde
 batch before writing, so the same hook delivered N times yields one transaction and one hand-off.
 
 While the store is unreachable (or falling behind) every batch goes to the spool; a drainer
-retries the store with back-off and replays the spool in order; events go straight to the store
-again once little is left to replay (the drainer replays that rest meanwhile; a spooled event
-replayed after a newer direct copy of the same hook is recorded as the duplicate). A process
-started with a non-empty spool drains it before it accepts new events.
+retries the store with back-off and replays the spool in order, always before anything newer
+reaches the store: once little is left to replay, new events wait for that rest (in memory) and
+then go straight to the store again. A process started with a non-empty spool drains it before it
+accepts new events.
 """
 
 from __future__ import annotations
@@ -176,8 +176,9 @@ class Committer:
         replay_max: most events per store write when draining the spool.
         replay_timeout: deadline of one replay write (seconds). No sender waits on a replay, so
             it is generous: a replay cut short by a tight deadline would be retried forever.
-        catch_up_bytes: once no more than this is left in the spool, new events go straight to
-            the store again while the drainer replays the rest.
+        catch_up_bytes: once no more than this is left in the spool, new events wait (in
+            memory) while the drainer replays the rest, then go straight to the store; it bounds
+            that wait (about a second of replay on the embedded store).
         max_in_flight: most group commits written at once.
     """
 
@@ -198,7 +199,7 @@ class Committer:
         overload_queue: int | None = None,
         replay_max: int = 512,
         replay_timeout: float = 60.0,
-        catch_up_bytes: int = 2 << 20,
+        catch_up_bytes: int = 1 << 20,
         max_in_flight: int = 2,
     ) -> None:
         self._store = store
@@ -221,6 +222,10 @@ class Committer:
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._spool_mode = False
+        # Set while the drainer replays the last, small part of the spool: new batches wait for
+        # it (in memory, for a bounded time) instead of being spooled, then go to the store.
+        self._finishing = False
+        self._caught_up = asyncio.Event()
         self._drain_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
@@ -319,11 +324,15 @@ class Committer:
     async def _flush(self, batch: list[_Waiting]) -> None:
         self._metrics.batch_size.observe(len(batch))
         subs = [w.submission for w in batch]
-        async with self._lock:
-            spool_mode = self._spool_mode
-            if spool_mode:
-                await self._spool_batch(batch)
-                return
+        while True:
+            async with self._lock:
+                if not self._spool_mode:
+                    break
+                if not self._finishing:
+                    await self._spool_batch(batch)
+                    return
+                caught_up = self._caught_up
+            await caught_up.wait()  # the spool's tail is being replayed; then decide again
         started = time.perf_counter()
         try:
             acks, new = await self._store_batch(subs, replay=False)
@@ -518,34 +527,48 @@ class Committer:
         """Replay the spool into the store. True when the spool is empty and events go straight
         to the store again; False when the store failed (retry later).
 
-        Once what is left to replay is small (``catch_up_bytes``), new events go straight to the
-        store again while the rest is replayed: under a steady load the spool would otherwise
-        never be found empty and every event would stay on the slower path (spooled, then
-        replayed) long after the store caught up.
+        Once what is left to replay is small (``catch_up_bytes``), new events stop going to the
+        spool: they wait in memory while that last part is replayed, then go straight to the
+        store. Under a steady load the spool would otherwise never be found empty and every event
+        would stay on the slower path (spooled, then replayed) long after the store caught up.
         """
+        drained = False
+        try:
+            drained = await self._replay_spool()
+        finally:
+            if not drained and self._finishing:  # release the waiting batches: they spool
+                self._finishing = False
+                self._caught_up.set()
+        return drained
+
+    async def _replay_spool(self) -> bool:
         if not await self._store_reachable() or not await self._ensure_indexes():
             return False
         while True:
             async with self._lock:
-                if self._spool_mode:  # nothing is appended once events go to the store again
+                if self._spool_mode and not self._finishing:
                     await asyncio.to_thread(self._spool.rotate)
                 segments = await asyncio.to_thread(self._spool.closed_segments)
                 if not segments:
                     if self._spool_mode:
                         self._spool_mode = False
+                        self._finishing = False
+                        self._caught_up.set()
                         log.info("spool drained; events go straight to the store again")
                     self._update_gauges()
                     return True
-                if self._spool_mode:
+                if self._spool_mode and not self._finishing:
                     backlog = await asyncio.to_thread(self._spool.pending_bytes)
                     if backlog <= self._catch_up_bytes:
-                        self._spool_mode = False
+                        # Nothing more is appended: the batches that arrive meanwhile wait for
+                        # this last replay, so the spool is still replayed before anything newer.
+                        self._finishing = True
+                        self._caught_up.clear()
                         log.info(
-                            "store caught up (%d bytes left to replay); events go straight to "
-                            "the store again",
+                            "store caught up; replaying the last %d bytes of the spool before "
+                            "new events go straight to it",
                             backlog,
                         )
-                        self._update_gauges()
             for segment in segments:
                 contents = await asyncio.to_thread(self._spool.read_segment, segment)
                 for subs in self._replay_batches(contents.records):
