@@ -153,6 +153,17 @@ def _same_ms(a: datetime, b: datetime) -> bool:
     return abs((a - b).total_seconds()) < 0.001
 
 
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended. A cancellation that lands inside a driver
+    call can be swallowed there (the drainer pings and writes through pymongo), so it is
+    repeated until the task is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
 class Committer:
     """Group commit of received events to the store, with the spool as fallback.
 
@@ -177,8 +188,8 @@ class Committer:
         replay_timeout: deadline of one replay write (seconds). No sender waits on a replay, so
             it is generous: a replay cut short by a tight deadline would be retried forever.
         catch_up_bytes: once no more than this is left in the spool, new events wait (in
-            memory) while the drainer replays the rest, then go straight to the store; it bounds
-            that wait (about a second of replay on the embedded store).
+            memory, at most ``overload_ack``) while the drainer replays the rest, then go
+            straight to the store; a batch that waited that long is spooled after all.
         max_in_flight: most group commits written at once.
     """
 
@@ -259,13 +270,9 @@ class Committer:
         """Flush what is queued, stop the tasks and wait for hand-offs in flight."""
         if self._flusher is not None:
             await self._queue.join()  # everything queued is answered before stopping
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await stop_task(self._flusher)
         if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
+            await stop_task(self._drainer)
         await self._dispatcher.wait_idle()
         await asyncio.to_thread(self._spool.close)
 
@@ -332,7 +339,15 @@ class Committer:
                     await self._spool_batch(batch)
                     return
                 caught_up = self._caught_up
-            await caught_up.wait()  # the spool's tail is being replayed; then decide again
+            # The spool's tail is being replayed; wait for it, but no longer than senders may
+            # wait: a store that is still behind sends this batch (and later ones) to the spool.
+            try:
+                await asyncio.wait_for(caught_up.wait(), self._overload_ack)
+            except TimeoutError:
+                async with self._lock:
+                    if self._finishing:
+                        self._finishing = False
+                        caught_up.set()  # the other waiting batches decide again too
         started = time.perf_counter()
         try:
             acks, new = await self._store_batch(subs, replay=False)

@@ -14,7 +14,7 @@ import pytest
 
 from aml.domain import IngestOutcome, IngestRecord, Transaction, TransactionStatus
 from serve.ingress import new_event_id, received_now
-from serve.ingress.committer import Ack, Committer, Submission
+from serve.ingress.committer import Ack, Committer, Submission, stop_task
 from serve.ingress.handoff import HandoffDispatcher, PendingSweeper
 from serve.ingress.spool import Spool
 from serve.metrics import IngressMetrics
@@ -325,3 +325,39 @@ async def test_slow_acknowledgements_shift_acks_to_the_spool(store: Store, tmp_p
     await c.close()
     assert await store.transactions.count() == 13
     assert len(handoff.ids) == 13 == len(set(handoff.ids))
+
+
+async def test_close_ends_while_the_drainer_is_busy(store: Store, tmp_path: Path) -> None:
+    """Every write counts as overloaded, so the drainer is pinging and replaying while the
+    committer closes: close still returns, every event is stored once, and one whose replay was
+    cut short before its hand-off is pending for the sweeper."""
+    handoff = RecordingHandoff()
+    c = make_committer(store, tmp_path / "spool", handoff, batch_wait=0.0, overload_ack=0.0)
+    await c.start()
+    txs = [make_tx() for _ in range(6)]
+    for tx in txs:
+        await c.submit(submission(tx))
+    await asyncio.wait_for(c.close(), timeout=30)
+    restarted = make_committer(store, tmp_path / "spool", handoff)
+    await restarted.start()  # replays whatever the closed one left in the spool
+    await restarted.close()
+    assert await store.transactions.count() == 6
+    await PendingSweeper(store, handoff, grace=timedelta(0)).run_once()
+    assert set(handoff.ids) == {t.id for t in txs}
+
+
+async def test_stop_repeats_a_cancellation_that_was_swallowed() -> None:
+    """A driver call can swallow the CancelledError meant for the drainer; stopping it still
+    ends it instead of waiting forever."""
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # swallowed, as inside a driver call
+        await asyncio.Event().wait()
+
+    task = asyncio.get_running_loop().create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_task(task), timeout=10)
+    assert task.cancelled()
