@@ -189,7 +189,8 @@ class Committer:
             it is generous: a replay cut short by a tight deadline would be retried forever.
         catch_up_bytes: once no more than this is left in the spool, new events wait (in
             memory, at most ``overload_ack``) while the drainer replays the rest, then go
-            straight to the store; a batch that waited that long is spooled after all.
+            straight to the store; a batch that waited that long is spooled after all, and the
+            next attempt backs off (``retry_initial`` doubling up to ``retry_max``).
         max_in_flight: most group commits written at once.
     """
 
@@ -237,6 +238,11 @@ class Committer:
         # it (in memory, for a bounded time) instead of being spooled, then go to the store.
         self._finishing = False
         self._caught_up = asyncio.Event()
+        # After a catch-up was given up (the store still behind), the next one waits this long,
+        # doubling up to ``retry_max``: under a sustained overload each attempt cost the
+        # batches of that moment the whole ack budget before they were spooled anyway.
+        self._catch_up_backoff = retry_initial
+        self._next_catch_up = 0.0
         self._drain_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
@@ -348,6 +354,9 @@ class Committer:
                     if self._finishing:
                         self._finishing = False
                         caught_up.set()  # the other waiting batches decide again too
+                        now = asyncio.get_running_loop().time()
+                        self._next_catch_up = now + self._catch_up_backoff
+                        self._catch_up_backoff = min(self._catch_up_backoff * 2, self._retry_max)
         started = time.perf_counter()
         try:
             acks, new = await self._store_batch(subs, replay=False)
@@ -569,10 +578,15 @@ class Committer:
                         self._spool_mode = False
                         self._finishing = False
                         self._caught_up.set()
+                        self._catch_up_backoff = self._retry_initial
                         log.info("spool drained; events go straight to the store again")
                     self._update_gauges()
                     return True
-                if self._spool_mode and not self._finishing:
+                if (
+                    self._spool_mode
+                    and not self._finishing
+                    and asyncio.get_running_loop().time() >= self._next_catch_up
+                ):
                     backlog = await asyncio.to_thread(self._spool.pending_bytes)
                     if backlog <= self._catch_up_bytes:
                         # Nothing more is appended: the batches that arrive meanwhile wait for
