@@ -54,13 +54,10 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
     if args.in_process:
         handoff = in_process_scoring(store, pipeline={"features": {"timezone": settings.timezone}})
     else:
-        from aml.features import FeatureParams
         from serve.scoring.metrics import ServeStatusProbe
 
         _join_ray(settings)
-        handoff = ServeScoring.connect(
-            store, settings.serve_app_name, params=FeatureParams.from_settings(settings)
-        )
+        handoff = ServeScoring.connect(settings.serve_app_name)
         probe = ServeStatusProbe(settings.serve_app_name)
     app = create_app(
         settings,

@@ -1,7 +1,8 @@
 """Scoring hand-off implementations (``serve.ingress.handoff.ScoringHandoff``).
 
-* :class:`ServeScoring` sends batches to the ``ScoringPipeline`` Serve application and writes the
-  decisions and alerts to the store in bulk, then marks the transactions scored.
+* :class:`ServeScoring` sends batches to the ``ScoringPipeline`` Serve application, whose
+  replicas decide them and write the decisions and alerts to the store in bulk, then mark the
+  transactions scored.
 * :func:`in_process_scoring` runs the same ``aml`` scorers in this process, without Ray (tests of
   ingestion, and the fallback when no cluster is available).
 
@@ -18,8 +19,7 @@ from typing import Any
 
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
 from aml.domain import Decision, PackedList, Transaction
-from aml.features import FeatureParams
-from serve.scoring.pipeline import InProcessScoring, ScoringCore, persist, scorable
+from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
 
 # Most transactions per pipeline call. A call costs several Ray calls (pipeline, RuleScorer,
@@ -35,11 +35,13 @@ __all__ = ["InProcessScoring", "ServeScoring", "in_process_scoring"]
 
 
 class _Waiter:
-    """One ``submit``: its transactions' decisions as their batches come back."""
+    """One ``submit``: its transactions' decisions as their batches come back (only counted
+    when ``wants_decisions`` is False)."""
 
-    __slots__ = ("decisions", "future", "ids", "remaining")
+    __slots__ = ("decisions", "future", "ids", "remaining", "wants_decisions")
 
-    def __init__(self, txs: Sequence[Transaction]) -> None:
+    def __init__(self, txs: Sequence[Transaction], *, wants_decisions: bool) -> None:
+        self.wants_decisions = wants_decisions
         self.ids = [t.id for t in txs]
         self.remaining = len(txs)
         self.decisions: dict[str, Decision] = {}
@@ -67,34 +69,30 @@ class ServeScoring:
     transactions of all ``submit`` calls are queued and sent in batches of up to ``batch_size``
     with at most ``max_in_flight`` calls running. When no call is running the queue is sent at
     once (low latency at low rates); while calls run, it grows until a batch is full or a call
-    returns. Each ``submit`` returns when its own transactions are decided and stored, and
-    raises if any of their batches failed, which leaves those transactions pending.
+    returns. The pipeline replica decides each batch and writes its outcome to the store
+    (``ScoringPipeline.score_and_store``); each ``submit`` returns when its own transactions are
+    decided and stored, and raises if any of their batches failed, which leaves those
+    transactions pending.
     """
 
     def __init__(
         self,
-        store: Store,
         handle: Any,
         *,
         batch_size: int = DEFAULT_BATCH,
         max_in_flight: int = DEFAULT_IN_FLIGHT,
-        params: FeatureParams | None = None,
     ) -> None:
         """Args:
-        store: where decisions and alerts are written.
-        handle: ``DeploymentHandle`` of the ``ScoringPipeline`` (``serve.get_app_handle``).
+        handle: ``DeploymentHandle`` of the ``ScoringPipeline`` (``serve.get_app_handle``);
+            the application must be deployed with the store's URI (it writes the decisions).
         batch_size: most transactions per pipeline call.
         max_in_flight: pipeline calls running at once per hand-off.
-        params: feature parameters of the alert explanations written here (the same time zone
-            as the scorers': ``FeatureParams.from_settings``); defaults when None.
         """
         if batch_size < 1 or max_in_flight < 1:
             raise ValueError("batch_size and max_in_flight must be at least 1")
-        self.store = store
         self.handle = handle
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self.params = params
         self.calls = 0  # pipeline calls made (observability, tests)
         self._queue: deque[tuple[list[Transaction], _Waiter]] = deque()
         self._queued = 0
@@ -102,11 +100,11 @@ class ServeScoring:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def connect(cls, store: Store, app_name: str = "scoring", **kwargs: Any) -> ServeScoring:
+    def connect(cls, app_name: str = "scoring", **kwargs: Any) -> ServeScoring:
         """Hand-off to the running Serve application ``app_name``."""
         from ray import serve
 
-        return cls(store, serve.get_app_handle(app_name), **kwargs)
+        return cls(serve.get_app_handle(app_name), **kwargs)
 
     async def score_and_store(self, txs: Sequence[Transaction]) -> list[Decision]:
         """Score, store and return the decisions (in the order of the scorable ``txs``).
@@ -115,18 +113,24 @@ class ServeScoring:
             Exception: a batch holding some of ``txs`` failed (scoring or storing); those
                 transactions stay pending.
         """
+        return await self._enqueue(txs, wants_decisions=True)
+
+    async def submit(self, txs: Sequence[Transaction]) -> None:
+        """Score and store ``txs`` (raising leaves them pending for the sweeper). The decisions
+        stay in the pipeline replica that wrote them."""
+        await self._enqueue(txs, wants_decisions=False)
+
+    async def _enqueue(
+        self, txs: Sequence[Transaction], *, wants_decisions: bool
+    ) -> list[Decision]:
         batch = scorable(txs)
         if not batch:
             return []
-        waiter = _Waiter(batch)
+        waiter = _Waiter(batch, wants_decisions=wants_decisions)
         self._queue.append((batch, waiter))
         self._queued += len(batch)
         self._dispatch()
         return await waiter.future
-
-    async def submit(self, txs: Sequence[Transaction]) -> None:
-        """Score ``txs`` (raising leaves them pending for the sweeper)."""
-        await self.score_and_store(txs)
 
     def _dispatch(self) -> None:
         """Start pipeline calls while the rules above allow one."""
@@ -158,18 +162,17 @@ class ServeScoring:
     async def _run(self, parts: list[tuple[list[Transaction], _Waiter]]) -> None:
         # The same transaction submitted twice (a sweep beside a fresh hand-off) is scored once.
         batch = list({t.id: t for part, _ in parts for t in part}.values())
+        wanted = any(waiter.wants_decisions for _, waiter in parts)
         try:
-            try:
-                decisions: list[Decision] = await self.handle.score.remote(PackedList(batch))
-            finally:
-                self._in_flight -= 1
-                self._dispatch()
-            await persist(self.store, batch, decisions, params=self.params)
+            decisions, _ = await self.handle.score_and_store.remote(PackedList(batch), wanted)
         except Exception as exc:
             for _, waiter in parts:
                 waiter.fail(exc)
             return
-        by_id = {d.transaction_id: d for d in decisions}
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+        by_id = {d.transaction_id: d for d in decisions or ()}
         for part, waiter in parts:
             waiter.done(len(part), by_id)
 

@@ -72,7 +72,7 @@ def apply(config: Mapping[str, Any], *, timeout_s: float = 120.0) -> None:
 def with_settings(config: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """A copy of ``config`` carrying what the process settings decide: the store's database and
     the institution's time zone (hours, nights and weekends are local; ``AML_TIMEZONE`` is the
-    one place it is set, so the scorers and the alert explanations written by the ingress always
+    one place it is set, so the scorers and the alert explanations written by the pipeline always
     agree)."""
     out = with_args(config, mongodb_db=settings.mongodb_db)
     for app in out["applications"]:

@@ -38,16 +38,19 @@ from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
 from serve.scoring.pipeline import (
     ModelScorer,
+    PersistResult,
     ScorerBreaker,
     decide_batch,
     feature_params_from,
     model_from,
+    persist,
     policy_config_from,
     rule_config_from,
     rules_and_features,
     shadow_from,
     tune_gc_for_scoring,
 )
+from storage.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,9 @@ class ScoringPipeline:
         # Created here (the rule replicas look them up later) and watched for the state metrics;
         # the contexts themselves go from the actors to ``RuleScorer`` only.
         self._shards = _sharded_state(state).shards
+        self._store_uri: str | None = state.get("mongodb_uri")
+        self._store_db = str(state.get("mongodb_db", "fineract_aml"))
+        self._store: Store | None = None
         self._metrics = ScoringMetrics()
         self._breakers = {ANOMALY: ScorerBreaker(), XGBOOST: ScorerBreaker()}
         self.reconfigure({})
@@ -316,6 +322,42 @@ class ScoringPipeline:
         )
         self._metrics.record_batch(decisions, started)
         return PackedList(decisions)
+
+    def _get_store(self) -> Store:
+        if self._store is None:
+            if self._store_uri is None:
+                raise RuntimeError(
+                    "the scoring application has no store (mongodb_uri): decisions cannot be "
+                    "written; deploy it with the store's URI"
+                )
+            # Opened lazily inside the replica's own event loop.
+            self._store = open_store(
+                self._store_uri, self._store_db, appname="fineract-aml-scoring"
+            )
+        return self._store
+
+    async def score_and_store(
+        self, batch: Sequence[Transaction], return_decisions: bool = False
+    ) -> tuple[list[Decision] | None, PersistResult]:
+        """Decide a batch and write the outcome: decisions, alerts (grouped per customer) and
+        the transactions marked scored (see :func:`serve.scoring.pipeline.persist`).
+
+        The writes are made here, not by the caller: the webhook ingress that hands batches
+        over then only receives, stores and acknowledges, and the decisions (the largest
+        objects of scoring, with their explanations) cross no further process boundary unless
+        ``return_decisions`` asks for them.
+
+        Raises:
+            Exception: scoring or a write failed; what was not marked scored stays pending for
+                the ingress's sweeper, and a retry is idempotent.
+        """
+        decisions = await self.score(batch)
+        if not decisions:
+            return ([] if return_decisions else None), PersistResult(0, (), 0)
+        result = await self._metrics.timed(
+            "persist", persist(self._get_store(), batch, decisions, params=self._features)
+        )
+        return (PackedList(decisions) if return_decisions else None), result
 
     async def info(self) -> dict[str, Any]:
         """Versions active in every scorer (for the dashboard and tests)."""

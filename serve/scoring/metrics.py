@@ -9,8 +9,9 @@ node the replica runs on, on that node's ``--metrics-export-port``, with Ray's `
 * ``ray_aml_scoring_batch_seconds``: one pipeline call, state to decisions (histogram)
 * ``ray_aml_scoring_stage_seconds{stage}``: each stage as the pipeline sees it, queueing and
   retries included: ``rules`` (the ``RuleScorer`` call: contexts, features and rules),
-  ``anomaly``, ``xgboost``; and ``state``, the wait for the state actors inside that call as
-  ``RuleScorer`` measured it
+  ``anomaly``, ``xgboost``; ``state``, the wait for the state actors inside that call as
+  ``RuleScorer`` measured it; and ``persist``, writing a batch's decisions, alerts and scored
+  marks to the store
 * ``ray_aml_scoring_decisions_total{risk_level}`` and ``ray_aml_scoring_alerting_decisions_total
   {risk_level}``: ``rate(...[1m]) * 60`` gives decisions and alerts per minute
 * ``ray_aml_state_actors_alive``: state shard actors answering their stats call

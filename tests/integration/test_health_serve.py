@@ -52,7 +52,7 @@ def ingress(tmp_path: Path, store: Store, probe: ServeStatusProbe) -> IngressApp
     return create_app(
         make_settings(tmp_path),
         store=store,
-        handoff=ServeScoring.connect(store, APP),
+        handoff=ServeScoring.connect(APP),
         scoring_probe=probe,
         name=f"h-{uuid.uuid4().hex[:8]}",
     )
@@ -112,7 +112,7 @@ async def test_probe_answers_from_cache_within_its_ttl(config: dict[str, Any]) -
 async def test_scaling_a_scorer_under_load_drops_nothing_and_stays_ready(
     module_store: Store, config: dict[str, Any]
 ) -> None:
-    handoff = ServeScoring.connect(module_store, APP, batch_size=16)
+    handoff = ServeScoring.connect(APP, batch_size=16)
     probe = ServeStatusProbe(APP, ttl_s=0)
     stop = asyncio.Event()
     sent: list[str] = []

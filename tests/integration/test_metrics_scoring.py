@@ -85,7 +85,7 @@ async def wait_for_metrics(check: Any, deadline_s: float = SCRAPE_DEADLINE_S) ->
 async def test_decisions_alerts_latency_and_state_are_exported(
     module_store: Store, deployed: None
 ) -> None:
-    handoff = ServeScoring.connect(module_store, APP, batch_size=32)
+    handoff = ServeScoring.connect(APP, batch_size=32)
     acct = f"savings:{uuid.uuid4().hex[:8]}"
     small = [
         make_tx(account_id=acct, amount_minor=1_000, occurred_at=T0 + timedelta(minutes=i))

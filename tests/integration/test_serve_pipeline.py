@@ -23,7 +23,7 @@ from aml.rules.config import default_rule_config
 from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import ServeScoring, in_process_scoring
 from serve.scoring.deploy import apply, with_user_config
-from storage.store import Store, open_store
+from storage.store import Store
 from tests.factories import T0, make_tx
 from tests.integration.serve_app import shipped_config
 from tests.integration.test_serve_anomaly import history
@@ -52,8 +52,8 @@ def config(module_store: Store, mongo_uri: str, ray_session: None) -> dict[str, 
 
 
 @pytest.fixture
-def handoff(module_store: Store, config: dict[str, Any]) -> ServeScoring:
-    client = ServeScoring.connect(module_store, APP, batch_size=64)
+def handoff(config: dict[str, Any]) -> ServeScoring:
+    client = ServeScoring.connect(APP, batch_size=64)
     _: ScoringHandoff = client  # the ingress hands off to it through this protocol
     return client
 
@@ -234,7 +234,7 @@ async def test_fitted_isolation_forest_is_loaded_by_reconfigure_and_scores(
 async def test_concurrent_small_submits_share_few_pipeline_calls_and_each_is_decided_once(
     module_store: Store, config: dict[str, Any]
 ) -> None:
-    handoff = ServeScoring.connect(module_store, APP, batch_size=64, max_in_flight=2)
+    handoff = ServeScoring.connect(APP, batch_size=64, max_in_flight=2)
     submits = [
         [make_tx(account_id=_account(), occurred_at=T0 + timedelta(minutes=i)) for i in range(5)]
         for _ in range(40)
@@ -259,12 +259,10 @@ async def test_concurrent_small_submits_share_few_pipeline_calls_and_each_is_dec
 
 
 async def test_a_failed_batch_fails_its_submits_and_leaves_their_transactions_pending(
-    module_store: Store, mongo_uri: str, handoff: ServeScoring
+    module_store: Store, handoff: ServeScoring
 ) -> None:
-    # Decisions cannot be written: the hand-off's database connection is gone.
-    broken = open_store(mongo_uri, module_store.db.name)
-    await broken.close()
-    failing = ServeScoring(broken, serve.get_app_handle(APP), batch_size=4)
+    # A deployment that cannot decide: every pipeline call fails in its replica.
+    failing = ServeScoring(serve.get_deployment_handle("RuleScorer", APP), batch_size=4)
     submits = [[make_tx(account_id=_account()) for _ in range(3)] for _ in range(3)]
     ids = [t.id for s in submits for t in s]
     await _stored(module_store, [t for s in submits for t in s])
@@ -280,6 +278,20 @@ async def test_a_failed_batch_fails_its_submits_and_leaves_their_transactions_pe
     # The sweeper's re-submission through a working hand-off decides them.
     await handoff.submit([t for s in submits for t in s])
     assert len(await module_store.decisions.list_for_transactions(ids)) == len(ids)
+
+
+async def test_submitted_batches_are_written_by_the_pipeline_replica(
+    module_store: Store, handoff: ServeScoring
+) -> None:
+    # ``submit`` (the ingress's path) brings no decision back: the replica stored them.
+    txs = await _stored(module_store, [make_tx(account_id=_account()) for _ in range(5)])
+    await handoff.submit(txs)
+    stored = await module_store.decisions.list_for_transactions([t.id for t in txs])
+    assert sorted(d.transaction_id for d in stored) == sorted(t.id for t in txs)
+    scored = await module_store.transactions.count(
+        {"_id": {"$in": [t.id for t in txs]}, "status": TransactionStatus.SCORED.value}
+    )
+    assert scored == len(txs)
 
 
 async def test_serve_and_in_process_scoring_make_the_same_decisions(

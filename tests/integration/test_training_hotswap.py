@@ -63,7 +63,7 @@ async def test_champion_changes_under_a_live_stream_without_errors(
     assert APP in {app["name"] for app in updater.config["applications"]}
     promoter = Promoter(module_store, serve=updater)
     await promoter.promote(a.id, actor="ml")
-    handoff = ServeScoring(module_store, serve.get_app_handle(APP), batch_size=8)
+    handoff = ServeScoring(serve.get_app_handle(APP), batch_size=8)
 
     decisions: list[Decision] = []
     errors: list[BaseException] = []
