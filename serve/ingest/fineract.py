@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -37,6 +38,7 @@ from aml.domain import (
     TransactionStatus,
     TransactionType,
     ensure_utc,
+    fast_init,
     stable_id,
 )
 from aml.errors import BadRequest, Unprocessable, UnsupportedMediaType
@@ -93,6 +95,22 @@ _MAX_TEXT = 500
 _MAX_MAP_TEXT = 8192
 _MAX_MAP_DEPTH = 8
 
+# Header names as matched (lower-case), in order of preference.
+_TENANT_HEADERS = (
+    "fineract-platform-tenantid",
+    "x-fineract-platform-tenantid",
+    "x-mifos-platform-tenantid",
+)
+_ENTITY_HEADERS = ("x-fineract-entity", "x-mifos-entity")
+_ACTION_HEADERS = ("x-fineract-action", "x-mifos-action")
+# The only headers the parser reads; the others are skipped.
+_READ_HEADERS = frozenset({*_TENANT_HEADERS, *_ENTITY_HEADERS, *_ACTION_HEADERS, "content-type"})
+
+# The frozen dataclasses' own __init__ sets every field through object.__setattr__; these build
+# the same instances in about half the time (one Transaction and one event per hook).
+_new_transaction = fast_init(Transaction)
+_new_event = fast_init(ParsedEvent)
+
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
@@ -128,8 +146,8 @@ def parse_fineract(
     received = ensure_utc(received_at)
     hdrs = _lower_headers(headers)
     tenant = _tenant(hdrs, options.default_tenant)
-    header_entity = _header_token(hdrs, "entity")
-    header_action = _header_token(hdrs, "action")
+    header_entity = _header_token(hdrs, _ENTITY_HEADERS, "X-Fineract-Entity")
+    header_action = _header_token(hdrs, _ACTION_HEADERS, "X-Fineract-Action")
 
     media = _media_type(content_type if content_type is not None else hdrs.get("content-type"))
     typeless = media == "form"
@@ -152,7 +170,7 @@ def parse_fineract(
             )
         failure = _failure(data)
         if failure is not None:
-            return ParsedEvent(
+            return _new_event(
                 outcome=IngestOutcome.REJECTED_COMMAND,
                 tenant=tenant,
                 source=SOURCE,
@@ -204,20 +222,24 @@ def parse_fineract(
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers the parser reads, by lower-case name; the first of duplicate names wins."""
     result: dict[str, str] = {}
     for name, value in headers.items():
-        if isinstance(name, str) and isinstance(value, str):
-            result.setdefault(name.strip().lower(), value)
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        # Names already in canonical form (most servers lower-case them) need no normalising.
+        key = name if name in _READ_HEADERS else name.strip().lower()
+        if key in _READ_HEADERS and key not in result:
+            result[key] = value
     return result
 
 
 def _tenant(hdrs: Mapping[str, str], default: str) -> str:
-    names = (
-        "fineract-platform-tenantid",
-        "x-fineract-platform-tenantid",
-        "x-mifos-platform-tenantid",
-    )
-    value = next((v.strip() for n in names if (v := hdrs.get(n, "")).strip()), "")
+    value = ""
+    for name in _TENANT_HEADERS:
+        value = hdrs.get(name, "").strip()
+        if value:
+            break
     if not value:
         return default
     if not _TENANT.fullmatch(value):
@@ -228,20 +250,43 @@ def _tenant(hdrs: Mapping[str, str], default: str) -> str:
     return value
 
 
-def _header_token(hdrs: Mapping[str, str], which: str) -> str | None:
-    for name in (f"x-fineract-{which}", f"x-mifos-{which}"):
+def _header_token(hdrs: Mapping[str, str], names: tuple[str, ...], label: str) -> str | None:
+    """The first non-blank of the ``names`` headers as an upper-case token, or None."""
+    for name in names:
         raw = hdrs.get(name, "").strip()
         if raw:
-            value = raw.upper()
-            if not _TOKEN.fullmatch(value):
-                raise BadRequest(f"X-Fineract-{which.title()}: expected an upper-case name")
+            value = _upper_token(raw)
+            if value is None:
+                raise BadRequest(f"{label}: expected an upper-case name")
             return value
     return None
 
 
+@lru_cache(maxsize=256)
+def _upper_token(text: str) -> str | None:
+    """``text`` upper-cased if it is an entity or action name, else None.
+
+    Cached: every hook names its entity and action twice (headers and body) from a small set.
+    """
+    value = text.upper()
+    return value if _TOKEN.fullmatch(value) else None
+
+
+_EXPECTED_MEDIA = "expected application/json or application/x-www-form-urlencoded"
+
+
 def _media_type(content_type: str | None) -> str:
-    expected = "expected application/json or application/x-www-form-urlencoded"
-    if content_type is None or not content_type.strip():
+    if content_type is None:
+        raise UnsupportedMediaType(f"missing Content-Type: {_EXPECTED_MEDIA}")
+    return _media_type_of(content_type)
+
+
+@lru_cache(maxsize=64)
+def _media_type_of(content_type: str) -> str:
+    # Cached: a hook configuration sends the same Content-Type on every delivery. Only results
+    # are kept; the errors below are raised afresh each time.
+    expected = _EXPECTED_MEDIA
+    if not content_type.strip():
         raise UnsupportedMediaType(f"missing Content-Type: {expected}")
     mime, *params = (part.strip() for part in content_type.split(";"))
     mime = mime.lower()
@@ -379,7 +424,7 @@ class _MapReader:
 
 
 def _is_wrapper(data: Mapping[str, Any]) -> bool:
-    return any(key in data for key in _WRAPPER_KEYS) or data.get("status") == "Exception"
+    return not _WRAPPER_KEYS.isdisjoint(data) or data.get("status") == "Exception"
 
 
 def _body_token(data: Mapping[str, Any], key: str) -> str | None:
@@ -388,8 +433,8 @@ def _body_token(data: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(raw, str):
         raise Unprocessable(f"{key}: expected a string, got {describe(raw)}")
-    value = raw.strip().upper()
-    if not _TOKEN.fullmatch(value):
+    value = _upper_token(raw.strip())
+    if value is None:
         raise Unprocessable(f"{key}: expected an upper-case name such as SAVINGSACCOUNT")
     return value
 
@@ -398,7 +443,7 @@ def _failure(data: Mapping[str, Any]) -> str | None:
     """Why the wrapper reports a failed command, or None when the command was applied."""
     response = data.get("response")
     if data.get("status") == "Exception" or (
-        isinstance(response, dict) and _ERROR_KEYS & response.keys()
+        isinstance(response, dict) and not _ERROR_KEYS.isdisjoint(response)
     ):
         details = []
         if isinstance(response, dict):
@@ -443,11 +488,14 @@ class _Hook:
     received_at: datetime
     options: ParseOptions
     notes: list[str] = field(default_factory=list)
+    # ``response.changes`` (or an empty map), read by most field helpers: looked up once.
+    changes: Mapping[str, Any] = field(init=False)
+    # The currency once read successfully (it is needed for the amount and the transaction).
+    _currency: str | None = field(default=None, init=False)
 
-    @property
-    def changes(self) -> Mapping[str, Any]:
+    def __post_init__(self) -> None:
         changes = self.response.get("changes")
-        return changes if isinstance(changes, dict) else {}
+        self.changes = changes if isinstance(changes, dict) else {}
 
     def required_id(self, source: str, key: str) -> str:
         value = self._container(source).get(key)
@@ -460,7 +508,13 @@ class _Hook:
         return None if value is None else parse_id(value, f"{source}.{key}")
 
     def _container(self, source: str) -> Mapping[str, Any]:
-        return {"request": self.request, "response": self.response, "body": self.top}[source]
+        if source == "response":
+            return self.response
+        if source == "request":
+            return self.request
+        if source == "body":
+            return self.top
+        raise KeyError(source)
 
     @property
     def client_id(self) -> str | None:
@@ -477,6 +531,11 @@ class _Hook:
         return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
     def currency(self) -> str:
+        if self._currency is None:
+            self._currency = self._read_currency()
+        return self._currency
+
+    def _read_currency(self) -> str:
         for source, container in (("request", self.request), ("response.changes", self.changes)):
             for key in ("currencyCode", "currency"):
                 value = container.get(key)
@@ -554,13 +613,16 @@ class _Hook:
         """Payment-detail fields (``accountNumber`` is the payer's external account as typed by
         the teller, not the Fineract ``accountNo``)."""
         details: dict[str, Any] = {}
-        type_id = self.changes.get("paymentTypeId", self.request.get("paymentTypeId"))
+        changes, request = self.changes, self.request
+        type_id = changes.get("paymentTypeId", request.get("paymentTypeId"))
         if type_id is not None:
             details["paymentTypeId"] = parse_id(type_id, "request.paymentTypeId")
         for key in _PAYMENT_DETAIL_KEYS:
-            text = _text(self.changes.get(key, self.request.get(key)))
-            if text is not None:
-                details[key] = text
+            value = changes.get(key, request.get(key))
+            if value is not None:  # _text(None) is None: skip the call for the usual absence
+                text = _text(value)
+                if text is not None:
+                    details[key] = text
         return details
 
     def description(self, key: str = "note") -> str | None:
@@ -569,7 +631,7 @@ class _Hook:
     def event(
         self, outcome: IngestOutcome, dedupe_key: str | None, tx: Transaction | None
     ) -> ParsedEvent:
-        return ParsedEvent(
+        return _new_event(
             outcome=outcome,
             tenant=self.tenant,
             source=SOURCE,
@@ -582,7 +644,7 @@ class _Hook:
 
     def transaction(self, dedupe_key: str, **fields: Any) -> Transaction:
         office_id = fields.pop("office_id", self.office_id)
-        return Transaction(
+        return _new_transaction(
             id=stable_id(self.tenant, dedupe_key),
             tenant=self.tenant,
             dedupe_key=dedupe_key,

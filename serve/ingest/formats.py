@@ -72,17 +72,22 @@ _COUNTRY_SEPARATORS: dict[tuple[str, str], tuple[frozenset[str], str]] = {
 _LOCALE_RE = re.compile(r"([A-Za-z]{2,3})(?:[_-]([A-Za-z]{2}|\d{3}))?(?:[_-][A-Za-z0-9]{1,8})*")
 
 
-def _split_locale(locale: object, field: str) -> tuple[str, str]:
-    if not isinstance(locale, str):
-        raise Unprocessable(
-            f"{field}: expected a locale such as 'en' or 'fr_FR', got {describe(locale)}"
-        )
+@lru_cache(maxsize=256)
+def _locale_parts(locale: str) -> tuple[str, str] | None:
+    # Cached: every amount and date of a hook names its locale, and clients use very few.
     match = _LOCALE_RE.fullmatch(locale.strip())
     if match is None:
+        return None
+    return match.group(1).lower(), (match.group(2) or "").upper()
+
+
+def _split_locale(locale: object, field: str) -> tuple[str, str]:
+    parts = _locale_parts(locale) if isinstance(locale, str) else None
+    if parts is None:
         raise Unprocessable(
             f"{field}: expected a locale such as 'en' or 'fr_FR', got {describe(locale)}"
         )
-    return match.group(1).lower(), (match.group(2) or "").upper()
+    return parts
 
 
 def _separators(locale: object, field: str) -> tuple[frozenset[str], str] | None:
@@ -125,6 +130,10 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+# Built once: ``json.loads`` with ``parse_constant`` builds a new decoder (and scanner) per call.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def decode_json_object(body: bytes) -> dict[str, Any]:
     """``body`` as a JSON object, refusing ``NaN`` and ``Infinity`` (no JSON standard has them).
 
@@ -134,7 +143,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     """
     text = decode_text(body)
     try:
-        data = json.loads(text, parse_constant=_no_constants)
+        data = _JSON_DECODER.decode(text)
     except RecursionError:
         raise BadRequest("body is not valid JSON: nested too deeply") from None
     except ValueError:
@@ -149,6 +158,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 _ID_TEXT = re.compile(r"\d{1,19}(?:\.0+)?")
+_ID_DOUBLE_TEXT = re.compile(r"\d\.\d{1,18}E\d{1,2}")
 
 
 def parse_id(value: object, field: str) -> str:
@@ -157,6 +167,10 @@ def parse_id(value: object, field: str) -> str:
     Raises:
         Unprocessable: when the value is not a non-negative whole number that fits a Java long.
     """
+    if type(value) is int and 0 <= value <= _MAX_ID:
+        # The common case (a JSON integer): nothing to normalise. Everything else, bool
+        # included (``type(True) is bool``), goes through the checks below.
+        return str(value)
     number: int | None = None
     if isinstance(value, bool):
         number = None
@@ -169,7 +183,7 @@ def parse_id(value: object, field: str) -> str:
         text = value.strip()
         if _ID_TEXT.fullmatch(text):
             number = int(text.split(".")[0])
-        elif re.fullmatch(r"\d\.\d{1,18}E\d{1,2}", text):
+        elif _ID_DOUBLE_TEXT.fullmatch(text):
             # Java's Double.toString of a large id, as found in form bodies ("1.2345678E7").
             dec = Decimal(text)
             if dec == dec.to_integral_value():
@@ -185,6 +199,8 @@ def parse_id(value: object, field: str) -> str:
 
 # What Gson / Java Double.toString / a JSON number literal look like as text.
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+_SIGNED_DIGITS = re.compile(r"-?\d+")
+_ASCII_DIGITS = re.compile(r"\d*", re.ASCII)
 
 
 def _number_text(text: str) -> Decimal | None:
@@ -205,7 +221,7 @@ def _locale_text(text: str, locale: object, field: str) -> Decimal | None:
     seps = _separators(locale, field)
     if seps is None:
         # Unknown language: only text without separators can be read without guessing.
-        return Decimal(text) if re.fullmatch(r"-?\d+", text) else None
+        return Decimal(text) if _SIGNED_DIGITS.fullmatch(text) else None
     groups, decimal_sep = seps
     negative = text.startswith("-")
     body = text[1:] if negative else text
@@ -214,13 +230,19 @@ def _locale_text(text: str, locale: object, field: str) -> Decimal | None:
         return None
     if integer and (not integer[0].isdigit() or not integer[-1].isdigit()):
         return None
-    digits = "".join(ch for ch in integer if ch not in groups)
-    if not re.fullmatch(r"\d*", digits, re.ASCII) or not re.fullmatch(r"\d*", fraction, re.ASCII):
+    digits = integer.translate(_removal_table(groups))
+    if not _ASCII_DIGITS.fullmatch(digits) or not _ASCII_DIGITS.fullmatch(fraction):
         return None
     if not digits and not fraction:
         return None
     value = Decimal(f"{digits or '0'}.{fraction or '0'}")
     return -value if negative else value
+
+
+@lru_cache(maxsize=32)
+def _removal_table(chars: frozenset[str]) -> dict[int, None]:
+    """A ``str.translate`` table deleting ``chars`` (one table per separator set, built once)."""
+    return dict.fromkeys(map(ord, chars))
 
 
 def parse_amount(value: object, *, locale: object, field: str, typeless: bool = False) -> Decimal:
@@ -290,7 +312,7 @@ def amount_to_minor(
         raise Unprocessable(f"{field}: expected a finite amount")
     if amount < 0:
         raise Unprocessable(f"{field}: expected a positive amount, got a negative amount")
-    if amount > Decimal(repr(float(max_major))):
+    if amount > _max_amount(max_major):
         raise Unprocessable(f"{field}: amount above the accepted maximum of {max_major:g}")
     minor = to_minor(amount, currency)
     if minor == 0 and not allow_zero:
@@ -298,6 +320,12 @@ def amount_to_minor(
             f"{field}: expected a positive amount, got zero ({currency} minor units)"
         )
     return minor
+
+
+@lru_cache(maxsize=16)
+def _max_amount(max_major: float) -> Decimal:
+    # The limit is one configured value; converting it on every amount showed in profiles.
+    return Decimal(repr(float(max_major)))
 
 
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
@@ -606,6 +634,14 @@ def parse_java_date(text: object, *, pattern: object, locale: object, field: str
     Raises:
         Unprocessable: naming the field when the text, pattern or locale cannot be used.
     """
+    if type(text) is str and type(pattern) is str and (locale is None or type(locale) is str):
+        # Hooks of one day repeat the same few date texts, patterns and locales. Only successful
+        # reads are cached (lru_cache does not keep exceptions), so errors are built afresh.
+        return _read_java_date_cached(text, pattern, locale, field)
+    return _read_java_date(text, pattern, locale, field)
+
+
+def _read_java_date(text: object, pattern: object, locale: object, field: str) -> ValueDate:
     if not isinstance(pattern, str) or not pattern.strip() or len(pattern) > _MAX_PATTERN:
         raise Unprocessable(f"{field}: expected a dateFormat pattern, got {describe(pattern)}")
     if not isinstance(text, str) or not text.strip() or len(text) > _MAX_TEXT:
@@ -647,8 +683,18 @@ def parse_java_date(text: object, *, pattern: object, locale: object, field: str
     return ValueDate(day, clock)
 
 
+# A pure function of its arguments (all strings or None here) returning a frozen value.
+_read_java_date_cached = lru_cache(maxsize=1024)(_read_java_date)
+
+
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})"
+)
+# The shape nearly every hook has: UTC, whole seconds with 0, 3 or 6 fraction digits, ASCII only.
+# For it ``datetime.fromisoformat`` gives the same instant as the general path below, several times
+# faster (building the datetime field by field was most of the cost of this function).
+_PLAIN_UTC_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?Z", re.ASCII
 )
 
 
@@ -660,6 +706,14 @@ def parse_hook_timestamp(value: object) -> datetime | None:
     """
     if not isinstance(value, str) or len(value) > 40:
         return None
+    # Hour 24 is left to the general path, which (like Java) refuses it: ISO 8601 allows "24:00"
+    # as the end of a day, and newer Pythons' fromisoformat may read it as the next midnight.
+    if _PLAIN_UTC_TIMESTAMP.fullmatch(value) and value[11:13] < "24":
+        try:
+            # A zero offset comes back as the ``UTC`` singleton, as the general path gives.
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
     match = _TIMESTAMP.fullmatch(value.strip())
     if match is None:
         return None

@@ -663,6 +663,55 @@ def test_content_type_can_come_from_the_headers() -> None:
     assert event.outcome == IngestOutcome.ACCEPTED
 
 
+def test_repeated_content_types_give_the_same_answers_and_errors() -> None:
+    # The media type is cached per Content-Type text; refusals must repeat, message and all.
+    for _ in range(3):
+        for content_type in (JSON, 'Application/JSON ; Charset="utf8"', "application/vnd+json"):
+            assert parse(raw("savings_deposit"), {}, content_type=content_type).outcome == (
+                IngestOutcome.ACCEPTED
+            )
+        for content_type, message in [
+            ("", "missing Content-Type: "),
+            (" ", "missing Content-Type: "),
+            ("text/plain", "unsupported Content-Type: "),
+            ("application/json; charset=latin-1", "unsupported charset: expected UTF-8"),
+        ]:
+            with pytest.raises(UnsupportedMediaType) as info:
+                parse(raw("savings_deposit"), {}, content_type=content_type)
+            assert info.value.message.startswith(message)
+
+
+def test_repeated_entity_and_action_names_give_the_same_answers_and_errors() -> None:
+    payload = body("loan_repayment")
+    del payload["entityName"], payload["actionName"]
+    for _ in range(3):
+        event = parse(payload, {"X-Fineract-Entity": " loan ", "x-mifos-action": "Repayment"})
+        assert (event.entity, event.action) == ("LOAN", "REPAYMENT")
+        with pytest.raises(BadRequest) as bad_header:
+            parse(payload, {"X-Fineract-Entity": "LOAN", "X-Fineract-Action": "re payment"})
+        assert bad_header.value.message == "X-Fineract-Action: expected an upper-case name"
+        with pytest.raises(Unprocessable) as bad_body:
+            parse(body("loan_repayment") | {"entityName": "re payment"})
+        assert bad_body.value.message == (
+            "entityName: expected an upper-case name such as SAVINGSACCOUNT"
+        )
+
+
+def test_the_first_of_headers_differing_only_in_case_wins() -> None:
+    payload = body("loan_repayment")
+    del payload["entityName"], payload["actionName"]
+    headers = {
+        "X-Fineract-Action": "REPAYMENT",
+        "x-fineract-action": "DISBURSE",
+        " x-fineract-entity ": "LOAN",
+        "x-fineract-entity": "SAVINGSACCOUNT",
+        "X-Fineract-Platform-TenantId": "second",
+        "fineract-platform-tenantid": "first",
+    }
+    event = parse(payload, headers)
+    assert (event.entity, event.action, event.tenant) == ("LOAN", "REPAYMENT", "first")
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [

@@ -292,3 +292,98 @@ def test_window_refuses_future_and_ancient_dates() -> None:
         )
     with pytest.raises(Unprocessable, match="older than 30 days"):
         check_window(RECEIVED - timedelta(days=31), received_at=RECEIVED, field="f", **limits)
+
+
+# --- repeated reads (the date, locale and limit readers keep what they have read) ---------------
+
+
+class _Text(str):
+    """A ``str`` subclass: never taken by the date cache, so it shows the uncached answer."""
+
+
+def test_repeated_date_reads_give_the_same_answers_and_errors() -> None:
+    for _ in range(3):
+        for text, pattern, locale in [
+            ("15 January 2024", "dd MMMM yyyy", "en"),
+            ("15 janvier 2024 14:05:09", "dd MMMM yyyy", "fr"),
+            ("2024-01-15", "yyyy-MM-dd", None),
+        ]:
+            cached = parse_java_date(text, pattern=pattern, locale=locale, field="f")
+            uncached = parse_java_date(_Text(text), pattern=pattern, locale=locale, field="f")
+            assert cached == uncached
+    # The same text under another field still names that field when it is refused.
+    for field in ("request.transactionDate", "changes.transactionDate", "request.transactionDate"):
+        with pytest.raises(Unprocessable) as info:
+            parse_java_date("31 February 2024", pattern="dd MMMM yyyy", locale="en", field=field)
+        assert info.value.message == f"{field}: not a valid calendar date or time"
+        with pytest.raises(Unprocessable) as info:
+            parse_java_date("15 January 2024", pattern="dd MMMM yyyy", locale="x", field=field)
+        assert info.value.message == (
+            f"{field} (locale): expected a locale such as 'en' or 'fr_FR', got a string of 1 "
+            "characters"
+        )
+
+
+def test_repeated_locale_and_limit_reads_give_the_same_answers_and_errors() -> None:
+    for _ in range(3):
+        assert parse_amount("1 000,50", locale=" de_AT ", field="f") == Decimal("1000.50")
+        assert parse_amount("1\u202f000,50", locale="fr", field="f") == Decimal("1000.50")
+        assert parse_amount("1'000.50", locale="de-CH", field="f") == Decimal("1000.50")
+        with pytest.raises(Unprocessable) as info:
+            parse_amount("1", locale="1x", field="g")
+        assert info.value.message.startswith("g: expected a locale")
+        assert amount_to_minor(Decimal("10"), currency="USD", field="f", max_major=10) == 1000
+        with pytest.raises(Unprocessable) as info:
+            amount_to_minor(Decimal("10"), currency="USD", field="f", max_major=5)
+        assert info.value.message == "f: amount above the accepted maximum of 5"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, "0"), (12, "12"), (2**63 - 1, str(2**63 - 1)), (12.0, "12"), ("12", "12")],
+)
+def test_ids_in_range_are_kept(value: object, expected: str) -> None:
+    assert parse_id(value, "f") == expected
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, True, False, 1.5, "-1", None])
+def test_ids_out_of_range_or_of_the_wrong_kind_are_refused(value: object) -> None:
+    with pytest.raises(Unprocessable) as info:
+        parse_id(value, "f")
+    assert info.value.message.startswith("f: expected a whole, non-negative id")
+
+
+@pytest.mark.parametrize(
+    ("plain", "with_offset"),
+    [
+        ("2024-01-15T10:20:31Z", "2024-01-15T10:20:31+00:00"),
+        ("2024-01-15T10:20:31.482Z", "2024-01-15T10:20:31.482+00:00"),
+        ("2024-01-15T10:20:31.482913Z", "2024-01-15T10:20:31.482913+00:00"),
+        ("2024-02-29T23:59:59.999999Z", "2024-02-29T23:59:59.999999+00:00"),
+    ],
+)
+def test_plain_utc_timestamps_read_like_any_other(plain: str, with_offset: str) -> None:
+    # The usual "...Z" shape takes a shorter path than "+00:00": both give the same UTC instant.
+    fast, general = parse_hook_timestamp(plain), parse_hook_timestamp(with_offset)
+    assert fast == general
+    assert fast is not None and general is not None
+    assert fast.tzinfo is UTC and general.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2024-01-15T24:00:00Z",  # ISO's end of day: refused, as Java does
+        "2024-02-30T10:00:00Z",
+        "2023-02-29T10:00:00Z",
+        "2024-01-15T10:60:00Z",
+        "2024-01-15T10:00:60Z",
+        "0000-01-15T10:00:00Z",
+        "2024-00-15T10:00:00Z",
+        "2024-01-15 10:20:31Z",
+        "2024-01-15T10:20:31,482Z",
+        "2024-01-15T10:20:31.48z",
+    ],
+)
+def test_malformed_or_impossible_timestamps_are_ignored(bad: str) -> None:
+    assert parse_hook_timestamp(bad) is None
