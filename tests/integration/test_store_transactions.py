@@ -190,3 +190,46 @@ async def test_the_embedded_store_is_recognised_and_gets_its_own_indexes(store: 
     else:
         assert await store.is_embedded()
         assert ("account_id",) in names and ("client_id",) in names
+
+
+async def test_histories_answer_many_windows_as_history_answers_each(store: Store) -> None:
+    """The batched read a warming state shard makes: every window the same as its own
+    ``history`` (both sides, its own ``since``, tenants apart, attempts left out), in order."""
+    a, b, hub = "savings:501", "savings:502", "savings:503"
+    stream = [
+        make_tx(account_id=a, occurred_at=T0 + timedelta(minutes=1)),
+        make_tx(account_id=b, occurred_at=T0 + timedelta(minutes=2)),
+        make_tx(
+            account_id=a,
+            counterparty_account_id=b,
+            type=TransactionType.TRANSFER,
+            direction=Direction.OUT,
+            occurred_at=T0 + timedelta(minutes=3),
+        ),
+        make_tx(account_id=b, occurred_at=T0 + timedelta(minutes=4, microseconds=400)),
+        make_tx(tenant="other", account_id=a, occurred_at=T0 + timedelta(minutes=5)),
+        make_tx(account_id=a, status=TransactionStatus.REJECTED, occurred_at=T0),
+        *(make_tx(account_id=hub, occurred_at=T0 + timedelta(seconds=s)) for s in range(6)),
+    ]
+    await store.transactions.insert_many(stream)
+    requests = [
+        ("default", a, T0),
+        ("default", b, T0 + timedelta(minutes=2, microseconds=700)),  # inside the same ms
+        ("other", a, T0),
+        ("default", hub, T0),
+        ("default", "savings:599", T0),  # nothing stored
+    ]
+    windows = await store.transactions.histories(requests, limit=4)
+    singles = [
+        await store.transactions.history(tenant, name, since=since, limit=4)
+        for tenant, name, since in requests
+    ]
+    assert [[t.id for t in w] for w in windows] == [[t.id for t in w] for w in singles]
+    assert [len(w) for w in windows] == [2, 3, 1, 4, 0]
+    clients = await store.transactions.client_histories(
+        [("default", "7", T0 + timedelta(minutes=2)), ("default", "nobody", T0)]
+    )
+    single = await store.transactions.client_history(
+        "default", "7", since=T0 + timedelta(minutes=2)
+    )
+    assert [t.id for t in clients[0]] == [t.id for t in single] and clients[1] == []

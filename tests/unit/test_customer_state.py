@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -177,35 +178,37 @@ class ListSource:
         ]
         return sorted(inside, key=lambda t: t.occurred_at)
 
-    async def history(
+    async def histories(
         self,
-        tenant: str,
-        account_id: str,
+        requests: Sequence[tuple[str, str, datetime]],
         *,
-        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[Transaction]:
-        self.asked.append(("account", account_id, since))
-        mine = [
-            t
-            for t in self.stored
-            if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
-        ]
-        return self._between(mine, since, until)[:limit]
+    ) -> list[list[Transaction]]:
+        out = []
+        for tenant, account_id, since in requests:
+            self.asked.append(("account", account_id, since))
+            mine = [
+                t
+                for t in self.stored
+                if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
+            ]
+            out.append(self._between(mine, since, until)[:limit])
+        return out
 
-    async def client_history(
+    async def client_histories(
         self,
-        tenant: str,
-        client_id: str,
+        requests: Sequence[tuple[str, str, datetime]],
         *,
-        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[Transaction]:
-        self.asked.append(("client", client_id, since))
-        mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
-        return self._between(mine, since, until)[:limit]
+    ) -> list[list[Transaction]]:
+        out = []
+        for tenant, client_id, since in requests:
+            self.asked.append(("client", client_id, since))
+            mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
+            out.append(self._between(mine, since, until)[:limit])
+        return out
 
 
 def _client_stream(seed: int, n: int) -> list[Transaction]:
