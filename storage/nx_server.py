@@ -14,6 +14,9 @@ same way; whatever the handler wrote is committed before it answers. A command t
 a client session's transaction, or that arrives while the connection is already inside one, is
 left to the handler. If the installed ``nx-27017`` lacks what is wrapped, the server starts
 unwrapped and logs why.
+
+Inserts also skip ``neosqlite``'s deep copy of each document (see :class:`_DecodedDocument`):
+a document decoded from the wire for one command has no other holder.
 """
 
 from __future__ import annotations
@@ -81,9 +84,51 @@ def one_transaction(
     return wrapper
 
 
+class _DecodedDocument(dict[str, Any]):
+    """A document the server decoded from the wire for one insert.
+
+    ``neosqlite`` deep-copies every document it inserts so as not to touch its caller's object
+    (≈ 15 % of the store's CPU under load). The insert only sets ``_id`` on the top level and
+    rebuilds every nested container while converting bytes, so a copy of the top level leaves
+    the caller's object exactly as untouched."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return dict(self)
+
+
+def shallow_copied(insert_one: Handler) -> Handler:
+    """``Collection.insert_one`` handing the document down as a :class:`_DecodedDocument`."""
+
+    @functools.wraps(insert_one)
+    def wrapper(self: Any, document: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(document) is dict:
+            document = _DecodedDocument(document)
+        return insert_one(self, document, *args, **kwargs)
+
+    return wrapper
+
+
+def _install_shallow_insert() -> None:
+    try:
+        from neosqlite.collection import Collection
+    except ImportError as exc:
+        log.warning("neosqlite internals not as expected (%s); inserts deep-copy", exc)
+        return
+    insert_one = getattr(Collection, "insert_one", None)
+    if not callable(insert_one) or getattr(insert_one, "__aml_shallow__", False):
+        return
+    wrapped = shallow_copied(insert_one)
+    wrapped.__aml_shallow__ = True  # type: ignore[attr-defined]
+    Collection.insert_one = wrapped  # type: ignore[method-assign]
+
+
 def install() -> bool:
-    """Wrap the installed ``nx-27017`` handler's write commands. False (and a log line) when
-    its internals are not the expected ones; the server then runs as shipped."""
+    """Wrap the installed ``nx-27017`` handler's write commands (and let inserts copy only
+    the top level of a document). False (and a log line) when its internals are not the
+    expected ones; the server then runs as shipped."""
+    _install_shallow_insert()
     try:
         from nx_27017 import handler as nx_handler
 

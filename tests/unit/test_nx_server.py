@@ -116,3 +116,34 @@ def test_a_client_transaction_is_left_to_the_handler(handler: NeoSQLiteHandler) 
     # The handler's own transaction (BEGIN IMMEDIATE) is open and ours never started.
     assert handler.get_database("aml").db.in_transaction
     assert not any(s.strip().upper() == "BEGIN" for s in statements)
+
+
+def test_inserts_copy_the_top_level_only_and_store_the_same_document(
+    handler: NeoSQLiteHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    from bson import Binary
+
+    deep: list[Any] = []
+    real_deepcopy = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None) -> Any:
+        deep.append(type(value))
+        return real_deepcopy(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    nested = {"list": [1, {"b": b"\x00\x01"}], "when": {"n": 3}}
+    doc = {"_id": "n1", "k": 1, "nested": nested}
+    reply = _insert(handler, [doc])
+    assert reply["n"] == 1
+    # The document handed to neosqlite copied itself (top level) instead of a deep copy.
+    assert deep and all(t is nx_server._DecodedDocument for t in deep)
+    # The caller's objects are untouched, and the stored document is the whole document.
+    assert doc == {"_id": "n1", "k": 1, "nested": nested}
+    assert nested["list"][1] == {"b": b"\x00\x01"}
+    stored = handler.get_database("aml")["things"].find_one({"_id": "n1"})
+    assert stored is not None
+    assert stored["k"] == 1 and stored["nested"]["when"] == {"n": 3}
+    assert bytes(stored["nested"]["list"][1]["b"]) == b"\x00\x01"
+    assert isinstance(stored["nested"]["list"][1]["b"], (bytes, Binary))
