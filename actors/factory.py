@@ -18,7 +18,6 @@ after a restart (rebuilt from the store); agent windows are memory-only and refi
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -37,25 +36,11 @@ from actors.customer_state import (
     route,
 )
 from aml.domain import PackedList, Transaction
+from aml.gc_tuning import collect_rarely
 from aml.history import HistoryContext
 from storage.store import Store, open_store
 
 NAMESPACE = "fineract-aml"
-
-# Young-generation threshold of the cyclic garbage collector in the state actors. A shard holds
-# every window in memory and unpickles thousands of transactions per call; at the default
-# threshold (700) the collector runs many times per call and its older-generation passes walk
-# all the windows held. Reference counting frees everything the calls allocate (no cycles).
-GC_YOUNG_THRESHOLD = 100_000
-
-
-def tune_gc_for_state() -> None:
-    """Collect rarely in a long-lived state actor and leave start-up objects out of it."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, max(older, 50), max(oldest, 100))
-
 
 SHARD_NAME = "aml-state-{group}-{index}-of-{count}"
 
@@ -85,7 +70,7 @@ class StateShard:
         self._uri = mongo_uri
         self._db_name = db_name
         self._store: Store | None = None
-        tune_gc_for_state()
+        collect_rarely()
 
     def _get_store(self) -> Store:
         if self._store is None:
@@ -140,7 +125,7 @@ class TransferGraphActor(TransferGraph):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        tune_gc_for_state()
+        collect_rarely()
 
 
 GraphActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(TransferGraphActor)

@@ -190,9 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.tune_gc:
-        from serve.scoring.pipeline import tune_gc_for_scoring
+        from aml.gc_tuning import collect_rarely
 
-        tune_gc_for_scoring()
+        collect_rarely()
 
     stream = synthetic_stream(args.transactions + args.train, accounts=args.accounts)
     train, txs = stream[: args.train], stream[args.train :]

@@ -111,12 +111,13 @@ def fit_model(train: list[Transaction], out_dir: Path) -> str:
 def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[str, float]:
     """Score every batch in this process with in-memory shards."""
     from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
-    from serve.scoring.pipeline import ScoringCore, tune_gc_for_scoring
+    from aml.gc_tuning import collect_rarely
+    from serve.scoring.pipeline import ScoringCore
 
     core = ScoringCore.from_user_configs(anomaly={"model": model})
     state = LocalContextBuilder([ShardState(cold_start_complete=True)], graph=TransferGraph())
     # The Serve replicas tune the collector the same way: compare like with like.
-    tune_gc_for_scoring()
+    collect_rarely()
     start = time.perf_counter()
     cpu_start = time.process_time()
     n = 0

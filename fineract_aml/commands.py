@@ -43,6 +43,7 @@ def _join_ray(settings: Settings, address: str | None = None) -> None:
 
 def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
     """The webhook ingress: joins the Ray cluster and hands transactions to Serve."""
+    from aml.gc_tuning import collect_rarely
     from fineract_aml.runtime import connect_store
     from serve.fineract_client import FineractClient
     from serve.ingress.app import create_app
@@ -69,6 +70,8 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
         ),
         scoring_probe=probe,
     )
+    # Everything imported and connected so far stays out of the collector's passes.
+    collect_rarely()
     app.run(
         host=settings.ingress_host,
         port=settings.ingress_port,

@@ -155,6 +155,9 @@ def main() -> None:
     install()
     from nx_27017.nx_27017 import main as nx_main
 
+    from aml.gc_tuning import collect_rarely
+
+    collect_rarely()  # the server's modules stay out of the collector's passes
     nx_main()
 
 

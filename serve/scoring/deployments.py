@@ -33,6 +33,7 @@ from actors.customer_state import DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
 from aml.domain import Decision, PackedList, ScorerResult, Transaction, utcnow
 from aml.features import FeatureParams
+from aml.gc_tuning import collect_rarely
 from aml.rules.engine import RuleEngine, RuleEvaluation
 from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
@@ -48,7 +49,6 @@ from serve.scoring.pipeline import (
     rule_config_from,
     rules_and_features,
     shadow_from,
-    tune_gc_for_scoring,
 )
 from storage.store import Store, open_store
 
@@ -97,7 +97,7 @@ class RuleScorer:
         # Looked up on the first batch: by then the pipeline replica has created the actors,
         # so a scaled-down rule replica never takes non-detached shards down with it.
         self._state: ShardedState | None = None
-        tune_gc_for_scoring()
+        collect_rarely()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Swap the rule configuration (validated before it replaces the current one)."""
@@ -140,7 +140,7 @@ class _ModelDeployment:
 
     def __init__(self) -> None:
         self._scorer = ModelScorer(self.scorer_name)
-        tune_gc_for_scoring()
+        collect_rarely()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the named model (or go back to "no model"); a bad artifact raises and the
@@ -248,7 +248,7 @@ class ScoringPipeline:
         self._metrics = ScoringMetrics()
         self._breakers = {ANOMALY: ScorerBreaker(), XGBOOST: ScorerBreaker()}
         self.reconfigure({})
-        tune_gc_for_scoring()
+        collect_rarely()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Swap the policy and feature parameters (the latter are sent to ``RuleScorer`` with

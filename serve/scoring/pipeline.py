@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,27 +49,6 @@ ALERT_SLA: Mapping[RiskLevel, timedelta] = {
     RiskLevel.MEDIUM: timedelta(hours=72),
     RiskLevel.LOW: timedelta(days=7),
 }
-
-
-# Young-generation threshold of the cyclic garbage collector in scoring processes. Scoring
-# allocates hundreds of thousands of acyclic objects per second (transactions unpickled,
-# contexts, hits, decisions) which reference counting frees; at the default threshold (700)
-# the collector runs thousands of times per second and its older-generation passes walk every
-# window held in memory, which cost about a third of the CPU per transaction.
-GC_YOUNG_THRESHOLD = 100_000
-
-
-def tune_gc_for_scoring() -> None:
-    """Collect rarely in a long-lived scoring process and leave start-up objects out of it.
-
-    Objects that exist now (modules, loaded models) are moved to the permanent generation, so
-    later full collections do not walk them again. Only cycles wait longer to be freed; the
-    scoring path creates none.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, max(older, 50), max(oldest, 100))
 
 
 class ScorerBreaker:
