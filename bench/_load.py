@@ -70,12 +70,14 @@ async def generate(
 
     Returns:
         ``sent``, ``elapsed_s``, ``latencies`` (seconds from the scheduled time, answered
-        requests only), ``statuses`` (count per HTTP status), ``errors`` (transport errors) and
-        ``failed`` (the ``n`` of every request not answered 200).
+        requests only), ``sent_at`` (each answered request's scheduled time, seconds from the
+        start, in the order of ``latencies``), ``statuses`` (count per HTTP status), ``errors``
+        (transport errors) and ``failed`` (the ``n`` of every request not answered 200).
     """
     total = int(rate * seconds)
     queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
     latencies: list[float] = []
+    sent_at: list[float] = []
     statuses: dict[str, int] = {}
     errors: list[str] = []
     failed: list[int] = []
@@ -98,6 +100,7 @@ async def generate(
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     continue
                 latencies.append(time.perf_counter() - scheduled)
+                sent_at.append(scheduled - start)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
                 if status != 200:
                     failed.append(n)
@@ -123,6 +126,7 @@ async def generate(
         "sent": total,
         "elapsed_s": elapsed,
         "latencies": latencies,
+        "sent_at": sent_at,
         "statuses": statuses,
         "errors": errors,
         "failed": sorted(failed),

@@ -387,6 +387,27 @@ def summary(values_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+# Ack latencies are also summarised per window of the load, so that a start-up transient (every
+# account's window rebuilt on first use, Serve replicas warming up) and the steady state can be
+# told apart.
+WINDOW_S = 10.0
+
+
+def windowed(latencies_s: Sequence[float], sent_at_s: Sequence[float]) -> list[dict[str, float]]:
+    """Ack latency summaries (ms) of the requests scheduled in each ``WINDOW_S`` of the load."""
+    by_window: dict[int, list[float]] = {}
+    for latency, at in zip(latencies_s, sent_at_s, strict=True):
+        by_window.setdefault(int(at // WINDOW_S), []).append(latency * 1000)
+    return [{"from_s": w * WINDOW_S, **summary(v)} for w, v in sorted(by_window.items())]
+
+
+def after_warm_up(latencies_s: Sequence[float], sent_at_s: Sequence[float]) -> dict[str, float]:
+    """Ack latency summary (ms) of the requests scheduled after the first ``WINDOW_S``."""
+    return summary(
+        [v * 1000 for v, at in zip(latencies_s, sent_at_s, strict=True) if at >= WINDOW_S]
+    )
+
+
 # --- processes and memory ----------------------------------------------------------------------
 
 
@@ -949,6 +970,8 @@ async def _load_and_verify(
             "planted": planted_kinds,
         },
         "ack_latency_ms": summary([v * 1000 for v in load["latencies"]]),
+        "ack_latency_after_warm_up_ms": after_warm_up(load["latencies"], load["sent_at"]),
+        "ack_latency_by_window_ms": windowed(load["latencies"], load["sent_at"]),
         "scoring": {
             "decisions": len(decision_ids),
             "scored_per_s_run": len(decision_ids) / max(last_decided - load_start, 1e-9),
@@ -1102,6 +1125,14 @@ def table(result: Mapping[str, Any]) -> str:
             f"{scoring['last_decision_after_load_s']:.1f}",
         ),
         ("ack latency p50 / p99 (ms)", _ms(result["ack_latency_ms"])),
+        (
+            f"ack latency p50 / p99 (ms), after the first {WINDOW_S:.0f} s",
+            _ms(result["ack_latency_after_warm_up_ms"]),
+        ),
+        (
+            f"ack latency p99 (ms) per {WINDOW_S:.0f} s of load",
+            ", ".join(f"{w['p99']:.0f}" for w in result["ack_latency_by_window_ms"]),
+        ),
         ("receive -> decided_at p50 / p99 (ms), all", _ms(result["receive_to_decided_at_ms"])),
         ("receive -> decision stored p50 / p99 (ms), upper bound", _ms(observed["upper"])),
         ("receive -> decision stored p50 / p99 (ms), lower bound", _ms(observed["lower"])),

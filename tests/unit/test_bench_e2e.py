@@ -186,3 +186,16 @@ def test_wrk_report_is_read_or_refused() -> None:
     assert parse_wrk(report) == pytest.approx(3912.45)
     with pytest.raises(ValueError):
         parse_wrk("connection refused")
+
+
+def test_ack_latencies_are_summarised_per_window_and_after_warm_up() -> None:
+    from bench.e2e import WINDOW_S, after_warm_up, windowed
+
+    sent_at = [0.0, 1.0, WINDOW_S + 0.5, WINDOW_S + 1.0, 2 * WINDOW_S + 3.0]
+    latencies = [0.5, 0.3, 0.010, 0.020, 0.030]
+    windows = windowed(latencies, sent_at)
+    assert [w["from_s"] for w in windows] == [0.0, WINDOW_S, 2 * WINDOW_S]
+    assert [w["n"] for w in windows] == [2, 2, 1]
+    assert windows[0]["max"] == 500.0 and windows[2]["max"] == 30.0
+    steady = after_warm_up(latencies, sent_at)
+    assert steady["n"] == 3 and steady["max"] == 30.0
