@@ -536,8 +536,8 @@ class HistorySource(Protocol):
 async def _rebuild(
     source: HistorySource, requests: Sequence[RebuildRequest]
 ) -> list[list[Transaction]]:
-    """The stored movements of every requested window (in order): one read for the accounts
-    and one for the clients, whatever their number."""
+    """The stored movements of every requested window (in order): one call to the source for
+    the accounts and one for the clients, whatever their number."""
     accounts = [r for r in requests if r.key.kind != "client"]
     clients = [r for r in requests if r.key.kind == "client"]
 
@@ -561,7 +561,7 @@ async def _nothing() -> list[list[Transaction]]:
 async def observe_with_rebuild(
     state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
 ) -> list[tuple[Transaction, ...]]:
-    """Rebuild the windows ``items`` need from ``source`` (all in one read per kind), then
+    """Rebuild the windows ``items`` need from ``source`` (all asked for together), then
     answer.
 
     A rebuild reads at most the store's default page (10,000 movements per account or client

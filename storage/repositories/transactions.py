@@ -199,9 +199,8 @@ class TransactionRepository(Repository):
         in order, the movements touching that account in [since, until), time-ordered, at most
         ``limit`` (the oldest).
 
-        One query per tenant and side (account ids ``$in``) instead of two per account: a state
-        shard that warms up, or comes back after a restart, rebuilds hundreds of windows per
-        batch, and every query has a fixed cost in the store whatever it returns."""
+        A state shard asks for every window a batch needs in one call (hundreds when it warms
+        up or comes back after a restart)."""
         return await self._histories(
             requests, ("account_id", "counterparty_account_id"), until, limit
         )
@@ -230,8 +229,8 @@ class TransactionRepository(Repository):
         until: datetime | None = None,
         limit: int = 10_000,
     ) -> list[list[Transaction]]:
-        """:meth:`client_history` of many clients at once (one query per tenant), as
-        :meth:`histories` does for accounts."""
+        """:meth:`client_history` of many clients at once, as :meth:`histories` does for
+        accounts."""
         return await self._histories(requests, ("client_id",), until, limit)
 
     async def _histories(
@@ -241,52 +240,24 @@ class TransactionRepository(Repository):
         until: datetime | None,
         limit: int,
     ) -> list[list[Transaction]]:
-        """Per request ``(tenant, name, since)``: the movements whose ``fields`` name it."""
-        wanted: dict[str, tuple[set[str], datetime]] = {}
-        for tenant, name, since in requests:
-            names, earliest = wanted.get(tenant, (set(), since))
-            names.add(name)
-            wanted[tenant] = (names, min(earliest, since))
-        plan = [
-            (tenant, field, names, since)
-            for tenant, (names, since) in wanted.items()
-            for field in fields
-        ]
-        # One name: the read itself is bounded (``limit`` per side). Several: unbounded, since a
-        # bound on the whole read would let one hub's movements crowd the others' newest out;
-        # every window is cut at ``limit`` below.
+        """Per request ``(tenant, name, since)``: the movements whose ``fields`` name it.
+
+        One equality read per name and field, all run together: each is an index range read on
+        both stores, where an ``$in`` over the names makes the embedded store decode the whole
+        collection (it serves equalities only from its indexes)."""
         parts = await asyncio.gather(
             *(
-                self._window(
-                    {
-                        "tenant": tenant,
-                        field: next(iter(names)) if len(names) == 1 else {"$in": sorted(names)},
-                    },
-                    since,
-                    until,
-                    limit if len(names) == 1 else 0,  # 0: no limit
-                )
-                for tenant, field, names, since in plan
+                self._window({"tenant": tenant, field: name}, since, until, limit)
+                for tenant, name, since in requests
+                for field in fields
             )
         )
-        # Each movement once per (tenant, name) it names through any of the fields.
-        by_name: dict[tuple[str, str], dict[str, Transaction]] = {}
-        for (tenant, _, names, _), part in zip(plan, parts, strict=True):
-            for tx in part:
-                for field in fields:
-                    name = getattr(tx, field)
-                    if name in names:
-                        by_name.setdefault((tenant, name), {})[tx.id] = tx
         out = []
-        for tenant, name, since in requests:
-            # The same bound as the query's (its time keys are in milliseconds).
-            start = epoch_ms(since)
-            mine = [
-                t
-                for t in by_name.get((tenant, name), {}).values()
-                if epoch_ms(t.occurred_at) >= start
-            ]
-            out.append(sorted(mine, key=lambda t: (t.occurred_at, t.id))[:limit])
+        for i in range(len(requests)):
+            merged = {
+                tx.id: tx for part in parts[i * len(fields) : (i + 1) * len(fields)] for tx in part
+            }
+            out.append(sorted(merged.values(), key=lambda t: (t.occurred_at, t.id))[:limit])
         return out
 
     async def _window(
