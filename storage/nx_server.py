@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,102 @@ def _command_name(body: dict[str, Any]) -> str | None:
     return None
 
 
+# ``$set`` of top-level string fields on documents chosen by ``_id`` (``$in``) and equalities on
+# top-level string fields: how the pipeline marks a batch of transactions scored. nx-27017 runs
+# such an update one document at a time (select it, decode its JSON in Python, rewrite it): the
+# largest holder of the store's lock at 1,000 hooks/s (about 0.27 ms per document). One SQL
+# ``UPDATE`` with ``json_set`` gives the same documents and the same answer.
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_UPDATE_BODY_KEYS = frozenset(
+    {
+        "update",
+        "updates",
+        "ordered",
+        "$db",
+        "lsid",
+        "writeConcern",
+        "$clusterTime",
+        "$readPreference",
+    }
+)
+_MAX_IDS = 10_000  # well below SQLite's limit on bound parameters
+
+
+def _set_by_ids(
+    msg: Any, body: dict[str, Any]
+) -> tuple[str, list[str], dict[str, str], dict[str, str]] | None:
+    """``(collection, ids, equalities, fields set)`` when the update command has that shape."""
+    if body.get("update") is None or not set(body) <= _UPDATE_BODY_KEYS:
+        return None
+    updates = body.get("updates")
+    if updates is None:
+        for section_type, doc in msg.get("sections", ()):
+            if section_type == "payload" and isinstance(doc, dict) and "updates" in doc:
+                updates = doc["updates"]
+    if not isinstance(updates, list) or len(updates) != 1 or not isinstance(updates[0], dict):
+        return None
+    spec = updates[0]
+    if set(spec) - {"q", "u", "multi", "upsert"} or spec.get("upsert") or not spec.get("multi"):
+        return None
+    q, u = spec.get("q"), spec.get("u")
+    if not isinstance(q, dict) or not isinstance(u, dict) or list(u) != ["$set"]:
+        return None
+    by_id = q.get("_id")
+    if not isinstance(by_id, dict) or list(by_id) != ["$in"]:
+        return None
+    ids = by_id["$in"]
+    if not isinstance(ids, list) or not 0 < len(ids) <= _MAX_IDS:
+        return None
+    if not all(type(i) is str for i in ids):
+        return None
+    equal = {k: v for k, v in q.items() if k != "_id"}
+    fields = u["$set"]
+    if not isinstance(fields, dict) or not fields or "_id" in fields:
+        return None
+    for part in (equal, fields):
+        for key, value in part.items():
+            if type(key) is not str or not _FIELD.fullmatch(key) or type(value) is not str:
+                return None
+    return str(body["update"]), ids, equal, fields
+
+
+def set_by_ids(conn: sqlite3.Connection, msg: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer of an update of the ``_set_by_ids`` shape, applied in SQL on ``conn``; None
+    when the command is of another shape (or its collection is not a plain JSON-text table),
+    for the handler to run."""
+    shape = _set_by_ids(msg, body)
+    if shape is None:
+        return None
+    collection, ids, equal, fields = shape
+    columns = {
+        row[1]: str(row[2]).upper()
+        for row in conn.execute("SELECT * FROM pragma_table_info(?)", (collection,))
+    }
+    if columns.get("_id") != "TEXT" or columns.get("data") != "TEXT":
+        return None  # no such table, or JSONB storage
+    table = '"' + collection.replace('"', '""') + '"'
+    where = [f"_id IN ({', '.join('?' * len(ids))})", "json_type(data, '$._id') = 'text'"]
+    params: list[Any] = list(ids)
+    for key, value in equal.items():
+        where.append("json_extract(data, ?) = ?")
+        params += [f"$.{key}", value]
+    clause = " AND ".join(where)
+    (matched,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()
+    set_params: list[Any] = []
+    changed: list[str] = []
+    changed_params: list[Any] = []
+    for key, value in fields.items():
+        set_params += [f"$.{key}", value]
+        changed.append("json_extract(data, ?) IS NOT ?")
+        changed_params += [f"$.{key}", value]
+    cursor = conn.execute(
+        f"UPDATE {table} SET data = json_set(data, {', '.join('?, ?' for _ in fields)}) "
+        f"WHERE {clause} AND ({' OR '.join(changed)})",
+        [*set_params, *params, *changed_params],
+    )
+    return {"n": int(matched), "nModified": int(cursor.rowcount), "ok": 1}
+
+
 def one_transaction(
     handler: Handler, *, writes_only: bool, db_name_of: Callable[[Any], str]
 ) -> Handler:
@@ -72,7 +169,14 @@ def one_transaction(
                 return handler(self, msg, *args, **kwargs)
             conn.execute("BEGIN")
             try:
-                result = handler(self, msg, *args, **kwargs)
+                # One database per SQLite file (not nx-27017's "single" mode, where tables of
+                # every database share one file).
+                own_file = getattr(self, "_mode", "single") != "single"
+                fast = set_by_ids(conn, msg, body) if writes_only and own_file else None
+                if fast is not None:
+                    result = (msg["request_id"], fast)
+                else:
+                    result = handler(self, msg, *args, **kwargs)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

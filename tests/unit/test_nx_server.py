@@ -133,7 +133,7 @@ def test_inserts_copy_the_top_level_only_and_store_the_same_document(
         return real_deepcopy(value, memo)
 
     monkeypatch.setattr(copy, "deepcopy", counting)
-    nested = {"list": [1, {"b": b"\x00\x01"}], "when": {"n": 3}}
+    nested: dict[str, Any] = {"list": [1, {"b": b"\x00\x01"}], "when": {"n": 3}}
     doc = {"_id": "n1", "k": 1, "nested": nested}
     reply = _insert(handler, [doc])
     assert reply["n"] == 1
@@ -147,3 +147,97 @@ def test_inserts_copy_the_top_level_only_and_store_the_same_document(
     assert stored["k"] == 1 and stored["nested"]["when"] == {"n": 3}
     assert bytes(stored["nested"]["list"][1]["b"]) == b"\x00\x01"
     assert isinstance(stored["nested"]["list"][1]["b"], (bytes, Binary))
+
+
+def _update(
+    h: NeoSQLiteHandler, q: dict[str, Any], u: dict[str, Any], *, plain: bool = False, **spec: Any
+) -> dict[str, Any]:
+    body = {"update": "things", "ordered": True, "$db": "aml"}
+    msg = _msg(body, {"updates": [{"q": q, "u": u, "multi": True, **spec}]})
+    command = NeoSQLiteHandler.handle_command
+    run = command.__wrapped__ if plain else command  # type: ignore[attr-defined]
+    reply: dict[str, Any] = run(h, msg)[1]
+    return reply
+
+
+def _all(h: NeoSQLiteHandler) -> list[dict[str, Any]]:
+    return sorted(h.get_database("aml")["things"].find({}), key=lambda d: str(d["_id"]))
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
+    """A second store with the same documents, updated by the handler's own code."""
+    (tmp_path / "twin").mkdir()
+    h = NeoSQLiteHandler(data_dir=str(tmp_path / "twin"))
+    yield h
+    for conn in list(h.databases.values()):
+        conn.close()
+
+
+def test_a_set_by_ids_update_runs_as_one_statement_with_the_handlers_answers_and_documents(
+    handler: NeoSQLiteHandler, twin: NeoSQLiteHandler
+) -> None:
+    docs: list[dict[str, Any]] = [
+        {"_id": "a", "status": "pending", "n": 1, "nested": {"k": [1, 2]}},
+        {"_id": "b", "status": "pending", "risk_level": "low"},
+        {"_id": "c", "status": "scored", "risk_level": "high"},
+        {"_id": "d", "status": "pending"},
+    ]
+    for h in (handler, twin):
+        _insert(h, [dict(d) for d in docs])
+        h.get_database("aml")["things"].create_index("status")
+    statements = _traced(handler, "aml")
+    steps: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (
+            {"_id": {"$in": ["a", "b", "c", "x"]}, "status": "pending"},
+            {"$set": {"status": "scored", "risk_level": "high"}},
+        ),
+        # Again: nothing is pending any more among them.
+        (
+            {"_id": {"$in": ["a", "b", "c", "x"]}, "status": "pending"},
+            {"$set": {"status": "scored", "risk_level": "high"}},
+        ),
+        # Without the equality: matched, but only the ones that differ are modified.
+        ({"_id": {"$in": ["a", "c", "d"]}}, {"$set": {"risk_level": "high"}}),
+    ]
+    for q, u in steps:
+        fast = _update(handler, q, u)
+        plain = _update(twin, q, u, plain=True)
+        assert (fast["n"], fast["nModified"]) == (plain["n"], plain["nModified"])
+    assert _all(handler) == _all(twin)
+    assert [k for k in _kinds(statements) if k == "UPDATE"] == ["UPDATE"] * len(steps)
+    # The status index followed the change.
+    scored = handler.get_database("aml")["things"].find({"status": "scored"})
+    assert sorted(d["_id"] for d in scored) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("q", "u", "spec"),
+    [
+        ({"_id": {"$in": ["a"]}}, {"$set": {"status": "scored"}}, {"upsert": True}),
+        ({"_id": {"$in": ["a"]}}, {"$set": {"nested.k": "x"}}, {}),
+        ({"_id": {"$in": ["a"]}}, {"$set": {"n": 2}}, {}),
+        ({"_id": {"$in": ["a"]}}, {"$inc": {"n": 1}}, {}),
+        ({"_id": "a"}, {"$set": {"status": "scored"}}, {}),
+        ({"_id": {"$in": ["a"]}, "n": 1}, {"$set": {"status": "scored"}}, {}),
+    ],
+)
+def test_other_updates_are_left_to_the_handler(
+    handler: NeoSQLiteHandler, q: dict[str, Any], u: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    _insert(handler, [{"_id": "a", "status": "pending", "n": 1, "nested": {"k": [1]}}])
+    body = {"update": "things", "ordered": True, "$db": "aml"}
+    msg = _msg(body, {"updates": [{"q": q, "u": u, "multi": True, **spec}]})
+    conn = handler.get_database("aml").db
+    assert nx_server.set_by_ids(conn, msg, body) is None
+    assert _update(handler, q, u, **spec)["ok"] == 1
+
+
+def test_a_set_by_ids_update_of_a_missing_collection_is_left_to_the_handler(
+    handler: NeoSQLiteHandler,
+) -> None:
+    body = {"update": "nothing_here", "ordered": True, "$db": "aml"}
+    q = {"_id": {"$in": ["a"]}}
+    msg = _msg(body, {"updates": [{"q": q, "u": {"$set": {"s": "x"}}, "multi": True}]})
+    _insert(handler, [{"_id": "warm"}])
+    assert nx_server.set_by_ids(handler.get_database("aml").db, msg, body) is None
