@@ -25,7 +25,7 @@ import asyncio
 import zlib
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -511,58 +511,40 @@ class ShardState:
 
 
 class HistorySource(Protocol):
-    """Where windows are rebuilt from (``store.transactions`` satisfies it).
+    """Where windows are rebuilt from (``store.transactions`` satisfies it)."""
 
-    Each method answers many windows at once: for every ``(tenant, name, since)``, in order,
-    the movements since then, time-ordered."""
-
-    async def histories(
+    async def history(
         self,
-        requests: Sequence[tuple[str, str, datetime]],
+        tenant: str,
+        account_id: str,
         *,
+        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[list[Transaction]]: ...
+    ) -> list[Transaction]: ...
 
-    async def client_histories(
+    async def client_history(
         self,
-        requests: Sequence[tuple[str, str, datetime]],
+        tenant: str,
+        client_id: str,
         *,
+        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[list[Transaction]]: ...
+    ) -> list[Transaction]: ...
 
 
-async def _rebuild(
-    source: HistorySource, requests: Sequence[RebuildRequest]
-) -> list[list[Transaction]]:
-    """The stored movements of every requested window (in order): one call to the source for
-    the accounts and one for the clients, whatever their number."""
-    accounts = [r for r in requests if r.key.kind != "client"]
-    clients = [r for r in requests if r.key.kind == "client"]
-
-    def asks(part: Sequence[RebuildRequest]) -> list[tuple[str, str, datetime]]:
-        return [(r.key.tenant, r.key.name, r.since) for r in part]
-
-    by_account, by_client = await asyncio.gather(
-        source.histories(asks(accounts)) if accounts else _nothing(),
-        source.client_histories(asks(clients)) if clients else _nothing(),
-    )
-    account_windows, client_windows = iter(by_account), iter(by_client)
-    return [
-        next(client_windows) if r.key.kind == "client" else next(account_windows) for r in requests
-    ]
-
-
-async def _nothing() -> list[list[Transaction]]:
-    return []
+def _rebuild(source: HistorySource, request: RebuildRequest) -> Awaitable[list[Transaction]]:
+    key = request.key
+    if key.kind == "client":
+        return source.client_history(key.tenant, key.name, since=request.since)
+    return source.history(key.tenant, key.name, since=request.since)
 
 
 async def observe_with_rebuild(
     state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
 ) -> list[tuple[Transaction, ...]]:
-    """Rebuild the windows ``items`` need from ``source`` (all asked for together), then
-    answer.
+    """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer.
 
     A rebuild reads at most the store's default page (10,000 movements per account or client
     and look-back): a hub account above that gets a truncated window, so hubs with such volume
@@ -570,7 +552,7 @@ async def observe_with_rebuild(
     """
     need = state.missing(items)
     if need and source is not None:
-        loaded = await _rebuild(source, need)
+        loaded = await asyncio.gather(*(_rebuild(source, r) for r in need))
         for req, txs in zip(need, loaded, strict=True):
             state.load(req, txs)
     return state.answer(items)

@@ -185,25 +185,14 @@ class TransactionRepository(Repository):
 
         One query per side rather than an ``$or``: each is an index range read on both stores
         (the embedded one evaluates an ``$or`` by decoding the whole collection)."""
-        (found,) = await self.histories([(tenant, account_id, since)], until=until, limit=limit)
-        return found
-
-    async def histories(
-        self,
-        requests: Sequence[tuple[str, str, datetime]],
-        *,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[list[Transaction]]:
-        """:meth:`history` of many accounts at once: for each ``(tenant, account_id, since)``,
-        in order, the movements touching that account in [since, until), time-ordered, at most
-        ``limit`` (the oldest).
-
-        A state shard asks for every window a batch needs in one call (hundreds when it warms
-        up or comes back after a restart)."""
-        return await self._histories(
-            requests, ("account_id", "counterparty_account_id"), until, limit
+        sides = await asyncio.gather(
+            *(
+                self._window({"tenant": tenant, side: account_id}, since, until, limit)
+                for side in ("account_id", "counterparty_account_id")
+            )
         )
+        merged = {tx.id: tx for side in sides for tx in side}
+        return sorted(merged.values(), key=lambda t: (t.occurred_at, t.id))[:limit]
 
     async def client_history(
         self,
@@ -217,48 +206,8 @@ class TransactionRepository(Repository):
         """Movements recorded for ``client_id`` (on any of its accounts) in [since, until),
         ordered by the transactions' own time; attempts and corrections are excluded, as in
         :meth:`history`."""
-        (found,) = await self.client_histories(
-            [(tenant, client_id, since)], until=until, limit=limit
-        )
-        return found
-
-    async def client_histories(
-        self,
-        requests: Sequence[tuple[str, str, datetime]],
-        *,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[list[Transaction]]:
-        """:meth:`client_history` of many clients at once, as :meth:`histories` does for
-        accounts."""
-        return await self._histories(requests, ("client_id",), until, limit)
-
-    async def _histories(
-        self,
-        requests: Sequence[tuple[str, str, datetime]],
-        fields: Sequence[str],
-        until: datetime | None,
-        limit: int,
-    ) -> list[list[Transaction]]:
-        """Per request ``(tenant, name, since)``: the movements whose ``fields`` name it.
-
-        One equality read per name and field, all run together: each is an index range read on
-        both stores, where an ``$in`` over the names makes the embedded store decode the whole
-        collection (it serves equalities only from its indexes)."""
-        parts = await asyncio.gather(
-            *(
-                self._window({"tenant": tenant, field: name}, since, until, limit)
-                for tenant, name, since in requests
-                for field in fields
-            )
-        )
-        out = []
-        for i in range(len(requests)):
-            merged = {
-                tx.id: tx for part in parts[i * len(fields) : (i + 1) * len(fields)] for tx in part
-            }
-            out.append(sorted(merged.values(), key=lambda t: (t.occurred_at, t.id))[:limit])
-        return out
+        found = await self._window({"tenant": tenant, "client_id": client_id}, since, until, limit)
+        return sorted(found, key=lambda t: (t.occurred_at, t.id))
 
     async def _window(
         self,

@@ -192,9 +192,9 @@ async def test_the_embedded_store_is_recognised_and_gets_its_own_indexes(store: 
         assert ("account_id",) in names and ("client_id",) in names
 
 
-async def test_histories_answer_many_windows_as_history_answers_each(store: Store) -> None:
-    """The batched read a warming state shard makes: every window the same as its own
-    ``history`` (both sides, its own ``since``, tenants apart, attempts left out), in order."""
+async def test_history_reads_each_window_on_both_sides_from_its_own_since(store: Store) -> None:
+    """The reads a warming state shard makes, one per window: both sides of an account, its own
+    ``since`` (at the stored millisecond), tenants apart, attempts left out, the oldest first."""
     a, b, hub = "savings:501", "savings:502", "savings:503"
     stream = [
         make_tx(account_id=a, occurred_at=T0 + timedelta(minutes=1)),
@@ -219,17 +219,18 @@ async def test_histories_answer_many_windows_as_history_answers_each(store: Stor
         ("default", hub, T0),
         ("default", "savings:599", T0),  # nothing stored
     ]
-    windows = await store.transactions.histories(requests, limit=4)
-    singles = [
-        await store.transactions.history(tenant, name, since=since, limit=4)
-        for tenant, name, since in requests
-    ]
-    assert [[t.id for t in w] for w in windows] == [[t.id for t in w] for w in singles]
+    windows = await asyncio.gather(
+        *(
+            store.transactions.history(tenant, name, since=since, limit=4)
+            for tenant, name, since in requests
+        )
+    )
     assert [len(w) for w in windows] == [2, 3, 1, 4, 0]
-    clients = await store.transactions.client_histories(
-        [("default", "7", T0 + timedelta(minutes=2)), ("default", "nobody", T0)]
+    assert [t.id for t in windows[3]] == [t.id for t in stream[6:10]]  # the oldest four
+    for window in windows:
+        assert [t.occurred_at for t in window] == sorted(t.occurred_at for t in window)
+    clients = await asyncio.gather(
+        store.transactions.client_history("default", "7", since=T0 + timedelta(minutes=2)),
+        store.transactions.client_history("default", "nobody", since=T0),
     )
-    single = await store.transactions.client_history(
-        "default", "7", since=T0 + timedelta(minutes=2)
-    )
-    assert [t.id for t in clients[0]] == [t.id for t in single] and clients[1] == []
+    assert [t.id for t in clients[0]] == [t.id for t in stream[1:4]] and clients[1] == []

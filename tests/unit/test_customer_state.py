@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -178,37 +177,35 @@ class ListSource:
         ]
         return sorted(inside, key=lambda t: t.occurred_at)
 
-    async def histories(
+    async def history(
         self,
-        requests: Sequence[tuple[str, str, datetime]],
+        tenant: str,
+        account_id: str,
         *,
+        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[list[Transaction]]:
-        out = []
-        for tenant, account_id, since in requests:
-            self.asked.append(("account", account_id, since))
-            mine = [
-                t
-                for t in self.stored
-                if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
-            ]
-            out.append(self._between(mine, since, until)[:limit])
-        return out
+    ) -> list[Transaction]:
+        self.asked.append(("account", account_id, since))
+        mine = [
+            t
+            for t in self.stored
+            if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
+        ]
+        return self._between(mine, since, until)[:limit]
 
-    async def client_histories(
+    async def client_history(
         self,
-        requests: Sequence[tuple[str, str, datetime]],
+        tenant: str,
+        client_id: str,
         *,
+        since: datetime,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[list[Transaction]]:
-        out = []
-        for tenant, client_id, since in requests:
-            self.asked.append(("client", client_id, since))
-            mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
-            out.append(self._between(mine, since, until)[:limit])
-        return out
+    ) -> list[Transaction]:
+        self.asked.append(("client", client_id, since))
+        mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
+        return self._between(mine, since, until)[:limit]
 
 
 def _client_stream(seed: int, n: int) -> list[Transaction]:
