@@ -78,9 +78,7 @@ def _encoder(cls: type) -> Encoder:
 
 def to_doc(obj: Any, *, id_field: str = "id") -> dict[str, Any]:
     """Encode a domain dataclass as a document (``id`` -> ``_id``)."""
-    doc = _encode(obj)
-    if not isinstance(doc, dict):
-        return dict(doc)
+    doc: dict[str, Any] = _encode(obj)  # a fresh dict: it may be changed in place
     if id_field in doc:
         doc["_id"] = doc.pop(id_field)
     return doc
@@ -99,10 +97,8 @@ def _decode(tp: Any, value: Any) -> Any:
     return value if convert is None else convert(value)
 
 
-def _each(convert: Decoder | None) -> Decoder:
-    """``convert`` applied to one element (``None`` stays ``None``; no converter: as is)."""
-    if convert is None:
-        return lambda v: v
+def _each(convert: Decoder) -> Decoder:
+    """``convert`` applied to one element (``None`` stays ``None``)."""
     return lambda v: None if v is None else convert(v)
 
 
@@ -135,8 +131,11 @@ def _decoder(tp: Any) -> Decoder | None:
         return _decoder(members[0]) if len(members) == 1 else None
     if origin is tuple or origin is list:
         targs = get_args(tp)
-        one = _each(_decoder(targs[0] if targs else Any))
+        inner = _decoder(targs[0] if targs else Any)
         build = tuple if origin is tuple else list
+        if inner is None:
+            return build
+        one = _each(inner)
         return lambda value: build(one(v) for v in value)
     if origin in (dict, Mapping) or tp is Mapping:
         margs = get_args(tp)
