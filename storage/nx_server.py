@@ -172,7 +172,14 @@ def one_transaction(
                 # One database per SQLite file (not nx-27017's "single" mode, where tables of
                 # every database share one file).
                 own_file = getattr(self, "_mode", "single") != "single"
-                fast = set_by_ids(conn, msg, body) if writes_only and own_file else None
+                fast = None
+                if writes_only and own_file:
+                    try:
+                        fast = set_by_ids(conn, msg, body)
+                    except sqlite3.Error:
+                        # The failed statement is undone alone; the handler runs the update
+                        # and answers the failure the way it answers every write error.
+                        fast = None
                 if fast is not None:
                     result = (msg["request_id"], fast)
                 else:

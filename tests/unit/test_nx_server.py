@@ -241,3 +241,18 @@ def test_a_set_by_ids_update_of_a_missing_collection_is_left_to_the_handler(
     msg = _msg(body, {"updates": [{"q": q, "u": {"$set": {"s": "x"}}, "multi": True}]})
     _insert(handler, [{"_id": "warm"}])
     assert nx_server.set_by_ids(handler.get_database("aml").db, msg, body) is None
+
+
+def test_a_set_by_ids_update_that_fails_in_sql_is_answered_by_the_handler(
+    handler: NeoSQLiteHandler,
+) -> None:
+    _insert(handler, [{"_id": "a", "status": "pending"}])
+    conn = handler.get_database("aml").db
+    conn.execute(
+        'CREATE TRIGGER refuse BEFORE UPDATE ON "things" BEGIN SELECT RAISE(ABORT, "refused"); END'
+    )
+    reply = _update(handler, {"_id": {"$in": ["a"]}}, {"$set": {"status": "scored"}})
+    # An answer with the write error, not an exception out of the server's command handler.
+    assert reply["ok"] == 1 and reply.get("writeErrors")
+    assert handler.get_database("aml")["things"].find_one({"_id": "a"})["status"] == "pending"
+    assert not conn.in_transaction
