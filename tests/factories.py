@@ -32,6 +32,7 @@ from aml.domain import (
 )
 
 _seq = itertools.count(1)
+FACTORY_IDS = 1_000_000_000
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 
 
@@ -44,7 +45,10 @@ def _daytime(n: int) -> datetime:
 def make_tx(**overrides: Any) -> Transaction:
     n = next(_seq)
     tenant = overrides.pop("tenant", "default")
-    dedupe_key = overrides.pop("dedupe_key", f"SAVINGSACCOUNT|DEPOSIT|{n}")
+    # Resource ids far above any a test writes by hand ("SAVINGSACCOUNT|DEPOSIT|9001"): a
+    # session builds thousands of transactions, and a default key equal to a hand-written one
+    # makes two "different" transactions duplicates of each other.
+    dedupe_key = overrides.pop("dedupe_key", f"SAVINGSACCOUNT|DEPOSIT|{FACTORY_IDS + n}")
     fields: dict[str, Any] = {
         "id": stable_id(tenant, dedupe_key),
         "tenant": tenant,
