@@ -17,15 +17,22 @@ unwrapped and logs why.
 
 Inserts also skip ``neosqlite``'s deep copy of each document (see :class:`_DecodedDocument`):
 a document decoded from the wire for one command has no other holder.
+
+WAL checkpoints run on a thread of their own (see :class:`WalCheckpointer`) instead of inside
+the commit that happens to cross SQLite's 1,000-page mark, where they held the lock every
+client waits on while they copied pages and synced the file.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("fineract_aml.embedded_store")
@@ -164,9 +171,11 @@ def one_transaction(
             return handler(self, msg, *args, **kwargs)
         db_name = db_name_of(msg)
         with self._lock_for(db_name):  # the lock the handler takes itself (re-entrant)
-            conn = getattr(self.get_database(db_name), "db", None)
+            database = self.get_database(db_name)
+            conn = getattr(database, "db", None)
             if not isinstance(conn, sqlite3.Connection) or conn.in_transaction:
                 return handler(self, msg, *args, **kwargs)
+            checkpoint_aside(self, database, conn)
             conn.execute("BEGIN")
             try:
                 # One database per SQLite file (not nx-27017's "single" mode, where tables of
@@ -193,6 +202,118 @@ def one_transaction(
             return result
 
     return wrapper
+
+
+# A checkpoint copies the WAL's pages into the database file and syncs it: 10-20 ms here. SQLite
+# runs it inside whichever commit crosses ``wal_autocheckpoint`` pages (1,000 by default), so
+# one write command in ten held the database's lock that long (half the commit time of a
+# sustained insert stream). A checkpoint on another connection needs no lock of ours and runs
+# with the GIL released; the writers' own threshold stays as a backstop should it fall behind.
+CHECKPOINT_INTERVAL = 0.2  # seconds between looks at the WAL files
+CHECKPOINT_MIN_BYTES = 1 << 20  # a WAL smaller than this is left to grow
+BACKSTOP_PAGES = 16_384  # 64 MiB: writers checkpoint themselves only past this
+
+
+class WalCheckpointer:
+    """Checkpoints (``PASSIVE``: never waits for readers or writers) the WAL of every SQLite
+    database file in ``data_dir`` that has grown past ``min_bytes``, every ``interval``
+    seconds, on a daemon thread and connections of its own."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        interval: float = CHECKPOINT_INTERVAL,
+        min_bytes: int = CHECKPOINT_MIN_BYTES,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.interval = interval
+        self.min_bytes = min_bytes
+        self.frames_copied = 0  # into the database files since start
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception:  # never let the thread die: writers would fall back to the backstop
+                log.exception("WAL checkpoint pass failed")
+
+    def run_once(self) -> dict[str, tuple[int, int, int]]:
+        """One pass; ``{file name: (busy, WAL frames, frames checkpointed)}`` of the files
+        checkpointed."""
+        done: dict[str, tuple[int, int, int]] = {}
+        try:
+            names = sorted(os.listdir(self.data_dir))
+        except OSError:
+            return done
+        for name in names:
+            if not name.endswith(".db"):
+                continue
+            path = self.data_dir / name
+            try:
+                if os.path.getsize(f"{path}-wal") < self.min_bytes:
+                    continue
+            except OSError:  # no WAL (or the database was dropped meanwhile)
+                continue
+            try:
+                # mode=rw: a file dropped since the listing is not created again, empty.
+                conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, isolation_level=None)
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint of %s skipped: %s", name, exc)
+                continue
+            done[name] = (int(row[0]), int(row[1]), int(row[2]))
+            self.frames_copied += max(int(row[2]), 0)
+        return done
+
+
+_checkpointers: dict[str, WalCheckpointer] = {}
+_checkpointers_lock = threading.Lock()
+
+
+def checkpoint_aside(handler: Any, database: Any, conn: sqlite3.Connection) -> None:
+    """Move the WAL checkpoints of ``handler``'s database files to a :class:`WalCheckpointer`
+    (started on the first write) and raise ``conn``'s own threshold to the backstop.
+
+    Only in nx-27017's files mode, one SQLite file per database; a single shared file or an
+    in-memory store keeps SQLite's own checkpoints."""
+    data_dir = getattr(handler, "_data_dir", None)
+    if getattr(handler, "_mode", None) != "files" or not isinstance(data_dir, str):
+        return
+    marks = getattr(database, "__dict__", None)
+    if not isinstance(marks, dict) or marks.get("_aml_checkpoints_aside"):
+        return  # (neosqlite answers any unknown attribute with a collection: read the dict)
+    with _checkpointers_lock:
+        if data_dir not in _checkpointers:
+            checkpointer = WalCheckpointer(
+                data_dir, interval=CHECKPOINT_INTERVAL, min_bytes=CHECKPOINT_MIN_BYTES
+            )
+            checkpointer.start()
+            _checkpointers[data_dir] = checkpointer
+    conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+    marks["_aml_checkpoints_aside"] = True
+
+
+def stop_checkpointer(data_dir: str) -> None:
+    """Stop the checkpointer of ``data_dir``, if one runs (the next write starts another)."""
+    with _checkpointers_lock:
+        checkpointer = _checkpointers.pop(os.path.abspath(data_dir), None)
+    if checkpointer is not None:
+        checkpointer.stop()
 
 
 class _DecodedDocument(dict[str, Any]):

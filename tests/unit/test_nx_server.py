@@ -3,6 +3,8 @@ answers: driven through a real ``nx-27017`` handler in-process, every SQL statem
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ def _installed() -> None:
 def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
     h = NeoSQLiteHandler(data_dir=str(tmp_path))
     yield h
+    nx_server.stop_checkpointer(str(tmp_path))
     for conn in list(h.databases.values()):
         conn.close()
 
@@ -256,3 +259,79 @@ def test_a_set_by_ids_update_that_fails_in_sql_is_answered_by_the_handler(
     assert reply["ok"] == 1 and reply.get("writeErrors")
     assert handler.get_database("aml")["things"].find_one({"_id": "a"})["status"] == "pending"
     assert not conn.in_transaction
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames in the WAL of ``path`` now (read through a checkpoint that copies nothing a
+    reader needs and, with no reader, everything: the count is what the log holds)."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()
+
+
+def test_commits_leave_checkpoints_to_the_checkpointer(
+    handler: NeoSQLiteHandler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpointer that never finds a WAL big enough: whatever is checkpointed below is not
+    # its doing.
+    monkeypatch.setattr(nx_server, "CHECKPOINT_MIN_BYTES", 1 << 40)
+    filler = "x" * 3000  # about a page per document
+    for start in range(0, 1500, 100):
+        _insert(handler, [{"_id": f"d{i}", "pad": filler} for i in range(start, start + 100)])
+    conn = handler.get_database("aml").db
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == nx_server.BACKSTOP_PAGES
+    # SQLite's default (1,000 pages) would have checkpointed and restarted the log on the way.
+    assert _wal_frames(tmp_path / "aml.db") > 1500
+    assert handler.get_database("aml")["things"].count_documents({}) == 1500
+
+
+def test_the_checkpointer_checkpoints_wal_files_past_its_threshold(
+    handler: NeoSQLiteHandler, tmp_path: Path
+) -> None:
+    _insert(handler, [{"_id": f"d{i}", "pad": "x" * 3000} for i in range(50)])
+    small = nx_server.WalCheckpointer(tmp_path, min_bytes=1 << 30)
+    assert small.run_once() == {}
+    done = nx_server.WalCheckpointer(tmp_path, min_bytes=1).run_once()
+    busy, frames, copied = done["aml.db"]
+    assert busy == 0 and frames >= 50 and copied == frames
+    # Everything is in the database file now: a copy of the file alone holds every document.
+    copy_path = tmp_path / "copy" / "aml.db"
+    copy_path.parent.mkdir()
+    copy_path.write_bytes((tmp_path / "aml.db").read_bytes())
+    copy = sqlite3.connect(copy_path)
+    assert copy.execute('SELECT count(*) FROM "things"').fetchone()[0] == 50
+    copy.close()
+
+
+def test_the_checkpointer_skips_a_database_dropped_under_it(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    path.unlink()  # dropped: its WAL is still there while the connection lives
+    assert (tmp_path / "gone.db-wal").exists()
+    assert nx_server.WalCheckpointer(tmp_path, min_bytes=1).run_once() == {}
+    assert not path.exists()  # not created again, empty
+    conn.close()
+
+
+def test_a_write_starts_one_checkpointer_per_data_dir_that_runs_on_its_own(
+    handler: NeoSQLiteHandler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nx_server, "CHECKPOINT_INTERVAL", 0.01)
+    monkeypatch.setattr(nx_server, "CHECKPOINT_MIN_BYTES", 1)
+    _insert(handler, [{"_id": "a", "pad": "x" * 3000}])
+    _insert(handler, [{"_id": "b", "pad": "x" * 3000}])
+    (running,) = [c for d, c in nx_server._checkpointers.items() if d == str(tmp_path)]
+    deadline = time.monotonic() + 10
+    while running.frames_copied == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running.frames_copied > 0
+    nx_server.stop_checkpointer(str(tmp_path))
+    assert str(tmp_path) not in nx_server._checkpointers
+    _insert(handler, [{"_id": "c"}])  # the connection keeps its backstop; no second thread
+    assert str(tmp_path) not in nx_server._checkpointers
