@@ -668,12 +668,33 @@ class Stack:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+def load_result(queue: Any, generator: Any, stack: Stack, timeout: float) -> dict[str, Any]:
+    """The load generator's result, or an error as soon as the generator or the stack has
+    ended without one (instead of waiting the whole ``timeout`` for it)."""
+    import queue as queues
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queues.Empty):
+            return dict(queue.get(timeout=1.0))
+        if stack.proc.poll() is not None:
+            raise RuntimeError(
+                f"fineract-aml run exited (code {stack.proc.returncode}) during the load:\n"
+                + stack.log_tail(2000)
+            )
+        if not generator.is_alive():
+            with contextlib.suppress(queues.Empty):
+                return dict(queue.get(timeout=1.0))
+            raise RuntimeError(f"the load generator exited (code {generator.exitcode}) early")
+    raise TimeoutError(f"no result from the load generator in {timeout:.0f} s")
+
+
 def start_stack(root: Path, tag: str) -> Stack:
     """Start ``fineract-aml run`` in ``root`` as an operator would, with a fresh secret."""
-    from storage.embedded import free_port
+    from storage.embedded import free_port_for_later
 
     secret = secrets.token_urlsafe(32)
-    ports = {name: free_port() for name in ("ingress", "api", "ui")}
+    ports = {name: free_port_for_later() for name in ("ingress", "api", "ui")}
     # As an operator starts it: nothing from the calling shell's AML_/Ray/test settings.
     env = {
         k: v
@@ -850,7 +871,9 @@ async def _load_and_verify(
         done = asyncio.Event()
         observer = asyncio.create_task(observe_decisions(store, sample, done))
         sampler.in_load = True
-        load: dict[str, Any] = await asyncio.to_thread(queue.get, True, opts.seconds * 10 + 300)
+        load: dict[str, Any] = await asyncio.to_thread(
+            load_result, queue, gen, stack, opts.seconds * 10 + 300
+        )
         load_end = time.time()
         sampler.in_load = False
         gen.join(timeout=30)

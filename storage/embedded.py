@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,6 +46,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# For a server that binds its port only after Ray has started (``fineract-aml run`` started by
+# a benchmark or a test with chosen ports): a port free now in the kernel's ephemeral range can
+# be taken in between by one of Ray's servers or by any outgoing connection, and Ray's workers
+# listen on 10002-19999 by default. Nothing picks from this range on its own.
+LATE_BIND_PORTS = range(20_000, 30_000)
+
+
+def free_port_for_later(host: str = "127.0.0.1") -> int:
+    """A port free now that nothing else will pick by itself before it is bound."""
+    for port in random.sample(LATE_BIND_PORTS, 256):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {LATE_BIND_PORTS.start}-{LATE_BIND_PORTS.stop - 1}")
 
 
 def ping(uri: str, timeout_ms: int = 1000) -> bool:

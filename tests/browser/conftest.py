@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import pytest_asyncio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from storage.embedded import free_port_for_later
 from storage.store import Store, open_store
 from tests.ui.seed import Seeded, Team, seed_alerts, seed_team
 
@@ -32,12 +32,6 @@ SCREENSHOTS = Path(
 )
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -59,7 +53,7 @@ async def dashboard(
     await store.ensure_indexes()
     team = await seed_team(store)
     seeded = await seed_alerts(store, 5)
-    port = _free_port()
+    port = free_port_for_later()
     data_dir = tmp_path_factory.mktemp("dashboard")
     # NiceGUI switches to its own test mode when it sees pytest's variables: hide them.
     env = {

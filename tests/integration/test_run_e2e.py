@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from aml.rules import default_rule_config
 from storage import embedded
-from storage.embedded import free_port
+from storage.embedded import free_port_for_later
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 def test_run_scores_a_fineract_hook_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("ingress", "api", "ui")}
+    ports = {name: free_port_for_later() for name in ("ingress", "api", "ui")}
     # As a user starts it: no test-runner variables (NiceGUI switches to its test mode on them).
     env = {
         k: v

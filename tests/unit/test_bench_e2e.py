@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import queue
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from aml.settings import Settings
 from bench._load import percentile
-from bench.e2e import HookMix, Verification, parse_wrk, process_label, summary, verify
+from bench.e2e import (
+    HookMix,
+    Stack,
+    Verification,
+    load_result,
+    parse_wrk,
+    process_label,
+    summary,
+    verify,
+)
 from serve.ingest.events import ParseOptions
 from serve.ingest.fineract import parse_fineract
+from storage.embedded import LATE_BIND_PORTS, free_port_for_later
 
 
 def _mix(total: int = 20_000, share: float = 0.01) -> HookMix:
@@ -199,3 +215,56 @@ def test_ack_latencies_are_summarised_per_window_and_after_warm_up() -> None:
     assert windows[0]["max"] == 500.0 and windows[2]["max"] == 30.0
     steady = after_warm_up(latencies, sent_at)
     assert steady["n"] == 3 and steady["max"] == 30.0
+
+
+class _Generator:
+    """What ``load_result`` asks of the generator's process."""
+
+    def __init__(self, *, alive: bool, exitcode: int | None = None) -> None:
+        self._alive = alive
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+
+def _stack(tmp_path: Path, *, running: bool) -> Stack:
+    code = "import time; time.sleep(60)" if running else "print('api exited with code 1')"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    if not running:
+        proc.wait()
+    log = tmp_path / "run.log"
+    log.write_text("OSError: [Errno 98] Address already in use\n")
+    return Stack(proc, "t", tmp_path, log, 1, "s")
+
+
+def test_the_load_result_is_returned_once_the_generator_has_put_it(tmp_path: Path) -> None:
+    results: queue.Queue[dict[str, int]] = queue.Queue()
+    results.put({"acked": 3})
+    stack = _stack(tmp_path, running=True)
+    try:
+        assert load_result(results, _Generator(alive=False, exitcode=0), stack, 30) == {"acked": 3}
+    finally:
+        stack.proc.kill()
+        stack.proc.wait()
+
+
+def test_a_dead_generator_or_stack_ends_the_wait_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    stack = _stack(tmp_path, running=True)
+    try:
+        with pytest.raises(RuntimeError, match=r"generator exited \(code 1\)"):
+            load_result(queue.Queue(), _Generator(alive=False, exitcode=1), stack, 600)
+    finally:
+        stack.proc.kill()
+        stack.proc.wait()
+    with pytest.raises(RuntimeError, match=r"(?s)run exited \(code 0\).*Address already in use"):
+        load_result(queue.Queue(), _Generator(alive=True), _stack(tmp_path, running=False), 600)
+    assert time.monotonic() - started < 60  # not the 600 s it was given
+
+
+def test_ports_for_later_come_from_a_range_nothing_picks_by_itself() -> None:
+    port = free_port_for_later()
+    assert port in LATE_BIND_PORTS
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free indeed
