@@ -25,7 +25,9 @@ client waits on while they copied pages and synced the file.
 
 from __future__ import annotations
 
+import datetime
 import functools
+import json
 import logging
 import os
 import re
@@ -119,21 +121,19 @@ def _set_by_ids(
     return str(body["update"]), ids, equal, fields
 
 
-def set_by_ids(conn: sqlite3.Connection, msg: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+def set_by_ids(
+    handler: Any, conn: sqlite3.Connection, msg: Any, body: dict[str, Any]
+) -> dict[str, Any] | None:
     """The answer of an update of the ``_set_by_ids`` shape, applied in SQL on ``conn``; None
     when the command is of another shape (or its collection is not a plain JSON-text table),
     for the handler to run."""
     shape = _set_by_ids(msg, body)
-    if shape is None:
+    if shape is None or _in_client_transaction(handler, body):
         return None
     collection, ids, equal, fields = shape
-    columns = {
-        row[1]: str(row[2]).upper()
-        for row in conn.execute("SELECT * FROM pragma_table_info(?)", (collection,))
-    }
-    if columns.get("_id") != "TEXT" or columns.get("data") != "TEXT":
-        return None  # no such table, or JSONB storage
-    table = '"' + collection.replace('"', '""') + '"'
+    table = _json_table(conn, collection)
+    if table is None:
+        return None
     where = [f"_id IN ({', '.join('?' * len(ids))})", "json_type(data, '$._id') = 'text'"]
     params: list[Any] = list(ids)
     for key, value in equal.items():
@@ -156,11 +156,141 @@ def set_by_ids(conn: sqlite3.Connection, msg: Any, body: dict[str, Any]) -> dict
     return {"n": int(matched), "nModified": int(cursor.rowcount), "ok": 1}
 
 
+def _json_table(conn: sqlite3.Connection, collection: str) -> str | None:
+    """The quoted table of ``collection`` when it exists and keeps its documents as JSON text
+    (neosqlite's ``data`` and ``_id`` columns); None otherwise (no such table, or JSONB)."""
+    columns = {
+        row[1]: str(row[2]).upper()
+        for row in conn.execute("SELECT * FROM pragma_table_info(?)", (collection,))
+    }
+    if columns.get("_id") != "TEXT" or columns.get("data") != "TEXT":
+        return None
+    return '"' + collection.replace('"', '""') + '"'
+
+
+def _in_client_transaction(handler: Any, body: dict[str, Any]) -> bool:
+    """Whether the command's session has a transaction open (the handler then decides what a
+    command outside it may do); True when that cannot be told."""
+    lsid = body.get("lsid")
+    if not lsid:
+        return False
+    try:
+        from nx_27017.wire_protocol import _extract_session_id
+
+        session_id = _extract_session_id(lsid)
+        return session_id is not None and bool(handler._tx_sessions(session_id))
+    except Exception:
+        return True
+
+
+# ``insert`` of documents with a string ``_id`` and nothing but JSON values and datetimes: how
+# the product writes every collection. nx-27017 copies each document twice on the way (to
+# convert ObjectIds, then bytes, that are not there), asks SQLite whether the JSON it has just
+# encoded is valid, lists the database's tables, and calls through three layers per document.
+# The same encoder (neosqlite's) and the same INSERT per document give the same rows and the
+# same answer; any other document sends the whole command to the handler.
+_INSERT_BODY_KEYS = frozenset(
+    {"insert", "documents", "ordered", "$db", "lsid", "$clusterTime", "$readPreference"}
+)
+
+
+class _NotPlain(Exception):
+    """A value the handler would convert before encoding it (ObjectId, bytes, Binary...)."""
+
+
+def _plain_encoder() -> json.JSONEncoder:
+    from neosqlite.collection.json_helpers import NeoSQLiteJSONEncoder
+
+    class PlainEncoder(NeoSQLiteJSONEncoder):
+        def default(self, obj: Any) -> Any:
+            if isinstance(obj, datetime.date):  # datetimes too
+                return super().default(obj)
+            raise _NotPlain
+
+    # json.dumps(obj, cls=NeoSQLiteJSONEncoder) but refusing NaN and infinities, which make
+    # JSON that neosqlite's validation rejects (the handler answers that error itself).
+    return PlainEncoder(allow_nan=False)
+
+
+def _insert_documents(msg: Any, body: dict[str, Any]) -> list[Any]:
+    """The documents of an insert command, gathered as nx-27017's handler gathers them."""
+    docs: list[Any] = []
+    for section_type, doc in msg.get("sections", ()):
+        if section_type == "payload_docs":
+            docs.extend(doc)
+        elif section_type == "payload" and isinstance(doc, dict):
+            for value in doc.values():
+                if isinstance(value, list):
+                    docs.extend(value)
+                elif isinstance(value, dict):
+                    docs.append(value)
+    documents = body.get("documents")
+    if isinstance(documents, list):
+        docs.extend(documents)
+    return docs
+
+
+def insert_plain(
+    handler: Any, conn: sqlite3.Connection, msg: Any, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The answer of an insert of plain documents (see above), written in SQL on ``conn``;
+    None when the command holds anything else, for the handler to run."""
+    collection = body.get("insert")
+    if not set(body) <= _INSERT_BODY_KEYS or type(collection) is not str:
+        return None
+    if not _FIELD.fullmatch(collection) or _in_client_transaction(handler, body):
+        return None  # (GridFS and other dotted names too)
+    docs = _insert_documents(msg, body)
+    if not docs:
+        return None
+    encode = _ENCODER.encode
+    rows: list[tuple[str, str]] = []
+    try:
+        for doc in docs:
+            doc_id = doc.get("_id") if type(doc) is dict else None
+            if type(doc_id) is not str:
+                return None
+            rows.append((encode(doc), doc_id))
+    except (_NotPlain, ValueError, TypeError, RecursionError):
+        return None
+    table = _json_table(conn, collection)
+    if table is None:
+        return None  # the handler creates the collection
+    sql = f"INSERT INTO {table}(data, _id) VALUES (?, ?)"
+    ordered = body.get("ordered", True)
+    inserted: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        try:
+            conn.execute(sql, row)
+        except sqlite3.Error as exc:
+            errors.append(_BULK_WRITE_ERROR(exc, index))
+            if ordered:
+                break
+            continue
+        inserted.append(row[1])
+    answer: dict[str, Any] = {"ok": 1, "n": len(inserted), "insertedIds": inserted}
+    if errors:
+        answer["writeErrors"] = errors
+    return answer
+
+
+FastPath = Callable[[Any, sqlite3.Connection, Any, dict[str, Any]], dict[str, Any] | None]
+
+
 def one_transaction(
-    handler: Handler, *, writes_only: bool, db_name_of: Callable[[Any], str]
+    handler: Handler,
+    *,
+    writes_only: bool,
+    db_name_of: Callable[[Any], str],
+    fast_path: FastPath | None = None,
 ) -> Handler:
     """``handler`` (a ``NeoSQLiteHandler`` method taking the parsed message) run inside one
-    SQLite transaction on the message's database, when the message is a plain write."""
+    SQLite transaction on the message's database, when the message is a plain write.
+
+    ``fast_path(handler, conn, msg, body)`` answers the commands it can in SQL (None for the
+    others) in nx-27017's files mode, one SQLite file per database; a single file shared by
+    every database keeps the handler's own code."""
 
     @functools.wraps(handler)
     def wrapper(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
@@ -178,15 +308,12 @@ def one_transaction(
             checkpoint_aside(self, database, conn)
             conn.execute("BEGIN")
             try:
-                # One database per SQLite file (not nx-27017's "single" mode, where tables of
-                # every database share one file).
-                own_file = getattr(self, "_mode", "single") != "single"
                 fast = None
-                if writes_only and own_file:
+                if fast_path is not None and getattr(self, "_mode", "single") != "single":
                     try:
-                        fast = set_by_ids(conn, msg, body)
+                        fast = fast_path(self, conn, msg, body)
                     except sqlite3.Error:
-                        # The failed statement is undone alone; the handler runs the update
+                        # The failed statement is undone alone; the handler runs the command
                         # and answers the failure the way it answers every write error.
                         fast = None
                 if fast is not None:
@@ -282,6 +409,8 @@ class WalCheckpointer:
 
 
 _checkpointers: dict[str, WalCheckpointer] = {}
+_ENCODER: json.JSONEncoder
+_BULK_WRITE_ERROR: Callable[[Exception, int], dict[str, Any]]
 _checkpointers_lock = threading.Lock()
 
 
@@ -374,8 +503,20 @@ def install() -> bool:
         return False
     if getattr(cls.handle_insert, "__aml_one_transaction__", False):
         return True
-    insert = one_transaction(cls.handle_insert, writes_only=False, db_name_of=db_name_of)
-    command = one_transaction(cls.handle_command, writes_only=True, db_name_of=db_name_of)
+    global _ENCODER, _BULK_WRITE_ERROR
+    try:
+        _ENCODER = _plain_encoder()
+        _BULK_WRITE_ERROR = nx_handler._bulk_write_error
+        fast_insert: FastPath | None = insert_plain
+    except (ImportError, AttributeError) as exc:
+        log.warning("neosqlite internals not as expected (%s); inserts go to the handler", exc)
+        fast_insert = None
+    insert = one_transaction(
+        cls.handle_insert, writes_only=False, db_name_of=db_name_of, fast_path=fast_insert
+    )
+    command = one_transaction(
+        cls.handle_command, writes_only=True, db_name_of=db_name_of, fast_path=set_by_ids
+    )
     insert.__aml_one_transaction__ = True  # type: ignore[attr-defined]
     command.__aml_one_transaction__ = True  # type: ignore[attr-defined]
     cls.handle_insert = insert

@@ -3,9 +3,11 @@ answers: driven through a real ``nx-27017`` handler in-process, every SQL statem
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,20 @@ def _update(
     return reply
 
 
+def _insert_plain(h: NeoSQLiteHandler, docs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """``_insert`` through the handler's own code, never the fast path."""
+    body = {"insert": "things", "ordered": False, "$db": "aml", **extra}
+    insert = NeoSQLiteHandler.handle_insert.__wrapped__  # type: ignore[attr-defined]
+    reply: dict[str, Any] = insert(h, _msg(body, {"documents": docs}))[1]
+    return reply
+
+
+def _rows(h: NeoSQLiteHandler) -> list[tuple[str, str]]:
+    """Every stored row as SQLite holds it: ``_id`` column and JSON text."""
+    conn = h.get_database("aml").db
+    return sorted(conn.execute('SELECT _id, data FROM "things"').fetchall())
+
+
 def _all(h: NeoSQLiteHandler) -> list[dict[str, Any]]:
     return sorted(h.get_database("aml")["things"].find({}), key=lambda d: str(d["_id"]))
 
@@ -232,7 +248,7 @@ def test_other_updates_are_left_to_the_handler(
     body = {"update": "things", "ordered": True, "$db": "aml"}
     msg = _msg(body, {"updates": [{"q": q, "u": u, "multi": True, **spec}]})
     conn = handler.get_database("aml").db
-    assert nx_server.set_by_ids(conn, msg, body) is None
+    assert nx_server.set_by_ids(handler, conn, msg, body) is None
     assert _update(handler, q, u, **spec)["ok"] == 1
 
 
@@ -243,7 +259,7 @@ def test_a_set_by_ids_update_of_a_missing_collection_is_left_to_the_handler(
     q = {"_id": {"$in": ["a"]}}
     msg = _msg(body, {"updates": [{"q": q, "u": {"$set": {"s": "x"}}, "multi": True}]})
     _insert(handler, [{"_id": "warm"}])
-    assert nx_server.set_by_ids(handler.get_database("aml").db, msg, body) is None
+    assert nx_server.set_by_ids(handler, handler.get_database("aml").db, msg, body) is None
 
 
 def test_a_set_by_ids_update_that_fails_in_sql_is_answered_by_the_handler(
@@ -335,3 +351,96 @@ def test_a_write_starts_one_checkpointer_per_data_dir_that_runs_on_its_own(
     assert str(tmp_path) not in nx_server._checkpointers
     _insert(handler, [{"_id": "c"}])  # the connection keeps its backstop; no second thread
     assert str(tmp_path) not in nx_server._checkpointers
+
+
+def _plain_docs(start: int) -> list[dict[str, Any]]:
+    when = datetime(2026, 11, 29, 7, 30, 1, 123000, tzinfo=UTC)
+    return [
+        {
+            "_id": f"p{start + i}",
+            "tenant": "default",
+            "amount_minor": 10_000 + start + i,
+            "ratio": 0.25,
+            "flag": i % 2 == 0,
+            "none": None,
+            "when": when,
+            "text": 'Ünïcode "quoted" \\ back\nline',
+            "nested": {"list": [1, "two", {"three": when}], "empty": {}},
+        }
+        for i in range(5)
+    ]
+
+
+def test_plain_inserts_store_the_handlers_rows_and_answers(
+    handler: NeoSQLiteHandler, twin: NeoSQLiteHandler
+) -> None:
+    for h in (handler, twin):
+        _insert_plain(h, [{"_id": "warm", "k": 0}])  # the collection, made by the handler
+        h.get_database("aml")["things"].create_index("tenant", unique=False)
+        h.get_database("aml")["things"].create_index("amount_minor", unique=True)
+    statements = _traced(handler, "aml")
+    batches: list[tuple[list[dict[str, Any]], dict[str, Any]]] = [
+        (_plain_docs(0), {}),
+        # Duplicates on _id and on a unique index: unordered goes on, ordered stops.
+        (_plain_docs(3), {}),
+        ([*_plain_docs(10)[:2], {"_id": "p0", "k": 1}, *_plain_docs(20)[:1]], {"ordered": True}),
+    ]
+    for docs, extra in batches:
+        fast = _insert(handler, [dict(d) for d in docs], **extra)
+        plain = _insert_plain(twin, [dict(d) for d in docs], **extra)
+        assert fast == plain
+    assert _rows(handler) == _rows(twin)
+    assert _all(handler) == _all(twin)
+    # The fast path wrote them: no JSON validation asked of SQLite, one INSERT per document.
+    assert not any("json_valid" in s for s in statements)
+    assert _kinds(statements).count("INSERT") == 5 + 5 + 3
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"_id": "x", "blob": b"\x00\x01"},  # bytes: converted by the handler
+        {"_id": "x", "nan": math.nan},  # not JSON: the handler answers its error
+        {"_id": 7, "k": 1},  # not a string _id
+        {"k": 1},  # no _id: the handler makes an ObjectId
+    ],
+)
+def test_inserts_holding_anything_else_go_to_the_handler(
+    handler: NeoSQLiteHandler, twin: NeoSQLiteHandler, odd: dict[str, Any]
+) -> None:
+    for h in (handler, twin):
+        _insert_plain(h, [{"_id": "warm"}])
+    body = {"insert": "things", "ordered": False, "$db": "aml"}
+    docs = [{"_id": "fine", "k": 1}, odd]
+    msg = _msg(body, {"documents": docs})
+    assert nx_server.insert_plain(handler, handler.get_database("aml").db, msg, body) is None
+    fast = _insert(handler, [dict(d) for d in docs])
+    plain = _insert_plain(twin, [dict(d) for d in docs])
+    assert (fast["n"], len(fast.get("writeErrors", []))) == (
+        plain["n"],
+        len(plain.get("writeErrors", [])),
+    )
+
+
+def test_an_insert_into_a_new_collection_or_with_a_write_concern_goes_to_the_handler(
+    handler: NeoSQLiteHandler,
+) -> None:
+    conn = handler.get_database("aml").db
+    body = {"insert": "things", "ordered": False, "$db": "aml"}
+    msg = _msg(body, {"documents": [{"_id": "a"}]})
+    assert nx_server.insert_plain(handler, conn, msg, body) is None  # no table yet
+    assert _insert(handler, [{"_id": "a"}])["n"] == 1  # the handler made it
+    concerned = {**body, "writeConcern": {"w": 1, "j": True}}
+    msg = _msg(concerned, {"documents": [{"_id": "b"}]})
+    assert nx_server.insert_plain(handler, conn, msg, concerned) is None
+    dotted = {**body, "insert": "fs.files"}
+    assert (
+        nx_server.insert_plain(handler, conn, _msg(dotted, {"documents": [{"_id": "c"}]}), dotted)
+        is None
+    )
+    msg = _msg(body, {"documents": [{"_id": "d"}]})
+    assert nx_server.insert_plain(handler, conn, msg, body) == {
+        "ok": 1,
+        "n": 1,
+        "insertedIds": ["d"],
+    }
