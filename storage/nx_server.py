@@ -78,6 +78,7 @@ _UPDATE_BODY_KEYS = frozenset(
         "writeConcern",
         "$clusterTime",
         "$readPreference",
+        "maxTimeMS",  # (pymongo.timeout() sends it; nx-27017 ignores it)
     }
 )
 _MAX_IDS = 10_000  # well below SQLite's limit on bound parameters
@@ -190,7 +191,16 @@ def _in_client_transaction(handler: Any, body: dict[str, Any]) -> bool:
 # The same encoder (neosqlite's) and the same INSERT per document give the same rows and the
 # same answer; any other document sends the whole command to the handler.
 _INSERT_BODY_KEYS = frozenset(
-    {"insert", "documents", "ordered", "$db", "lsid", "$clusterTime", "$readPreference"}
+    {
+        "insert",
+        "documents",
+        "ordered",
+        "$db",
+        "lsid",
+        "$clusterTime",
+        "$readPreference",
+        "maxTimeMS",  # (pymongo.timeout() sends it; nx-27017 ignores it)
+    }
 )
 
 

@@ -380,7 +380,7 @@ def test_plain_inserts_store_the_handlers_rows_and_answers(
         h.get_database("aml")["things"].create_index("amount_minor", unique=True)
     statements = _traced(handler, "aml")
     batches: list[tuple[list[dict[str, Any]], dict[str, Any]]] = [
-        (_plain_docs(0), {}),
+        (_plain_docs(0), {"maxTimeMS": 5000}),  # as pymongo.timeout() sends it
         # Duplicates on _id and on a unique index: unordered goes on, ordered stops.
         (_plain_docs(3), {}),
         ([*_plain_docs(10)[:2], {"_id": "p0", "k": 1}, *_plain_docs(20)[:1]], {"ordered": True}),
