@@ -274,6 +274,12 @@ def insert_plain(
         try:
             conn.execute(sql, row)
         except sqlite3.Error as exc:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (RAISE(ROLLBACK) in a trigger, a
+                # full disk, an I/O error), with the rows inserted before this one: answering
+                # them as inserted would acknowledge writes that are gone. The handler runs
+                # the command again, in autocommit, and answers what it stored.
+                raise
             errors.append(_BULK_WRITE_ERROR(exc, index))
             if ordered:
                 break
@@ -323,8 +329,9 @@ def one_transaction(
                     try:
                         fast = fast_path(self, conn, msg, body)
                     except sqlite3.Error:
-                        # The failed statement is undone alone; the handler runs the command
-                        # and answers the failure the way it answers every write error.
+                        # Undone (the failed statement alone, or the whole transaction when
+                        # SQLite ended it): the handler runs the command and answers the failure
+                        # the way it answers every write error.
                         fast = None
                 if fast is not None:
                     result = (msg["request_id"], fast)

@@ -444,3 +444,21 @@ def test_an_insert_into_a_new_collection_or_with_a_write_concern_goes_to_the_han
         "n": 1,
         "insertedIds": ["d"],
     }
+
+
+def test_an_insert_whose_transaction_sqlite_rolls_back_answers_only_what_is_stored(
+    handler: NeoSQLiteHandler,
+) -> None:
+    _insert(handler, [{"_id": "warm"}])
+    conn = handler.get_database("aml").db
+    # RAISE(ROLLBACK) ends the whole transaction, as a full disk or an I/O error does: the
+    # document inserted before it in the same command is rolled back with it.
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON \"things\" WHEN NEW._id = 'b' "
+        'BEGIN SELECT RAISE(ROLLBACK, "refused"); END'
+    )
+    reply = _insert(handler, [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}])
+    stored = {row[0] for row in conn.execute('SELECT _id FROM "things"')} - {"warm"}
+    assert set(reply["insertedIds"]) == stored == {"a", "c"}
+    assert reply["n"] == 2 and [e["index"] for e in reply["writeErrors"]] == [1]
+    assert not conn.in_transaction
