@@ -15,7 +15,10 @@ a client session's transaction, or that arrives while the connection is already 
 left to the handler. If the installed ``nx-27017`` lacks what is wrapped, the server starts
 unwrapped and logs why.
 
-Inserts also skip ``neosqlite``'s deep copy of each document (see :class:`_DecodedDocument`):
+Two shapes of write skip the handler's per-document Python path and run in SQL on the same
+connection, with the same rows and answers: inserts of plain documents (:func:`insert_plain`)
+and ``$set`` of string fields by ``_id`` (:func:`set_by_ids`); anything else goes to the handler.
+Inserts the handler runs skip ``neosqlite``'s deep copy of each document (see :class:`_DecodedDocument`):
 a document decoded from the wire for one command has no other holder.
 
 WAL checkpoints run on a thread of their own (see :class:`WalCheckpointer`) instead of inside
@@ -208,6 +211,7 @@ class _NotPlain(Exception):
     """A value the handler would convert before encoding it (ObjectId, bytes, Binary...)."""
 
 
+@functools.cache
 def _plain_encoder() -> json.JSONEncoder:
     from neosqlite.collection.json_helpers import NeoSQLiteJSONEncoder
 
@@ -240,6 +244,14 @@ def _insert_documents(msg: Any, body: dict[str, Any]) -> list[Any]:
     return docs
 
 
+def _bulk_write_error(exc: Exception, index: int) -> dict[str, Any]:
+    """The write error nx-27017's handler answers for a failed document."""
+    from nx_27017.handler import _bulk_write_error
+
+    error: dict[str, Any] = _bulk_write_error(exc, index)
+    return error
+
+
 def insert_plain(
     handler: Any, conn: sqlite3.Connection, msg: Any, body: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -253,7 +265,7 @@ def insert_plain(
     docs = _insert_documents(msg, body)
     if not docs:
         return None
-    encode = _ENCODER.encode
+    encode = _plain_encoder().encode
     rows: list[tuple[str, str]] = []
     try:
         for doc in docs:
@@ -280,7 +292,7 @@ def insert_plain(
                 # them as inserted would acknowledge writes that are gone. The handler runs
                 # the command again, in autocommit, and answers what it stored.
                 raise
-            errors.append(_BULK_WRITE_ERROR(exc, index))
+            errors.append(_bulk_write_error(exc, index))
             if ordered:
                 break
             continue
@@ -426,8 +438,6 @@ class WalCheckpointer:
 
 
 _checkpointers: dict[str, WalCheckpointer] = {}
-_ENCODER: json.JSONEncoder
-_BULK_WRITE_ERROR: Callable[[Exception, int], dict[str, Any]]
 _checkpointers_lock = threading.Lock()
 
 
@@ -520,10 +530,10 @@ def install() -> bool:
         return False
     if getattr(cls.handle_insert, "__aml_one_transaction__", False):
         return True
-    global _ENCODER, _BULK_WRITE_ERROR
     try:
-        _ENCODER = _plain_encoder()
-        _BULK_WRITE_ERROR = nx_handler._bulk_write_error
+        _plain_encoder()
+        if not callable(nx_handler._bulk_write_error):
+            raise AttributeError("_bulk_write_error")
         fast_insert: FastPath | None = insert_plain
     except (ImportError, AttributeError) as exc:
         log.warning("neosqlite internals not as expected (%s); inserts go to the handler", exc)
