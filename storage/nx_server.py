@@ -18,8 +18,9 @@ unwrapped and logs why.
 Two shapes of write skip the handler's per-document Python path and run in SQL on the same
 connection, with the same rows and answers: inserts of plain documents (:func:`insert_plain`)
 and ``$set`` of string fields by ``_id`` (:func:`set_by_ids`); anything else goes to the handler.
-Inserts the handler runs skip ``neosqlite``'s deep copy of each document (see :class:`_DecodedDocument`):
-a document decoded from the wire for one command has no other holder.
+Inserts the handler runs skip ``neosqlite``'s deep copy of each document (see
+:class:`_DecodedDocument`): a document decoded from the wire for one command has no other
+holder.
 
 WAL checkpoints run on a thread of their own (see :class:`WalCheckpointer`) instead of inside
 the commit that happens to cross SQLite's 1,000-page mark, where they held the lock every
