@@ -44,7 +44,7 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-_SPOOL_FORMAT = 1
+_SPOOL_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,23 +88,9 @@ class _Waiting:
     queued_at: float  # loop time of ``submit``
 
 
-# --- spool (de)serialisation: JSON with tagged datetimes/decimals/bytes -------------------------
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$dt": value.isoformat()}
-    if isinstance(value, date):
-        return {"$date": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"$dec": str(value)}
-    if isinstance(value, bytes):
-        return {"$b64": base64.b64encode(value).decode()}
-    if isinstance(value, Mapping):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    return value
+# --- spool (de)serialisation ------------------------------------------------------------------
+# Format 2 (written): the store's own documents, which the spool keeps as BSON. Format 1 (read
+# only, spools left by earlier releases): JSON with tagged datetimes, decimals and bytes.
 
 
 def _from_json(value: Any) -> Any:
@@ -126,11 +112,11 @@ def _from_json(value: Any) -> Any:
 
 
 def submissions_to_payload(subs: Sequence[Submission]) -> dict[str, Any]:
-    """A batch as one spool record."""
+    """A batch as one spool record: the documents the store would be given."""
     items = [
         {
-            "record": _to_json(to_doc(s.record)),
-            "transaction": _to_json(to_doc(s.transaction)) if s.transaction else None,
+            "record": to_doc(s.record),
+            "transaction": to_doc(s.transaction) if s.transaction else None,
         }
         for s in subs
     ]
@@ -138,14 +124,19 @@ def submissions_to_payload(subs: Sequence[Submission]) -> dict[str, Any]:
 
 
 def payload_to_submissions(payload: Mapping[str, Any]) -> list[Submission]:
-    """The batch of one spool record."""
+    """The batch of one spool record (either format)."""
+    read: Callable[[Any], Any] = _from_json if payload.get("v") == 1 else _as_is
     subs = []
     for item in payload.get("items", []):
-        record = from_doc(IngestRecord, _from_json(item["record"]))
+        record = from_doc(IngestRecord, read(item["record"]))
         tx_doc = item.get("transaction")
-        tx = from_doc(Transaction, _from_json(tx_doc)) if tx_doc else None
+        tx = from_doc(Transaction, read(tx_doc)) if tx_doc else None
         subs.append(Submission(record=record, transaction=tx))
     return subs
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _same_ms(a: datetime, b: datetime) -> bool:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import stat
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from aml.domain import IngestOutcome
-from serve.ingress.committer import Committer, Submission, submissions_to_payload
+from serve.ingress.committer import (
+    Committer,
+    Submission,
+    payload_to_submissions,
+    submissions_to_payload,
+)
 from serve.ingress.spool import Spool, decode_line, encode_record
 from storage import embedded
 from storage.store import Store, open_store
@@ -92,6 +101,53 @@ def test_spool_rejects_a_flipped_byte() -> None:
     assert decode_line(bytes(line)) is None
 
 
+def test_spooled_batch_reads_back_as_it_was_submitted() -> None:
+    """Everything an event carries survives the spool: aware dates (at the store's millisecond
+    precision), large integers, nested attributes, absent fields, the raw body and headers."""
+    at = datetime(2026, 11, 29, 9, 30, 1, 123000, tzinfo=UTC)
+    txs = [
+        make_tx(
+            occurred_at=at,
+            received_at=at,
+            amount_minor=12_345_678_901_234,
+            attributes={"fineract": {"officeId": 1, "changes": [1, "two", None]}, "ok": True},
+        ),
+        make_tx(occurred_at=at, received_at=at, counterparty_account_id=None),
+    ]
+    subs = [submission(t, received=at) for t in txs] + [submission(None, received=at)]
+    line = encode_record(submissions_to_payload(subs))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    payload = decode_line(line)
+    assert payload is not None
+    back = payload_to_submissions(payload)
+    assert back == subs
+    assert all(s.record.received_at.utcoffset() is not None for s in back)
+
+
+def _earlier_release_line(subs: list[Submission]) -> bytes:
+    """A spool line as releases before the BSON spool wrote it: JSON with tagged dates."""
+    from storage.codec import to_doc
+
+    def tagged(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return {"$dt": value.isoformat()}
+        if isinstance(value, dict):
+            return {k: tagged(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [tagged(v) for v in value]
+        return value
+
+    items = [
+        {
+            "record": tagged(to_doc(s.record)),
+            "transaction": tagged(to_doc(s.transaction)) if s.transaction else None,
+        }
+        for s in subs
+    ]
+    body = json.dumps({"v": 1, "items": items}, separators=(",", ":")).encode()
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
 def test_new_process_never_appends_behind_an_old_segment(tmp_path: Path) -> None:
     Spool(tmp_path).append({"n": 1})
     again = Spool(tmp_path)
@@ -165,6 +221,31 @@ async def test_restart_with_a_non_empty_spool_drains_before_new_events(
         assert ack.outcome is IngestOutcome.ACCEPTED and not ack.spooled
         await committer.close()
         assert sorted(handoff.ids) == sorted(t.id for t in [*spooled[:3], fresh])
+
+
+async def test_a_spool_left_by_an_earlier_release_is_replayed(
+    own_server: tuple[Path, int], tmp_path: Path
+) -> None:
+    """An upgrade can find events the previous release acknowledged from its spool (JSON
+    lines): the new one replays them, then appends in its own format behind them."""
+    _data_dir, port = own_server
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    old = [make_tx() for _ in range(3)]
+    (spool_dir / "seg-000000000001.jsonl").write_bytes(
+        _earlier_release_line([submission(t) for t in old])
+    )
+    async with own_store(port, "upgraded") as store:
+        handoff = RecordingHandoff()
+        committer = make_committer(store, spool_dir, handoff)
+        await committer.start()
+        assert committer.store_available and Spool(spool_dir).is_empty()
+        for tx in old:
+            stored = await store.transactions.get(tx.id)
+            assert stored is not None and stored.amount_minor == tx.amount_minor
+            assert stored.occurred_at == tx.occurred_at
+        await committer.close()
+        assert sorted(handoff.ids) == sorted(t.id for t in old)
 
 
 async def test_replaying_a_segment_twice_stores_nothing_twice(
