@@ -181,8 +181,15 @@ class Committer:
         catch_up_bytes: once no more than this is left in the spool, new events wait (in
             memory, at most ``overload_ack``) while the drainer replays the rest, then go
             straight to the store; a batch that waited that long is spooled after all, and the
-            next attempt backs off (``retry_initial`` doubling up to ``retry_max``).
+            next attempt backs off (``retry_initial`` doubling up to ``catch_up_max``).
         max_in_flight: most group commits written at once.
+        calm_after: a store that was written to directly for this long (seconds) after a
+            catch-up counts as recovered. An overload sooner than that means the catch-up was
+            premature (the machine is past what the store can take directly): acks stay on
+            the spool for the current back-off before the next catch-up, and the back-off
+            doubles up to ``catch_up_max``. Going back and forth costs the senders of every
+            switch a quarter of a second or more; staying on the spool costs them an fsync.
+        catch_up_max: longest wait between catch-ups under a sustained overload (seconds).
     """
 
     def __init__(
@@ -204,6 +211,8 @@ class Committer:
         replay_timeout: float = 60.0,
         catch_up_bytes: int = 1 << 20,
         max_in_flight: int = 2,
+        calm_after: float = 30.0,
+        catch_up_max: float = 60.0,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -234,6 +243,9 @@ class Committer:
         # batches of that moment the whole ack budget before they were spooled anyway.
         self._catch_up_backoff = retry_initial
         self._next_catch_up = 0.0
+        self._calm_after = calm_after
+        self._catch_up_max = max(catch_up_max, retry_initial)
+        self._left_spool_at = float("-inf")  # loop time spool mode last ended
         self._drain_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
@@ -346,8 +358,7 @@ class Committer:
                         self._finishing = False
                         caught_up.set()  # the other waiting batches decide again too
                         now = asyncio.get_running_loop().time()
-                        self._next_catch_up = now + self._catch_up_backoff
-                        self._catch_up_backoff = min(self._catch_up_backoff * 2, self._retry_max)
+                        self._back_off_catch_up(now)
         started = time.perf_counter()
         try:
             acks, new = await self._store_batch(subs, replay=False)
@@ -377,16 +388,28 @@ class Committer:
             self._metrics.store_overloads.inc()
             async with self._lock:
                 if not self._spool_mode:
+                    now = asyncio.get_running_loop().time()
+                    if now - self._left_spool_at < self._calm_after:
+                        self._back_off_catch_up(now)  # the last catch-up was premature
+                    else:
+                        self._catch_up_backoff = self._retry_initial
                     log.warning(
                         "store cannot keep up (events waited %.0f ms for a write of %.0f ms, %d "
-                        "queued); acknowledging from the spool until it catches up",
+                        "queued); acknowledging from the spool, next catch-up in %.1f s at the "
+                        "earliest",
                         waited * 1000,
                         elapsed * 1000,
                         backlog,
+                        max(0.0, self._next_catch_up - now),
                     )
                 self._spool_mode = True
                 self._update_gauges()
             self._drain_wanted.set()
+
+    def _back_off_catch_up(self, now: float) -> None:
+        """Put the next catch-up off by the current back-off, and double it."""
+        self._next_catch_up = now + self._catch_up_backoff
+        self._catch_up_backoff = min(self._catch_up_backoff * 2, self._catch_up_max)
 
     async def _spool_batch(self, batch: list[_Waiting]) -> None:
         payload = submissions_to_payload([w.submission for w in batch])
@@ -560,16 +583,22 @@ class Committer:
         if not await self._store_reachable() or not await self._ensure_indexes():
             return False
         while True:
+            hold = 0.0
             async with self._lock:
                 if self._spool_mode and not self._finishing:
                     await asyncio.to_thread(self._spool.rotate)
                 segments = await asyncio.to_thread(self._spool.closed_segments)
-                if not segments:
+                now = asyncio.get_running_loop().time()
+                if not segments and self._spool_mode and now < self._next_catch_up:
+                    # Overloaded again soon after the last catch-up: acks stay on the spool
+                    # until the back-off ends, even when the drainer has emptied it.
+                    hold = min(self._next_catch_up - now, 0.1)
+                elif not segments:
                     if self._spool_mode:
                         self._spool_mode = False
                         self._finishing = False
                         self._caught_up.set()
-                        self._catch_up_backoff = self._retry_initial
+                        self._left_spool_at = now
                         log.info("spool drained; events go straight to the store again")
                     self._update_gauges()
                     return True
@@ -589,6 +618,9 @@ class Committer:
                             "new events go straight to it",
                             backlog,
                         )
+            if hold:
+                await asyncio.sleep(hold)
+                continue
             for segment in segments:
                 contents = await asyncio.to_thread(self._spool.read_segment, segment)
                 for subs in self._replay_batches(contents.records):

@@ -327,6 +327,55 @@ async def test_slow_acknowledgements_shift_acks_to_the_spool(store: Store, tmp_p
     assert len(handoff.ids) == 13 == len(set(handoff.ids))
 
 
+@pytest.mark.parametrize("calm_after", [30.0, 0.0])
+async def test_an_overload_soon_after_a_catch_up_keeps_acks_on_the_spool(
+    store: Store, tmp_path: Path, calm_after: float
+) -> None:
+    """Past what the store takes directly, acks must not go back and forth between the store
+    and the spool (every switch back costs senders a slow write and a wait). Every direct
+    write here counts as overloaded. The first overload catches up as soon as the spool is
+    drained; a second one within ``calm_after`` of that catch-up keeps acks on the spool for
+    the back-off even though the drainer keeps emptying it. With ``calm_after=0`` the second
+    overload is treated as a new one, and events go straight to the store again at once."""
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=4,
+        batch_wait=0.0,
+        overload_ack=0.0,  # every direct write is "too slow"
+        retry_initial=1.5,  # the first back-off
+        calm_after=calm_after,
+    )
+    await c.start()
+    sent: list[Transaction] = []
+
+    async def send() -> Ack:
+        tx = make_tx()
+        sent.append(tx)
+        return await c.submit(submission(tx))
+
+    assert not (await send()).spooled  # written directly, found overloaded
+    await wait_for(lambda: c.store_available)  # first catch-up: at once
+    assert not (await send()).spooled  # overloaded again, seconds after the catch-up
+    window: list[Ack] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 1.0
+    while loop.time() < end:
+        window.append(await send())
+        await asyncio.sleep(0.05)  # slower than the drainer empties the spool
+    if calm_after:
+        assert all(a.spooled for a in window), "acks went back to the store within the back-off"
+    else:
+        assert not all(a.spooled for a in window)
+    await wait_for(lambda: c.store_available)
+    await c.close()
+    assert await store.transactions.count() == len(sent)
+    assert sorted(handoff.ids) == sorted(t.id for t in sent)
+    assert Spool(tmp_path / "spool").is_empty()
+
+
 async def test_close_ends_while_the_drainer_is_busy(store: Store, tmp_path: Path) -> None:
     """Every write counts as overloaded, so the drainer is pinging and replaying while the
     committer closes: close still returns, every event is stored once, and one whose replay was
