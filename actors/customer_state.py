@@ -29,10 +29,11 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Protocol
 
 from aml.domain import Direction, PackedList, Transaction, fast_init, fast_pickle
-from aml.graph import EdgeIndex
+from aml.graph import EdgeIndex, GraphSearch
 from aml.history import (
     AGENT_LOOKBACK,
     COUNTERPARTY_LOOKBACK,
@@ -40,6 +41,7 @@ from aml.history import (
     HistoryContext,
     TransferEdge,
 )
+from aml.rules import RuleEngine, default_rule_config
 
 # How late an event may arrive (relative to the newest one a shard has seen) and still find its
 # full look-back in memory; later ones trigger a rebuild of the window from the store.
@@ -558,8 +560,16 @@ async def observe_with_rebuild(
     return state.answer(items)
 
 
-DEFAULT_GRAPH_HOPS = 3
+# Longest path the graph searches walk back from a transfer, in earlier transfers: the layering
+# chain search's own bound (chains of up to 8 transfers); cycles are bounded by the rules.
+DEFAULT_GRAPH_HOPS = 7
 DEFAULT_GRAPH_WINDOW = MAX_LOOKBACK
+
+
+@cache
+def default_graph_search() -> GraphSearch:
+    """The graph searches of the default rule configuration."""
+    return RuleEngine(default_rule_config()).graph_search
 
 
 def transfer_edge(tx: Transaction) -> TransferEdge | None:
@@ -590,30 +600,39 @@ class TransferGraph:
         self.window = window
         self.indexes: dict[str, EdgeIndex] = {}
 
-    def observe_and_edges(self, batch: Sequence[Transaction]) -> list[list[TransferEdge]]:
-        """Add the batch's edges, then return each transfer's point-in-time neighbourhood.
+    def observe_and_edges(
+        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+    ) -> list[list[TransferEdge]]:
+        """Add the batch's edges, then return each transfer's edges for the graph rules.
 
-        Only a transfer between two accounts gets its neighbourhood: the cycle and chain rules
-        are the only readers of ``HistoryContext.edges`` and look at nothing else, so walking
-        the graph (and shipping the edges between processes) for deposits and withdrawals
-        bought nothing. Every other transaction gets an empty list.
+        The cycle and chain rules are the only readers of ``HistoryContext.edges``. Their
+        searches (``search``, from the rule configuration; the defaults when ``None``) run
+        here, over the index, and a transfer gets the earlier edges of the cycles it closes
+        and the chains it ends (point in time: strictly before it), usually none. Handing out
+        the transfer's whole neighbourhood instead cost its size in copying, pickling and
+        re-indexing on every batch, and grew with the graph: up to 5,000 edges per transfer
+        around a busy account. Paths are at most ``hops + 1`` transfers long. Every other
+        transaction gets an empty list.
         """
-        transfers: list[bool] = []
+        if search is None:
+            search = default_graph_search()
+        max_hops = self.hops + 1
+        edges: list[TransferEdge | None] = []
         for tx in batch:
             edge = transfer_edge(tx)
-            transfers.append(edge is not None)
+            edges.append(edge)
             if edge is not None:
                 index = self.indexes.get(tx.tenant)
                 if index is None:
                     index = self.indexes[tx.tenant] = EdgeIndex(self.window)
                 index.add(edge)
         out: list[list[TransferEdge]] = PackedList()  # the graph actor's answer
-        for tx, transfer in zip(batch, transfers, strict=True):
-            index = self.indexes.get(tx.tenant) if transfer else None
-            if index is None:
+        for tx, edge in zip(batch, edges, strict=True):
+            index = self.indexes.get(tx.tenant) if edge is not None else None
+            if edge is None or index is None:
                 out.append([])
                 continue
-            out.append(index.edges_near(tx.account_id, self.hops, before=(tx.occurred_at, tx.id)))
+            out.append(index.rule_edges(edge, search, max_hops=max_hops))
         return out
 
 
@@ -635,6 +654,7 @@ class LocalContextBuilder:
         self,
         batch: Sequence[Transaction],
         edges: Sequence[Sequence[TransferEdge]] | None = None,
+        search: GraphSearch | None = None,
     ) -> list[HistoryContext]:
         """Contexts for a batch from memory only (no store behind the shards).
 
@@ -682,7 +702,7 @@ class LocalContextBuilder:
             for entry, i, view in zip(entries, slots[shard], views, strict=True):
                 views_of[entry[0]][i] = view
         if edges is None and self.graph is not None:
-            edges = self.graph.observe_and_edges(batch)
+            edges = self.graph.observe_and_edges(batch, search)
         return _contexts(
             batch,
             views_of[account_role],
@@ -692,12 +712,15 @@ class LocalContextBuilder:
             edges,
         )
 
-    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
-        """Contexts for a batch, rebuilding windows from the store as needed."""
+    async def observe_and_context(
+        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+    ) -> list[HistoryContext]:
+        """Contexts for a batch, rebuilding windows from the store as needed; ``search`` is
+        what the graph rules look for (see :meth:`TransferGraph.observe_and_edges`)."""
         plan = route(batch, len(self.shards))
         answers = [
             (items, await observe_with_rebuild(self.shards[s], items, self.source))
             for s, items in plan.items()
         ]
-        edges = self.graph.observe_and_edges(batch) if self.graph is not None else None
+        edges = self.graph.observe_and_edges(batch, search) if self.graph is not None else None
         return merge_views(batch, answers, edges)

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from actors.customer_state import (
+    DEFAULT_GRAPH_HOPS,
     DEFAULT_LATE_SLACK,
     DEFAULT_MAX_KEYS,
     ShardItem,
@@ -37,6 +38,7 @@ from actors.customer_state import (
 )
 from aml.domain import PackedList, Transaction
 from aml.gc_tuning import collect_rarely
+from aml.graph import GraphSearch
 from aml.history import HistoryContext
 from storage.store import Store, open_store
 
@@ -133,7 +135,11 @@ GRAPH_NAME = "aml-graph-{group}"
 
 
 def create_graph(
-    *, group: str = "default", namespace: str = NAMESPACE, detached: bool = True, hops: int = 3
+    *,
+    group: str = "default",
+    namespace: str = NAMESPACE,
+    detached: bool = True,
+    hops: int = DEFAULT_GRAPH_HOPS,
 ) -> Any:
     """Get or create the named transfer-graph actor (one per group, all tenants inside)."""
     opts: dict[str, Any] = {
@@ -187,15 +193,18 @@ class ShardedState:
         self.shards = list(shards)
         self.graph = graph
 
-    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]:
-        """Observe ``batch`` and return each transaction's point-in-time context."""
+    async def observe_and_context(
+        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+    ) -> list[HistoryContext]:
+        """Observe ``batch`` and return each transaction's point-in-time context (``search``:
+        what the graph rules look for, see ``TransferGraph.observe_and_edges``)."""
         if not batch:
             return []
         plan = route(batch, len(self.shards))
         order = list(plan.items())
         calls = [self._observe(s, items) for s, items in order]
         if self.graph is not None:
-            calls.append(self.graph.observe_and_edges.remote(PackedList(batch)))
+            calls.append(self.graph.observe_and_edges.remote(PackedList(batch), search))
         results = await asyncio.gather(*calls)
         edges = results.pop() if self.graph is not None else None
         answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]

@@ -9,8 +9,9 @@ callers and tests can see it.
 
 :class:`EdgeIndex` is the incremental structure a per-tenant actor holds: it evicts edges older
 than its window (relative to the newest edge it has seen, never the wall clock), caps its size
-and the edges kept per node, and hands out the neighbourhood of an account for the point-in-time
-context.
+and the edges kept per node, and runs the same searches over its own per-account lists
+(:meth:`EdgeIndex.rule_edges`), so that a transfer's context carries only the edges of the cycles
+and chains it closes instead of its whole neighbourhood.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,14 +46,44 @@ def _key(edge: TransferEdge) -> tuple[datetime, str]:
 _KEY = operator.attrgetter("at", "tx_id")
 
 
-def _incoming(edges: Iterable[TransferEdge]) -> dict[str, list[TransferEdge]]:
-    """Edges grouped by destination, newest first."""
+# Predecessors of a node: the edges into it strictly before a ``(at, tx_id)`` key and not older
+# than the search's window, newest first.
+Incoming = Callable[[str, tuple[datetime, str]], Iterable[TransferEdge]]
+
+
+def _incoming(edges: Iterable[TransferEdge]) -> Incoming:
+    """Predecessors over a list of candidate edges (grouped by destination, newest first)."""
     by_dst: dict[str, list[TransferEdge]] = {}
     for e in edges:
         by_dst.setdefault(e.dst, []).append(e)
     for items in by_dst.values():
         items.sort(key=_KEY, reverse=True)
-    return by_dst
+
+    def incoming(node: str, before: tuple[datetime, str]) -> Iterator[TransferEdge]:
+        for e in by_dst.get(node, ()):
+            if (e.at, e.tx_id) < before:
+                yield e
+
+    return incoming
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSearch:
+    """What the cycle and layering-chain rules search for (built from the rule configuration by
+    ``aml.rules.catalog.graph_search``); ``0`` hops turns a search off.
+
+    The transfer graph runs these searches where the edges live and hands a transfer only the
+    edges of what it found; the rules then search that small set again with the same values.
+    """
+
+    cycle_max_hops: int
+    cycle_window: timedelta
+    cycle_tolerance: float
+    cycle_results: int
+    chain_min_hops: int
+    chain_window: timedelta
+    chain_ratio: tuple[float, float]
+    chain_results: int
 
 
 def _within(a: float, b: float, tolerance: float) -> bool:
@@ -93,12 +124,35 @@ def find_cycles(
     Returns:
         Cycles as edge lists in time order, each ending with ``new_edge``.
     """
+    start = new_edge.at - window
+    limit = _key(new_edge)
+    return _cycles(
+        _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit]),
+        new_edge,
+        max_hops=max_hops,
+        amount_tolerance=amount_tolerance,
+        max_fanout=max_fanout,
+        max_expansions=max_expansions,
+        max_results=max_results,
+        stats=stats,
+    )
+
+
+def _cycles(
+    incoming: Incoming,
+    new_edge: TransferEdge,
+    *,
+    max_hops: int,
+    amount_tolerance: float,
+    max_fanout: int,
+    max_expansions: int,
+    max_results: int,
+    stats: SearchStats | None,
+) -> list[list[TransferEdge]]:
+    """:func:`find_cycles` over a predecessor source (a list's or an index's)."""
     st = stats if stats is not None else SearchStats()
     if new_edge.src == new_edge.dst or max_hops < 2:
         return []
-    start = new_edge.at - window
-    limit = _key(new_edge)
-    by_dst = _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit])
     found: list[list[TransferEdge]] = []
     # Stack of (node reached, path of edges backwards from new_edge, nodes on the path).
     stack: list[tuple[str, list[TransferEdge], frozenset[str]]] = [
@@ -107,12 +161,11 @@ def find_cycles(
     while stack and len(found) < max_results:
         node, path, seen = stack.pop()
         nxt = path[-1]
-        nxt_key = (nxt.at, nxt.tx_id)
         taken = 0
-        for e in by_dst.get(node, ()):
+        for e in incoming(node, (nxt.at, nxt.tx_id)):
             if taken >= max_fanout:
                 break
-            if (e.at, e.tx_id) >= nxt_key or e.src == e.dst:
+            if e.src == e.dst:
                 continue
             if not _within(e.amount, nxt.amount, amount_tolerance):
                 continue
@@ -155,13 +208,38 @@ def find_chains(
         Chains in time order, each ending with ``new_edge``; only maximal ones are returned
         (a chain is not repeated as a shorter suffix of a longer one found).
     """
+    start = new_edge.at - window
+    limit = _key(new_edge)
+    return _chains(
+        _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit]),
+        new_edge,
+        min_hops=min_hops,
+        ratio=ratio,
+        max_hops=max_hops,
+        max_fanout=max_fanout,
+        max_expansions=max_expansions,
+        max_results=max_results,
+        stats=stats,
+    )
+
+
+def _chains(
+    incoming: Incoming,
+    new_edge: TransferEdge,
+    *,
+    min_hops: int,
+    ratio: tuple[float, float],
+    max_hops: int,
+    max_fanout: int,
+    max_expansions: int,
+    max_results: int,
+    stats: SearchStats | None,
+) -> list[list[TransferEdge]]:
+    """:func:`find_chains` over a predecessor source (a list's or an index's)."""
     st = stats if stats is not None else SearchStats()
     lo, hi = ratio
     if new_edge.src == new_edge.dst or min_hops < 1:
         return []
-    start = new_edge.at - window
-    limit = _key(new_edge)
-    by_dst = _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit])
     found: list[list[TransferEdge]] = []
     stack: list[tuple[str, list[TransferEdge], frozenset[str]]] = [
         (new_edge.src, [new_edge], frozenset({new_edge.src, new_edge.dst}))
@@ -172,11 +250,10 @@ def find_chains(
         extended = False
         if len(path) < max_hops:
             taken = 0
-            nxt_key = (nxt.at, nxt.tx_id)
-            for e in by_dst.get(node, ()):
+            for e in incoming(node, (nxt.at, nxt.tx_id)):
                 if taken >= max_fanout:
                     break
-                if (e.at, e.tx_id) >= nxt_key or e.src in seen or e.amount <= 0:
+                if e.src in seen or e.amount <= 0:
                     continue
                 if not lo <= nxt.amount / e.amount <= hi:
                     continue
@@ -278,6 +355,65 @@ class EdgeIndex:
         while self._heap and (self._heap[0][0] < horizon or len(self._edges) > self.max_edges):
             _, tx_id = heapq.heappop(self._heap)
             self._remove(tx_id)
+
+    def _incoming_since(self, start: datetime) -> Incoming:
+        """Predecessors straight from the per-account lists (no edges copied or grouped)."""
+        sides_in = self._in
+        edges = self._edges
+        bisect_left = bisect.bisect_left
+
+        def incoming(node: str, before: tuple[datetime, str]) -> Iterator[TransferEdge]:
+            keys = sides_in.get(node)
+            if not keys:
+                return
+            i = bisect_left(keys, before)
+            while i > 0:
+                i -= 1
+                at, tx_id = keys[i]
+                if at < start:
+                    return
+                e = edges.get(tx_id)
+                if e is not None:
+                    yield e
+
+        return incoming
+
+    def rule_edges(
+        self, new_edge: TransferEdge, search: GraphSearch, *, max_hops: int
+    ) -> list[TransferEdge]:
+        """The earlier edges of the cycles ``new_edge`` closes and of the layering chains it
+        ends, time-ordered: what the cycle and chain rules need to find them again.
+
+        The searches are :func:`find_cycles` and :func:`find_chains` with the rules' values,
+        over this index's edges, with paths of at most ``max_hops`` transfers. However dense
+        the graph around a hub account, the answer holds a handful of edges.
+        """
+        found: list[list[TransferEdge]] = []
+        if search.cycle_max_hops >= 2:
+            found += _cycles(
+                self._incoming_since(new_edge.at - search.cycle_window),
+                new_edge,
+                max_hops=min(search.cycle_max_hops, max_hops),
+                amount_tolerance=search.cycle_tolerance,
+                max_fanout=DEFAULT_MAX_FANOUT,
+                max_expansions=DEFAULT_MAX_EXPANSIONS,
+                max_results=search.cycle_results,
+                stats=None,
+            )
+        if search.chain_min_hops >= 1:
+            found += _chains(
+                self._incoming_since(new_edge.at - search.chain_window),
+                new_edge,
+                min_hops=search.chain_min_hops,
+                ratio=search.chain_ratio,
+                max_hops=max_hops,
+                max_fanout=DEFAULT_MAX_FANOUT,
+                max_expansions=DEFAULT_MAX_EXPANSIONS,
+                max_results=search.chain_results,
+                stats=None,
+            )
+        edges = {e.tx_id: e for path in found for e in path if e.tx_id != new_edge.tx_id}
+        return sorted(edges.values(), key=_KEY)
 
     def edges_near(
         self,

@@ -45,9 +45,11 @@ class HistoryContext:
             ``[tx.occurred_at - COUNTERPARTY_LOOKBACK, tx.occurred_at)``, time-ordered
             (empty when there is no counterparty).
         agent: transactions of ``tx.agent_id`` in ``[tx.occurred_at - AGENT_LOOKBACK, ...)``.
-        edges: recent transfer edges of the tenant around the account (both directions, up to the
-            search's hop limit), time-ordered, for bounded cycle and layering-chain search. Only
-            a transfer between two accounts needs them (the cycle and chain rules read nothing
+        edges: earlier transfer edges of the tenant, time-ordered, for the bounded cycle and
+            layering-chain searches, which find the same cycles and chains in any superset of
+            the edges on them: training and backtests give every earlier edge, serving only
+            the edges of what the transfer graph's own searches found (usually none). Only a
+            transfer between two accounts needs them (the cycle and chain rules read nothing
             else): serving leaves them empty for every other transaction.
         client: transactions of ``tx.client_id`` on the client's *other* accounts in
             ``[tx.occurred_at - MAX_LOOKBACK, tx.occurred_at)``, time-ordered: those recorded

@@ -29,7 +29,7 @@ from aml.domain import (
     fast_init,
 )
 from aml.features import in_zone
-from aml.graph import find_chains, find_cycles
+from aml.graph import GraphSearch, find_chains, find_cycles
 from aml.history import HistoryContext, TransferEdge
 from aml.money import exponent
 from aml.rules.config import CurrencyThresholds, RuleParams
@@ -598,6 +598,26 @@ def cross_account_structuring(ri: RuleInput) -> Fired | None:
     )
 
 
+# How many cycles and chains the rules ask a search for (the transfer graph asks for as many).
+CYCLE_RESULTS = 1
+CHAIN_RESULTS = 4
+
+
+def graph_search(p: RuleParams, *, cycles: bool = True, chains: bool = True) -> GraphSearch:
+    """What :func:`circular_transfer` and :func:`stacking` search for under ``p`` (a search of a
+    rule that is off is skipped)."""
+    return GraphSearch(
+        cycle_max_hops=p.cycle_max_hops if cycles else 0,
+        cycle_window=_span(60 * p.cycle_window_hours),
+        cycle_tolerance=p.cycle_amount_tolerance,
+        cycle_results=CYCLE_RESULTS,
+        chain_min_hops=p.stacking_min_hops if chains else 0,
+        chain_window=_span(p.stacking_window_minutes),
+        chain_ratio=(p.stacking_ratio_min, p.stacking_ratio_max),
+        chain_results=CHAIN_RESULTS,
+    )
+
+
 def circular_transfer(ri: RuleInput) -> Fired | None:
     """The transfer closes a time-respecting cycle: money returns to where it left."""
     edge = ri.edge
@@ -621,7 +641,7 @@ def circular_transfer(ri: RuleInput) -> Fired | None:
         max_hops=p.cycle_max_hops,
         window=_span(60 * p.cycle_window_hours),
         amount_tolerance=p.cycle_amount_tolerance,
-        max_results=1,
+        max_results=CYCLE_RESULTS,
     )
     if not cycles:
         return None
@@ -656,7 +676,7 @@ def stacking(ri: RuleInput) -> Fired | None:
         min_hops=p.stacking_min_hops,
         window=_span(p.stacking_window_minutes),
         ratio=(p.stacking_ratio_min, p.stacking_ratio_max),
-        max_results=4,
+        max_results=CHAIN_RESULTS,
     )
     if not chains:
         return None

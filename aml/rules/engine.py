@@ -14,6 +14,7 @@ from typing import Any
 
 from aml.domain import ActorType, Direction, RuleHit, Transaction, fast_init, fast_pickle
 from aml.errors import ConfigError
+from aml.graph import GraphSearch
 from aml.history import HistoryContext
 from aml.rules.catalog import (
     CATALOG,
@@ -21,6 +22,7 @@ from aml.rules.catalog import (
     RuleInput,
     RuleSpec,
     Traits,
+    graph_search,
     is_scorable,
 )
 from aml.rules.config import CurrencyThresholds, RuleConfig
@@ -91,6 +93,10 @@ class RuleEngine:
             if enabled:
                 active.append(_Active(spec, severity))
         self._active = tuple(active)
+        on = {a.spec.rule_id for a in active}
+        self._graph_search = graph_search(
+            config.params, cycles="circular_transfer" in on, chains="stacking" in on
+        )
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
         self._params = config.params
         self._version = config.version
@@ -135,6 +141,12 @@ class RuleEngine:
     @property
     def enabled_rules(self) -> tuple[str, ...]:
         return tuple(a.spec.rule_id for a in self._active)
+
+    @property
+    def graph_search(self) -> GraphSearch:
+        """What the transfer graph must search for this configuration's cycle and chain rules
+        (passed with every batch, so a reloaded configuration applies at once)."""
+        return self._graph_search
 
     def evaluate(self, tx: Transaction, ctx: HistoryContext) -> RuleEvaluation:
         """Run the enabled rules on ``tx`` given its point-in-time ``ctx``.

@@ -12,6 +12,7 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from actors.customer_state import DEFAULT_GRAPH_HOPS
 from serve.scoring.deployments import AnomalyScorer, RuleScorer, ScoringPipeline, XGBoostScorer
 
 
@@ -27,8 +28,9 @@ class ScoringAppArgs(BaseModel):
         state_group: name of the set of state actors (one set per deployment environment).
         state_max_keys: most windows (accounts and agents) one shard keeps in memory; the least
             recently used are dropped and rebuilt from the store when next needed.
-        graph_hops: neighbourhood radius of the transfer-graph context (cycles of n hops need
-            n - 1).
+        graph_hops: longest path the transfer graph's cycle and chain searches walk back from a
+            transfer, in earlier transfers (a cycle or chain of n transfers needs n - 1); the
+            rules' own bounds apply within it.
         detached_state: state actors outlive pipeline replicas (keep True in production).
     """
 
@@ -39,7 +41,7 @@ class ScoringAppArgs(BaseModel):
     state_shards: int = Field(default=2, ge=1, le=1024)
     state_group: str = Field(default="default", min_length=1)
     state_max_keys: int = Field(default=200_000, ge=100)
-    graph_hops: int = Field(default=3, ge=1, le=8)
+    graph_hops: int = Field(default=DEFAULT_GRAPH_HOPS, ge=1, le=8)
     detached_state: bool = True
 
 

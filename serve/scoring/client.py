@@ -17,7 +17,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
+from actors.customer_state import (
+    DEFAULT_GRAPH_HOPS,
+    LocalContextBuilder,
+    ShardState,
+    TransferGraph,
+)
 from aml.domain import Decision, PackedList, Transaction
 from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
@@ -186,7 +191,7 @@ def in_process_scoring(
     store: Store,
     *,
     shards: int = 1,
-    graph_hops: int = 3,
+    graph_hops: int = DEFAULT_GRAPH_HOPS,
     rules: Mapping[str, Any] | None = None,
     anomaly: Mapping[str, Any] | None = None,
     xgboost: Mapping[str, Any] | None = None,

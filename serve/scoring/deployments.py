@@ -29,7 +29,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from actors.customer_state import DEFAULT_MAX_KEYS
+from actors.customer_state import DEFAULT_GRAPH_HOPS, DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
 from aml.domain import Decision, PackedList, ScorerResult, Transaction, utcnow
 from aml.features import FeatureParams
@@ -74,7 +74,9 @@ def _sharded_state(state: Mapping[str, Any]) -> ShardedState:
         detached=detached,
         max_keys=int(state.get("max_keys", DEFAULT_MAX_KEYS)),
     )
-    graph = create_graph(group=group, detached=detached, hops=int(state.get("graph_hops", 3)))
+    graph = create_graph(
+        group=group, detached=detached, hops=int(state.get("graph_hops", DEFAULT_GRAPH_HOPS))
+    )
     return ShardedState(shards, graph)
 
 
@@ -120,7 +122,7 @@ class RuleScorer:
         if self._state is None:
             self._state = _sharded_state(self._state_args)
         started = time.perf_counter()
-        contexts = await self._state.observe_and_context(batch)
+        contexts = await self._state.observe_and_context(batch, self._engine.graph_search)
         state_s = time.perf_counter() - started
         evaluations, x = rules_and_features(self._engine, batch, contexts, features)
         return PackedList(evaluations), x, state_s

@@ -31,6 +31,7 @@ from aml.domain import (
     utcnow,
 )
 from aml.features import FEATURE_NAMES, FeatureParams, feature_vector
+from aml.graph import GraphSearch
 from aml.history import HistoryContext
 from aml.policy import PolicyConfig, decide
 from aml.rules.config import RuleConfig, default_rule_config
@@ -76,9 +77,12 @@ class ScorerBreaker:
 
 
 class ContextSource(Protocol):
-    """Point-in-time contexts for a batch (Ray shards or in-process shards)."""
+    """Point-in-time contexts for a batch (Ray shards or in-process shards); ``search`` is what
+    the graph rules of the active configuration look for."""
 
-    async def observe_and_context(self, batch: Sequence[Transaction]) -> list[HistoryContext]: ...
+    async def observe_and_context(
+        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+    ) -> list[HistoryContext]: ...
 
 
 def feature_matrix(
@@ -373,7 +377,7 @@ class InProcessScoring:
         batch = scorable(txs)
         if not batch:
             return []
-        contexts = await self.state.observe_and_context(batch)
+        contexts = await self.state.observe_and_context(batch, self.core.rules.graph_search)
         decisions = self.core.score(batch, contexts, decided_at=utcnow())
         await persist(self.store, batch, decisions, params=self.core.features)
         return decisions

@@ -232,3 +232,83 @@ def test_index_feeds_cycle_search() -> None:
     close = edge("C", "A", 990, 10)
     near = index.edges_near(close.src, hops=3, before=(close.at, close.tx_id))
     assert cycles(near, close) == [["A", "B", "C", "A"]]
+
+
+def _dense_graph(seed: int, n_edges: int, accounts: int) -> list[TransferEdge]:
+    """Random transfers among few accounts over a day, with similar amounts (so that many
+    paths are cycles and chains within the rules' tolerances)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_edges):
+        src, dst = rng.sample(range(accounts), 2)
+        out.append(edge(f"a{src}", f"a{dst}", rng.uniform(900, 1100), i * 1440 / n_edges))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rule_edges_hold_exactly_what_the_searches_find_over_every_edge(seed: int) -> None:
+    """The index runs the cycle and chain searches over its own per-account lists: the rules,
+    searching the few edges it hands out, find the same cycles and chains as over the whole
+    edge list (what training and backtests give them), and nothing else is handed out."""
+    from aml.rules import RuleEngine, default_rule_config
+
+    search = RuleEngine(default_rule_config()).graph_search
+    edges = _dense_graph(seed, 1_500, 40)
+    index = EdgeIndex(timedelta(days=7))
+    found_any = 0
+    for i, new in enumerate(edges):
+        index.add(new)
+        if i % 7:
+            continue  # every seventh transfer is scored: enough, and the test stays fast
+        before = edges[:i]
+        got = index.rule_edges(new, search, max_hops=8)
+        assert all((e.at, e.tx_id) < (new.at, new.tx_id) for e in got)
+        cycle_args = {
+            "max_hops": search.cycle_max_hops,
+            "window": search.cycle_window,
+            "amount_tolerance": search.cycle_tolerance,
+            "max_results": search.cycle_results,
+        }
+        chain_args = {
+            "min_hops": search.chain_min_hops,
+            "window": search.chain_window,
+            "ratio": search.chain_ratio,
+            "max_results": search.chain_results,
+        }
+        full = (
+            find_cycles(before, new, **cycle_args),  # type: ignore[arg-type]
+            find_chains(before, new, **chain_args),  # type: ignore[arg-type]
+        )
+        small = (
+            find_cycles(got, new, **cycle_args),  # type: ignore[arg-type]
+            find_chains(got, new, **chain_args),  # type: ignore[arg-type]
+        )
+        assert small == full
+        on_paths = {e.tx_id for paths in full for path in paths for e in path} - {new.tx_id}
+        assert {e.tx_id for e in got} == on_paths
+        found_any += bool(on_paths)
+    assert found_any > 20  # the graph is dense enough for the searches to find things
+
+
+def test_rule_edges_around_a_hub_stay_small() -> None:
+    """Thousands of customers pay one merchant: a transfer into it gets no edges (it closes no
+    cycle and ends no chain) instead of the hub's whole neighbourhood; a real cycle through
+    the hub is still handed out whole."""
+    from aml.rules import RuleEngine, default_rule_config
+
+    search = RuleEngine(default_rule_config()).graph_search
+    index = EdgeIndex(timedelta(days=7))
+    for i in range(3_000):
+        index.add(edge(f"c{i}", "HUB", 50 + i % 400, i * 0.1))
+    payment = edge("c9999", "HUB", 120, 400)
+    index.add(payment)
+    assert index.rule_edges(payment, search, max_hops=8) == []
+    # What the neighbourhood was: the edges the index keeps per account (256, this one among
+    # them), for every payment.
+    assert len(index.edges_near("HUB", 1, before=(payment.at, payment.tx_id))) == 255
+    out = edge("HUB", "x", 5_000, 401)
+    back = edge("x", "c42", 4_900, 402)
+    closing = edge("c42", "HUB", 4_800, 403)
+    for e in (out, back, closing):
+        index.add(e)
+    assert index.rule_edges(closing, search, max_hops=8) == [out, back]
