@@ -75,6 +75,11 @@ class IngressMetrics:
         self.replayed_events = Counter(
             "aml_ingest_replayed_events_total", "Spooled events replayed into the store", registry=r
         )
+        self.replay_deferred_seconds = Counter(
+            "aml_ingest_replay_deferred_seconds_total",
+            "Time spool replays waited for the event loop to have time to spare (acks first)",
+            registry=r,
+        )
         self.spool_corrupt_records = Counter(
             "aml_ingest_spool_corrupt_records_total",
             "Spool records ignored because their checksum failed (torn writes)",

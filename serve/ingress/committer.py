@@ -15,6 +15,12 @@ retries the store with back-off and replays the spool in order, always before an
 reaches the store: once little is left to replay, new events wait for that rest (in memory) and
 then go straight to the store again. A process started with a non-empty spool drains it before it
 accepts new events.
+
+Acknowledgements come first: a replay batch costs this process decoding, encoding and a hand-off
+to scoring, and sets the store and the scorers to work, all competing with the requests being
+answered. While acks come from the spool, the drainer therefore replays only when the event loop
+has time to spare (its lag, measured every few milliseconds, is within a budget), and at least
+one batch every ``replay_max_defer`` seconds so that decisions never stop.
 """
 
 from __future__ import annotations
@@ -79,6 +85,42 @@ class Ack:
         if self.spooled:
             body["spooled"] = True
         return body
+
+
+class LoopLag:
+    """How late the event loop runs timers: the largest lag of the last ``window`` ticks.
+
+    A tick sleeps ``tick`` seconds and records how much longer it took; a loop busy with
+    requests (or starved of CPU) shows as lag before its senders time out.
+    """
+
+    def __init__(self, tick: float = 0.01, window: int = 20) -> None:
+        self._tick = tick
+        self._samples: list[float] = [0.0] * window
+        self._next = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+
+    @property
+    def recent(self) -> float:
+        """Largest lag (seconds) of the last ticks."""
+        return max(self._samples)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self._tick)
+            self._samples[self._next] = max(0.0, loop.time() - started - self._tick)
+            self._next = (self._next + 1) % len(self._samples)
 
 
 @dataclass(slots=True)
@@ -183,6 +225,10 @@ class Committer:
             straight to the store; a batch that waited that long is spooled after all, and the
             next attempt backs off (``retry_initial`` doubling up to ``catch_up_max``).
         max_in_flight: most group commits written at once.
+        replay_lag_budget: while acks come from the spool, a replay batch waits until the
+            event loop's lag (:class:`LoopLag`) is within this (seconds).
+        replay_max_defer: ... but no longer than this (seconds): decisions keep coming, at
+            one replay batch per this period at least.
         calm_after: a store that was written to directly for this long (seconds) after a
             catch-up counts as recovered. An overload sooner than that means the catch-up was
             premature (the machine is past what the store can take directly): acks stay on
@@ -213,6 +259,8 @@ class Committer:
         max_in_flight: int = 2,
         calm_after: float = 30.0,
         catch_up_max: float = 60.0,
+        replay_lag_budget: float = 0.05,
+        replay_max_defer: float = 5.0,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -246,6 +294,9 @@ class Committer:
         self._calm_after = calm_after
         self._catch_up_max = max(catch_up_max, retry_initial)
         self._left_spool_at = float("-inf")  # loop time spool mode last ended
+        self._lag = LoopLag()
+        self._replay_lag_budget = replay_lag_budget
+        self._replay_max_defer = replay_max_defer
         self._drain_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
@@ -270,6 +321,7 @@ class Committer:
             if self._spool_mode:
                 log.warning("store unreachable at start; acknowledging from the spool")
         self._update_gauges()
+        self._lag.start()
         self._flusher = asyncio.get_running_loop().create_task(self._run_flusher())
         self._drainer = asyncio.get_running_loop().create_task(self._run_drainer())
         if self._spool_mode:
@@ -282,6 +334,7 @@ class Committer:
             await stop_task(self._flusher)
         if self._drainer is not None:
             await stop_task(self._drainer)
+        await self._lag.stop()
         await self._dispatcher.wait_idle()
         await asyncio.to_thread(self._spool.close)
 
@@ -624,6 +677,7 @@ class Committer:
             for segment in segments:
                 contents = await asyncio.to_thread(self._spool.read_segment, segment)
                 for subs in self._replay_batches(contents.records):
+                    await self._yield_to_acks()
                     try:
                         _acks, new = await self._store_batch(subs, replay=True)
                     except ConnectionFailure:
@@ -641,6 +695,27 @@ class Committer:
                 else:
                     await asyncio.to_thread(self._spool.remove, segment)
                 self._update_gauges()
+
+    async def _yield_to_acks(self) -> None:
+        """While acks come from the spool, wait until the event loop has time to spare for the
+        next replay batch (at most ``replay_max_defer``). Not while the last part of the spool
+        is replayed: new events are waiting for that."""
+        if not self._spool_mode or self._finishing:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pause = 0.02
+        deferred = False
+        while (
+            self._lag.recent > self._replay_lag_budget
+            and loop.time() - started < self._replay_max_defer
+            and not self._finishing
+        ):
+            deferred = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        if deferred:
+            self._metrics.replay_deferred_seconds.inc(loop.time() - started)
 
     def _replay_batches(self, records: list[dict[str, Any]]) -> list[list[Submission]]:
         """A segment's records (one per spooled batch, often small) regrouped into store writes

@@ -376,6 +376,52 @@ async def test_an_overload_soon_after_a_catch_up_keeps_acks_on_the_spool(
     assert Spool(tmp_path / "spool").is_empty()
 
 
+@pytest.mark.parametrize("max_defer", [30.0, 0.3])
+async def test_replays_wait_while_the_event_loop_is_busy_answering(
+    store: Store, tmp_path: Path, max_defer: float
+) -> None:
+    """Acks come first: while acks come from the spool and the event loop is busy (here: 30 ms
+    blocks, as a process saturated by requests), spooled events are not replayed; once it has
+    time to spare they are, each once. ``replay_max_defer`` bounds the wait, so a loop that
+    stays busy still gets its events replayed."""
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=4,
+        batch_wait=0.0,
+        overload_ack=0.0,  # the first direct write puts acks on the spool
+        catch_up_bytes=-1,  # only an empty spool ends spool mode
+        replay_max_defer=max_defer,
+    )
+    await c.start()
+    busy = True
+
+    async def answer_requests() -> None:
+        while busy:
+            time.sleep(0.03)  # a burst of request handling, holding the loop
+            await asyncio.sleep(0)
+
+    hog = asyncio.get_running_loop().create_task(answer_requests())
+    first = make_tx()
+    assert not (await c.submit(submission(first))).spooled
+    spooled = [make_tx() for _ in range(10)]
+    acks = await c.submit_many([submission(t) for t in spooled])
+    assert all(a.spooled for a in acks)
+    await asyncio.sleep(1.5)
+    if max_defer > 5:
+        assert await store.transactions.count() == 1, "replayed while acks were waiting"
+    else:
+        assert await store.transactions.count() == 11, "replays stopped altogether"
+    busy = False
+    await hog
+    await wait_for(lambda: c.store_available)
+    await c.close()
+    assert await store.transactions.count() == 11
+    assert sorted(handoff.ids) == sorted(t.id for t in [first, *spooled])
+
+
 async def test_close_ends_while_the_drainer_is_busy(store: Store, tmp_path: Path) -> None:
     """Every write counts as overloaded, so the drainer is pinging and replaying while the
     committer closes: close still returns, every event is stored once, and one whose replay was
