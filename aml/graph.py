@@ -67,6 +67,15 @@ def _incoming(edges: Iterable[TransferEdge]) -> Incoming:
     return incoming
 
 
+def _incoming_before(
+    edges: Iterable[TransferEdge], new_edge: TransferEdge, window: timedelta
+) -> Incoming:
+    """Predecessors among the ``edges`` that lie within ``window`` before ``new_edge``."""
+    start = new_edge.at - window
+    limit = _key(new_edge)
+    return _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit])
+
+
 @dataclass(frozen=True, slots=True)
 class GraphSearch:
     """What the cycle and layering-chain rules search for (built from the rule configuration by
@@ -124,10 +133,8 @@ def find_cycles(
     Returns:
         Cycles as edge lists in time order, each ending with ``new_edge``.
     """
-    start = new_edge.at - window
-    limit = _key(new_edge)
     return _cycles(
-        _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit]),
+        _incoming_before(edges, new_edge, window),
         new_edge,
         max_hops=max_hops,
         amount_tolerance=amount_tolerance,
@@ -208,10 +215,8 @@ def find_chains(
         Chains in time order, each ending with ``new_edge``; only maximal ones are returned
         (a chain is not repeated as a shorter suffix of a longer one found).
     """
-    start = new_edge.at - window
-    limit = _key(new_edge)
     return _chains(
-        _incoming([e for e in edges if start <= e.at and (e.at, e.tx_id) < limit]),
+        _incoming_before(edges, new_edge, window),
         new_edge,
         min_hops=min_hops,
         ratio=ratio,
