@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from actors.customer_state import DEFAULT_GRAPH_HOPS
 from aml.domain import Direction, Transaction, TransactionType
-from aml.graph import EdgeIndex
+from aml.graph import EdgeIndex, GraphSearch
 from aml.history import (
     COUNTERPARTY_LOOKBACK,
     MAX_LOOKBACK,
@@ -166,8 +167,10 @@ class Replay:
     config: RuleConfig
     windows: dict[str, deque[Transaction]] = field(default_factory=lambda: defaultdict(deque))
     index: EdgeIndex = field(init=False)
+    search: GraphSearch = field(init=False)
 
     def __post_init__(self) -> None:
+        self.search = RuleEngine(self.config).graph_search
         p = self.config.params
         span = max(p.cycle_window_hours * 60, p.stacking_window_minutes)
         self.index = EdgeIndex(timedelta(minutes=span), max_edges=500_000)
@@ -191,11 +194,12 @@ class Replay:
         )
 
     def near(self, tx: Transaction) -> list[TransferEdge]:
+        """The transfer's edges for the graph rules, as the transfer-graph actor hands them out
+        (its own cycle and chain searches over the index)."""
         e = edge_of(tx)
         if e is None:
             return []
-        hops = max(self.config.params.cycle_max_hops, self.config.params.stacking_min_hops) - 1
-        return self.index.edges_near(e.src, hops, before=(tx.occurred_at, tx.id))
+        return self.index.rule_edges(e, self.search, max_hops=DEFAULT_GRAPH_HOPS + 1)
 
     def record(self, tx: Transaction) -> None:
         self.windows[tx.account_id].append(tx)
