@@ -257,7 +257,7 @@ class Committer:
         replay_timeout: float = 60.0,
         catch_up_bytes: int = 1 << 20,
         max_in_flight: int = 2,
-        calm_after: float = 30.0,
+        calm_after: float = 10.0,
         catch_up_max: float = 60.0,
         replay_lag_budget: float = 0.05,
         replay_max_defer: float = 5.0,
