@@ -628,11 +628,10 @@ class TransferGraph:
                 index.add(edge)
         out: list[list[TransferEdge]] = PackedList()  # the graph actor's answer
         for tx, edge in zip(batch, edges, strict=True):
-            index = self.indexes.get(tx.tenant) if edge is not None else None
-            if edge is None or index is None:
+            if edge is None:
                 out.append([])
-                continue
-            out.append(index.rule_edges(edge, search, max_hops=max_hops))
+            else:  # its tenant's index was created when the edge was added above
+                out.append(self.indexes[tx.tenant].rule_edges(edge, search, max_hops=max_hops))
         return out
 
 

@@ -655,11 +655,7 @@ class Committer:
                         log.info("spool drained; events go straight to the store again")
                     self._update_gauges()
                     return True
-                if (
-                    self._spool_mode
-                    and not self._finishing
-                    and asyncio.get_running_loop().time() >= self._next_catch_up
-                ):
+                if self._spool_mode and not self._finishing and now >= self._next_catch_up:
                     backlog = await asyncio.to_thread(self._spool.pending_bytes)
                     if backlog <= self._catch_up_bytes:
                         # Nothing more is appended: the batches that arrive meanwhile wait for
