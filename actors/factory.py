@@ -36,6 +36,7 @@ from actors.customer_state import (
     observe_with_rebuild,
     route,
 )
+from actors.view_link import LinkedViews, ViewLink, ViewSender
 from aml.domain import PackedList, Transaction
 from aml.gc_tuning import collect_rarely
 from aml.graph import GraphSearch
@@ -72,6 +73,7 @@ class StateShard:
         self._uri = mongo_uri
         self._db_name = db_name
         self._store: Store | None = None
+        self._links = ViewSender()
         collect_rarely()
 
     def _get_store(self) -> Store:
@@ -87,8 +89,12 @@ class StateShard:
         return await observe_with_rebuild(self.state, items, source)
 
     async def observe_transactions(
-        self, txs: Sequence[Transaction], shard: int, shards: int
-    ) -> list[tuple[Transaction, ...]]:
+        self,
+        txs: Sequence[Transaction],
+        shard: int,
+        shards: int,
+        link: str | None = None,
+    ) -> list[tuple[Transaction, ...]] | LinkedViews:
         """:meth:`observe_and_views` for this shard's items among ``txs``, found here.
 
         The caller sends the transactions this shard needs (in batch order) rather than its
@@ -100,8 +106,11 @@ class StateShard:
             txs: the batch's transactions that touch this shard, in batch order.
             shard: this shard's index.
             shards: the number of shards the caller routes to.
+            link: the caller's link id (see :mod:`actors.view_link`): the views come back as
+                slots, each transaction sent to that caller once; ``None``: as transactions.
         """
-        return await self.observe_and_views(route(txs, shards).get(shard, []))
+        views = await self.observe_and_views(route(txs, shards).get(shard, []))
+        return views if link is None else self._links.encode(link, views)
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
@@ -110,6 +119,7 @@ class StateShard:
             "windows": len(self.state.windows),
             "entries": sum(len(w) for w in self.state.windows.values()),
             "rebuilds": self.state.rebuilds,
+            **self._links.stats(),
             "newest": self.state.newest.isoformat() if self.state.newest else None,
         }
 
@@ -187,11 +197,16 @@ def create_state_shards(
 
 class ShardedState:
     """Caller side of the shards: one call per touched shard per batch, views merged; the
-    transfer graph (when given) is asked in parallel with the shards."""
+    transfer graph (when given) is asked in parallel with the shards.
+
+    Each shard sends this caller a transaction once and names it by slot afterwards (one
+    :class:`~actors.view_link.ViewLink` per shard): see :mod:`actors.view_link`.
+    """
 
     def __init__(self, shards: Sequence[Any], graph: Any | None = None) -> None:
         self.shards = list(shards)
         self.graph = graph
+        self.links = [ViewLink() for _ in self.shards]
 
     async def observe_and_context(
         self, batch: Sequence[Transaction], search: GraphSearch | None = None
@@ -202,7 +217,7 @@ class ShardedState:
             return []
         plan = route(batch, len(self.shards))
         order = list(plan.items())
-        calls = [self._observe(s, items) for s, items in order]
+        calls = [self._linked(s, items) for s, items in order]
         if self.graph is not None:
             calls.append(self.graph.observe_and_edges.remote(PackedList(batch), search))
         results = await asyncio.gather(*calls)
@@ -210,7 +225,21 @@ class ShardedState:
         answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
         return merge_views(batch, answers, edges)
 
-    def _observe(self, shard: int, items: Sequence[ShardItem]) -> Any:
+    async def _linked(self, shard: int, items: Sequence[ShardItem]) -> Any:
+        """One shard's views over this caller's link (applied as soon as the reply is in,
+        whatever happens to the rest of the batch)."""
+        link = self.links[shard]
+        ticket, link_id = link.request()
+        delivered = False
+        try:
+            reply = await self._observe(shard, items, link_id)
+            delivered = True
+        finally:
+            if not delivered:  # failed or cancelled: later replies must not wait for it
+                link.failed(ticket)
+        return await link.receive(ticket, reply)
+
+    def _observe(self, shard: int, items: Sequence[ShardItem], link: str) -> Any:
         """One shard's call: the transactions its items carry, each once, in batch order."""
         # Upgrades restart Ray (docs/operating.md), so every shard runs this release's code.
         txs: list[Transaction] = PackedList()
@@ -219,4 +248,4 @@ class ShardedState:
             if item.index != last:
                 txs.append(item.tx)
                 last = item.index
-        return self.shards[shard].observe_transactions.remote(txs, shard, len(self.shards))
+        return self.shards[shard].observe_transactions.remote(txs, shard, len(self.shards), link)
