@@ -136,14 +136,19 @@ class ShardItem:
 _new_item = fast_init(ShardItem)
 
 
-def route(batch: Sequence[Transaction], n_shards: int) -> dict[int, list[ShardItem]]:
-    """Split a batch into one list of items per shard (one call per shard per batch)."""
+def route(
+    batch: Sequence[Transaction], n_shards: int, only: int | None = None
+) -> dict[int, list[ShardItem]]:
+    """Split a batch into one list of items per shard (one call per shard per batch);
+    ``only``: that shard's items alone."""
     plan: dict[int, list[ShardItem]] = {}
     crc32 = zlib.crc32
     for i, tx in enumerate(batch):
         for role, key in keys_for(tx):
             # shard_of, inlined (same token, same hash).
             shard = crc32(f"{key.kind}\x1f{key.tenant}\x1f{key.name}".encode()) % n_shards
+            if only is not None and shard != only:
+                continue
             items = plan.get(shard)
             if items is None:
                 # Packed: each list is one shard actor's argument (see PackedList).
@@ -584,6 +589,15 @@ def transfer_edge(tx: Transaction) -> TransferEdge | None:
 _new_edge = fast_init(TransferEdge)
 
 
+def tenant_edges(batch: Sequence[Transaction]) -> list[tuple[str, TransferEdge] | None]:
+    """Each transaction's tenant and money edge (``None`` when it has none), in batch order."""
+    out: list[tuple[str, TransferEdge] | None] = PackedList()
+    for tx in batch:
+        edge = transfer_edge(tx)
+        out.append(None if edge is None else (tx.tenant, edge))
+    return out
+
+
 class TransferGraph:
     """Recent transfer edges per tenant (one :class:`~aml.graph.EdgeIndex` each).
 
@@ -614,24 +628,30 @@ class TransferGraph:
         around a busy account. Paths are at most ``hops + 1`` transfers long. Every other
         transaction gets an empty list.
         """
+        return self.observe_edges(tenant_edges(batch), search)
+
+    def observe_edges(
+        self, edges: Sequence[tuple[str, TransferEdge] | None], search: GraphSearch | None = None
+    ) -> list[list[TransferEdge]]:
+        """:meth:`observe_and_edges` from each transaction's ``(tenant, edge)`` (``None``: not
+        a transfer between two accounts), see :func:`tenant_edges`: what the graph actor is
+        sent instead of the batch."""
         if search is None:
             search = default_graph_search()
         max_hops = self.hops + 1
-        edges: list[TransferEdge | None] = []
-        for tx in batch:
-            edge = transfer_edge(tx)
-            edges.append(edge)
-            if edge is not None:
-                index = self.indexes.get(tx.tenant)
+        indexes = self.indexes
+        for item in edges:
+            if item is not None:
+                index = indexes.get(item[0])
                 if index is None:
-                    index = self.indexes[tx.tenant] = EdgeIndex(self.window)
-                index.add(edge)
+                    index = indexes[item[0]] = EdgeIndex(self.window)
+                index.add(item[1])
         out: list[list[TransferEdge]] = PackedList()  # the graph actor's answer
-        for tx, edge in zip(batch, edges, strict=True):
-            if edge is None:
+        for item in edges:
+            if item is None:
                 out.append([])
             else:  # its tenant's index was created when the edge was added above
-                out.append(self.indexes[tx.tenant].rule_edges(edge, search, max_hops=max_hops))
+                out.append(indexes[item[0]].rule_edges(item[1], search, max_hops=max_hops))
         return out
 
 

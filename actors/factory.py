@@ -35,9 +35,10 @@ from actors.customer_state import (
     merge_views,
     observe_with_rebuild,
     route,
+    tenant_edges,
 )
 from actors.view_link import LinkedViews, ViewLink, ViewSender
-from aml.domain import PackedList, Transaction
+from aml.domain import SealedBatch, Transaction, sealed
 from aml.gc_tuning import collect_rarely
 from aml.graph import GraphSearch
 from aml.history import HistoryContext
@@ -97,19 +98,20 @@ class StateShard:
     ) -> list[tuple[Transaction, ...]] | LinkedViews:
         """:meth:`observe_and_views` for this shard's items among ``txs``, found here.
 
-        The caller sends the transactions this shard needs (in batch order) rather than its
-        items: a transaction with several roles on a shard then crosses once, and no item is
-        pickled. :func:`route` picks this shard's items in the same order as the caller's plan,
-        so the answers line up with it.
+        The caller sends the batch rather than this shard's items: a transaction with several
+        roles on a shard then crosses once, no item is pickled, and a received
+        :class:`~aml.domain.SealedBatch` is passed on as the bytes it came in. :func:`route`
+        picks this shard's items in the same order as the caller's plan, so the answers line up
+        with it.
 
         Args:
-            txs: the batch's transactions that touch this shard, in batch order.
+            txs: the batch (or the part of it that touches this shard), in batch order.
             shard: this shard's index.
             shards: the number of shards the caller routes to.
             link: the caller's link id (see :mod:`actors.view_link`): the views come back as
                 slots, each transaction sent to that caller once; ``None``: as transactions.
         """
-        views = await self.observe_and_views(route(txs, shards).get(shard, []))
+        views = await self.observe_and_views(route(txs, shards, only=shard).get(shard, []))
         return views if link is None else self._links.encode(link, views)
 
     def stats(self) -> dict[str, Any]:
@@ -215,37 +217,33 @@ class ShardedState:
         what the graph rules look for, see ``TransferGraph.observe_and_edges``)."""
         if not batch:
             return []
+        batch = sealed(batch)
         plan = route(batch, len(self.shards))
         order = list(plan.items())
-        calls = [self._linked(s, items) for s, items in order]
+        calls = [self._linked(batch, s, items) for s, items in order]
         if self.graph is not None:
-            calls.append(self.graph.observe_and_edges.remote(PackedList(batch), search))
+            calls.append(self.graph.observe_edges.remote(tenant_edges(batch), search))
         results = await asyncio.gather(*calls)
         edges = results.pop() if self.graph is not None else None
         answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
         return merge_views(batch, answers, edges)
 
-    async def _linked(self, shard: int, items: Sequence[ShardItem]) -> Any:
+    async def _linked(
+        self, batch: SealedBatch[Transaction], shard: int, items: Sequence[ShardItem]
+    ) -> Any:
         """One shard's views over this caller's link (applied as soon as the reply is in,
         whatever happens to the rest of the batch)."""
         link = self.links[shard]
         ticket, link_id = link.request()
         delivered = False
         try:
-            reply = await self._observe(shard, items, link_id)
+            # The whole batch, as the bytes it arrived in; the shard picks its own items.
+            call = self.shards[shard].observe_transactions.remote(
+                batch, shard, len(self.shards), link_id
+            )
+            reply = await call
             delivered = True
         finally:
             if not delivered:  # failed or cancelled: later replies must not wait for it
                 link.failed(ticket)
         return await link.receive(ticket, reply)
-
-    def _observe(self, shard: int, items: Sequence[ShardItem], link: str) -> Any:
-        """One shard's call: the transactions its items carry, each once, in batch order."""
-        # Upgrades restart Ray (docs/operating.md), so every shard runs this release's code.
-        txs: list[Transaction] = PackedList()
-        last = -1
-        for item in items:  # in batch order: a transaction's items are adjacent
-            if item.index != last:
-                txs.append(item.tx)
-                last = item.index
-        return self.shards[shard].observe_transactions.remote(txs, shard, len(self.shards), link)

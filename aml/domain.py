@@ -11,7 +11,7 @@ import hashlib
 import operator
 import pickle
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -241,6 +241,38 @@ class PackedList(list[_T]):
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return self.__reduce__()
+
+
+def _unseal(data: bytes) -> SealedBatch[Any]:
+    batch: SealedBatch[Any] = SealedBatch(pickle.loads(data))
+    batch._blob = data
+    return batch
+
+
+class SealedBatch(tuple[_T, ...]):
+    """An immutable batch that crosses process boundaries as one pickled blob, pickled once.
+
+    Like :class:`PackedList`, but a received batch keeps the bytes it came in, so passing it on
+    (the scoring pipeline to the rule replica, the rule replica to every state shard it
+    touches) sends those bytes again instead of pickling every transaction anew. A tuple, so
+    the kept bytes always match what it holds.
+    """
+
+    _blob: bytes | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        blob = self._blob
+        if blob is None:
+            blob = self._blob = pickle.dumps(tuple(self), protocol=pickle.HIGHEST_PROTOCOL)
+        return _unseal, (blob,)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return self.__reduce__()
+
+
+def sealed(items: Iterable[_T]) -> SealedBatch[_T]:
+    """``items`` as a :class:`SealedBatch` (itself when it already is one)."""
+    return items if isinstance(items, SealedBatch) else SealedBatch(items)
 
 
 _UNIT: dict[str, float] = {}

@@ -33,9 +33,9 @@ from typing import Any
 from aml.domain import (
     ActorType,
     Direction,
-    PackedList,
     Transaction,
     TransactionType,
+    sealed,
     stable_id,
 )
 from serve.scoring.client import DEFAULT_BATCH
@@ -277,8 +277,8 @@ def run_serve(
             async def one(b: list[Transaction]) -> None:
                 nonlocal done
                 async with sem:
-                    # Packed as ``ServeScoring`` sends it (one pickled blob, see PackedList).
-                    decisions = await handle.score.remote(PackedList(b))
+                    # Sealed as ``ServeScoring`` sends it (one pickled blob, see SealedBatch).
+                    decisions = await handle.score.remote(sealed(b))
                 done += len(decisions)
 
             await asyncio.gather(*(one(b) for b in batches))

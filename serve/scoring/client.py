@@ -23,7 +23,7 @@ from actors.customer_state import (
     ShardState,
     TransferGraph,
 )
-from aml.domain import Decision, PackedList, Transaction
+from aml.domain import Decision, Transaction, sealed
 from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
 
@@ -169,7 +169,7 @@ class ServeScoring:
         batch = list({t.id: t for part, _ in parts for t in part}.values())
         wanted = any(waiter.wants_decisions for _, waiter in parts)
         try:
-            decisions, _ = await self.handle.score_and_store.remote(PackedList(batch), wanted)
+            decisions, _ = await self.handle.score_and_store.remote(sealed(batch), wanted)
         except Exception as exc:
             for _, waiter in parts:
                 waiter.fail(exc)

@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.customer_state import DEFAULT_GRAPH_HOPS, DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
-from aml.domain import Decision, PackedList, ScorerResult, Transaction, utcnow
+from aml.domain import Decision, PackedList, ScorerResult, Transaction, sealed, utcnow
 from aml.features import FeatureParams
 from aml.gc_tuning import collect_rarely
 from aml.rules.engine import RuleEngine, RuleEvaluation
@@ -302,7 +302,8 @@ class ScoringPipeline:
         """
         if not batch:
             return []
-        batch = PackedList(batch)
+        # Passed on to RuleScorer and the shards as the bytes it arrived in (see SealedBatch).
+        batch = sealed(batch)
         started = time.perf_counter()
         self._metrics.watch_state(self._shards)
         rules, x, state_s = await self._metrics.timed(

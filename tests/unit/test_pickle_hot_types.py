@@ -28,9 +28,11 @@ from aml.domain import (
     RiskLevel,
     RuleHit,
     ScorerResult,
+    SealedBatch,
     Transaction,
     TransactionStatus,
     TransactionType,
+    sealed,
 )
 from aml.history import HistoryContext, TransferEdge
 from aml.rules.engine import RuleEvaluation
@@ -218,3 +220,30 @@ def test_a_packed_list_arrives_as_the_same_plain_list(dumps: Any) -> None:
     packed = PackedList([1, 2])
     packed.append(3)  # an ordinary list in-process
     assert packed == [1, 2, 3] and isinstance(packed, list)
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_a_sealed_batch_is_pickled_once_and_passed_on_as_the_bytes_it_came_in(
+    dumps: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = make_tx()
+    batch = sealed([FULL_TX, other])
+    assert sealed(batch) is batch
+    received = pickle.loads(dumps(batch))
+    assert isinstance(received, SealedBatch) and received == batch
+    assert list(received) == [FULL_TX, other]
+    # Passing it on does not pickle a transaction again: the same bytes go out.
+    calls = 0
+    reduce = Transaction.__reduce__
+
+    def counting(self: Transaction, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return reduce(self)
+
+    monkeypatch.setattr(Transaction, "__reduce_ex__", counting)
+    again = dumps(received)
+    assert calls == 0
+    assert pickle.loads(again) == batch
+    assert pickle.loads(dumps(sealed([FULL_TX]))) == (FULL_TX,)
+    assert calls == 1
