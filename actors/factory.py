@@ -37,7 +37,7 @@ from actors.customer_state import (
     route,
     tenant_edges,
 )
-from actors.view_link import LinkedViews, ViewLink, ViewSender
+from actors.view_link import DEFAULT_LINK_CAPACITY, LinkedViews, ViewLink, ViewSender
 from aml.domain import SealedBatch, Transaction, sealed
 from aml.gc_tuning import collect_rarely
 from aml.graph import GraphSearch
@@ -59,12 +59,15 @@ class StateShard:
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         late_slack_s: float = DEFAULT_LATE_SLACK.total_seconds(),
+        link_capacity: int = DEFAULT_LINK_CAPACITY,
     ) -> None:
         """Args:
         mongo_uri: store to rebuild windows from; ``None`` keeps state in memory only.
         db_name: database name in that store.
         max_keys: most windows held (least recently used are dropped, then rebuilt).
         late_slack_s: lateness answered from memory before a window is rebuilt.
+        link_capacity: transactions sent once per caller and then named by slot (see
+            :mod:`actors.view_link`).
         """
         self.state = ShardState(
             max_keys=max_keys,
@@ -74,7 +77,7 @@ class StateShard:
         self._uri = mongo_uri
         self._db_name = db_name
         self._store: Store | None = None
-        self._links = ViewSender()
+        self._links = ViewSender(capacity=link_capacity)
         collect_rarely()
 
     def _get_store(self) -> Store:
@@ -171,6 +174,7 @@ def create_state_shards(
     mongo_uri: str | None,
     db_name: str,
     max_keys: int = DEFAULT_MAX_KEYS,
+    link_capacity: int = DEFAULT_LINK_CAPACITY,
     group: str = "default",
     namespace: str = NAMESPACE,
     detached: bool = True,
@@ -192,7 +196,9 @@ def create_state_shards(
         if detached:
             opts["lifetime"] = "detached"
         handles.append(
-            StateShardActor.options(**opts).remote(mongo_uri, db_name, max_keys=max_keys)  # type: ignore[attr-defined]
+            StateShardActor.options(**opts).remote(  # type: ignore[attr-defined]
+                mongo_uri, db_name, max_keys=max_keys, link_capacity=link_capacity
+            )
         )
     return handles
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from actors.customer_state import DEFAULT_GRAPH_HOPS
+from actors.view_link import DEFAULT_LINK_CAPACITY
 from serve.scoring.deployments import AnomalyScorer, RuleScorer, ScoringPipeline, XGBoostScorer
 
 
@@ -28,6 +29,9 @@ class ScoringAppArgs(BaseModel):
         state_group: name of the set of state actors (one set per deployment environment).
         state_max_keys: most windows (accounts and agents) one shard keeps in memory; the least
             recently used are dropped and rebuilt from the store when next needed.
+        state_link_capacity: transactions a shard sends one rule replica once and then names by
+            slot (``actors.view_link``); the replica holds that many per shard as objects
+            (about 1 KB each), so memory per rule replica grows with it times the shard count.
         graph_hops: longest path the transfer graph's cycle and chain searches walk back from a
             transfer, in earlier transfers (a cycle or chain of n transfers needs n - 1); the
             rules' own bounds apply within it.
@@ -41,6 +45,7 @@ class ScoringAppArgs(BaseModel):
     state_shards: int = Field(default=2, ge=1, le=1024)
     state_group: str = Field(default="default", min_length=1)
     state_max_keys: int = Field(default=200_000, ge=100)
+    state_link_capacity: int = Field(default=DEFAULT_LINK_CAPACITY, ge=0)
     graph_hops: int = Field(default=DEFAULT_GRAPH_HOPS, ge=1, le=8)
     detached_state: bool = True
 
@@ -53,6 +58,7 @@ def build_app(args: ScoringAppArgs) -> Application:
         "shards": args.state_shards,
         "group": args.state_group,
         "max_keys": args.state_max_keys,
+        "link_capacity": args.state_link_capacity,
         "graph_hops": args.graph_hops,
         "detached": args.detached_state,
     }

@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.customer_state import DEFAULT_GRAPH_HOPS, DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
+from actors.view_link import DEFAULT_LINK_CAPACITY
 from aml.domain import Decision, PackedList, ScorerResult, Transaction, sealed, utcnow
 from aml.features import FeatureParams
 from aml.gc_tuning import collect_rarely
@@ -73,6 +74,7 @@ def _sharded_state(state: Mapping[str, Any]) -> ShardedState:
         group=group,
         detached=detached,
         max_keys=int(state.get("max_keys", DEFAULT_MAX_KEYS)),
+        link_capacity=int(state.get("link_capacity", DEFAULT_LINK_CAPACITY)),
     )
     graph = create_graph(
         group=group, detached=detached, hops=int(state.get("graph_hops", DEFAULT_GRAPH_HOPS))
@@ -236,6 +238,7 @@ class ScoringPipeline:
         """Args:
         rules, anomaly, xgboost: handles of the scorer deployments.
         state: ``mongodb_uri``, ``mongodb_db``, ``shards``, ``group``, ``max_keys``,
+            ``link_capacity``,
             ``graph_hops``, ``detached`` (see ``serve.scoring.app.ScoringAppArgs``).
         """
         self._rules = rules
