@@ -49,6 +49,20 @@ NAMESPACE = "fineract-aml"
 SHARD_NAME = "aml-state-{group}-{index}-of-{count}"
 
 
+def own_transactions(items: Sequence[ShardItem]) -> list[Transaction]:
+    """The transactions a shard's items carry, each object once, in batch order: what the shard
+    and its caller both give link slots (see ``actors.view_link``)."""
+    out: list[Transaction] = []
+    seen: set[int] = set()
+    for item in items:
+        # By object: a batch holding one object twice holds it twice on both sides too.
+        key = id(item.tx)
+        if key not in seen:
+            seen.add(key)
+            out.append(item.tx)
+    return out
+
+
 class StateShard:
     """One shard of customer windows, backed by the store for rebuilds (run as a Ray actor)."""
 
@@ -114,8 +128,9 @@ class StateShard:
             link: the caller's link id (see :mod:`actors.view_link`): the views come back as
                 slots, each transaction sent to that caller once; ``None``: as transactions.
         """
-        views = await self.observe_and_views(route(txs, shards, only=shard).get(shard, []))
-        return views if link is None else self._links.encode(link, views)
+        items = route(txs, shards, only=shard).get(shard, [])
+        views = await self.observe_and_views(items)
+        return views if link is None else self._links.encode(link, views, own_transactions(items))
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
@@ -240,6 +255,7 @@ class ShardedState:
         """One shard's views over this caller's link (applied as soon as the reply is in,
         whatever happens to the rest of the batch)."""
         link = self.links[shard]
+        own = own_transactions(items)  # what the shard keeps of the batch, as it lists them
         ticket, link_id = link.request()
         delivered = False
         try:
@@ -252,4 +268,4 @@ class ShardedState:
         finally:
             if not delivered:  # failed or cancelled: later replies must not wait for it
                 link.failed(ticket)
-        return await link.receive(ticket, reply)
+        return await link.receive(ticket, reply, own)

@@ -14,10 +14,12 @@ A *link* is the pair (caller, shard). Over a link the shard sends a transaction 
   caller applies them in that order, whatever the order in which its concurrent batches get
   them back: a reply that arrives early waits for the ones before it. A reply may therefore
   name any slot an earlier reply carried.
+* The caller's own batch needs no sending back: the shard gives the transactions it observed
+  from the batch the next slots in batch order, and so does the caller, which has them.
 * The shard keeps at most ``capacity`` slots per link; the oldest are dropped, and the reply
-  that drops them lists them in ``forget`` (applied in order, nothing later names them). A slot
-  is never reused, so a transaction the shard now holds as another object (a window reloaded
-  from the store) gets a new slot and the old one is forgotten.
+  that drops them lists them in ``forget`` (applied in order, nothing later names them). Slots
+  go by object: a transaction the shard holds as another object (a window loaded from the
+  store) has its own slot, and the caller gets that object.
 * A reply that never reaches the caller (the call failed or the batch was cancelled) would
   hold back every later one, so the caller then drops the link: the replies waiting on it fail
   (their batches are retried, and observing a batch twice changes nothing) and later batches
@@ -35,7 +37,7 @@ import asyncio
 import pickle
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +60,7 @@ class StaleReply(LinkBroken):
 
 
 def _load_linked(data: bytes) -> LinkedViews:
-    epoch, seq, base, new, forget, views = pickle.loads(data)
-    return LinkedViews(epoch, seq, base, new, forget, views)
+    return LinkedViews(*pickle.loads(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class LinkedViews:
     Attributes:
         epoch: the shard's incarnation (ordered by start time).
         seq: this reply's number on the link (0, 1, ... per epoch).
+        own_base: slot of the first of the caller's own transactions (see ``ViewSender.encode``):
+            the ``j``-th has slot ``own_base + j``.
         base: slot of ``new[0]``; ``new[j]`` has slot ``base + j``.
         new: transactions sent in this reply.
         forget: slots the caller deletes after applying this reply.
@@ -77,6 +80,7 @@ class LinkedViews:
 
     epoch: str
     seq: int
+    own_base: int
     base: int
     new: list[Transaction]
     forget: list[int]
@@ -84,7 +88,15 @@ class LinkedViews:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # One blob with the standard pickler (see aml.domain.PackedList).
-        fields = (self.epoch, self.seq, self.base, self.new, self.forget, self.views)
+        fields = (
+            self.epoch,
+            self.seq,
+            self.own_base,
+            self.base,
+            self.new,
+            self.forget,
+            self.views,
+        )
         return _load_linked, (pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL),)
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
@@ -92,48 +104,77 @@ class LinkedViews:
 
 
 class _Sender:
-    """The shard's side of one link."""
+    """The shard's side of one link.
 
-    __slots__ = ("_next_slot", "_sent", "capacity", "seq")
+    Slots go by object, not by transaction id: windows loaded from the store hold their own
+    copies (an account's and a client's window each load one), and keyed by id two copies
+    named in turn would each replace the other's slot and be sent again every time. The
+    objects are held here, so an identity is never reused while its slot lives.
+    """
+
+    __slots__ = ("_held", "_next_slot", "_order", "_slot_of", "capacity", "seq")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.seq = -1
         self._next_slot = 0
-        # Transaction id -> (slot, the object sent under it).
-        self._sent: OrderedDict[str, tuple[int, Transaction]] = OrderedDict()
+        self._slot_of: dict[int, int] = {}  # id(object) -> slot
+        self._held: dict[int, Transaction] = {}  # id(object) -> object
+        self._order: deque[int] = deque()  # the same ids, oldest first
 
-    def encode(self, epoch: str, views: Sequence[Sequence[Transaction]]) -> LinkedViews:
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def _add(self, tx: Transaction, slot: int, forget: list[int]) -> None:
+        key = id(tx)
+        old = self._slot_of.get(key)
+        if old is None:
+            self._held[key] = tx
+            self._order.append(key)
+        else:  # registered before under another slot (keeps its place in the order)
+            forget.append(old)
+        self._slot_of[key] = slot
+
+    def encode(
+        self, epoch: str, views: Sequence[Sequence[Transaction]], own: Sequence[Transaction]
+    ) -> LinkedViews:
         self.seq += 1
-        sent = self._sent
+        slot_of, held, order = self._slot_of, self._held, self._order
         forget: list[int] = []
         # Dropped before encoding, so neither this reply nor a later one names them.
-        while len(sent) > self.capacity:
-            forget.append(sent.popitem(last=False)[1][0])
-        base = self._next_slot
+        while len(order) > self.capacity:
+            key = order.popleft()
+            forget.append(slot_of.pop(key))
+            del held[key]
+        # The caller's own transactions: it holds them already, under the same slots.
+        own_base = self._next_slot
+        for j, tx in enumerate(own):
+            self._add(tx, own_base + j, forget)
+        base = next_slot = own_base + len(own)
         new: list[Transaction] = []
         out: list[tuple[int, ...]] = []
-        get = sent.get
+        get = slot_of.get
         for view in views:
             if not view:
                 out.append(())
                 continue
+            known = tuple(map(get, map(id, view)))
+            if None not in known:  # the usual case: nothing to send
+                out.append(known)  # type: ignore[arg-type]
+                continue
             slots = []
-            for tx in view:
-                entry = get(tx.id)
-                if entry is not None:
-                    if entry[1] is tx:
-                        slots.append(entry[0])
-                        continue
-                    forget.append(entry[0])  # another copy now: superseded by a new slot
-                    del sent[tx.id]
-                slot = base + len(new)
-                new.append(tx)
-                sent[tx.id] = (slot, tx)
+            for tx, slot in zip(view, known, strict=True):
+                if slot is None:
+                    slot = get(id(tx))  # sent earlier in this same view
+                    if slot is None:
+                        slot = next_slot
+                        next_slot += 1
+                        self._add(tx, slot, forget)
+                        new.append(tx)
                 slots.append(slot)
             out.append(tuple(slots))
-        self._next_slot = base + len(new)
-        return LinkedViews(epoch, self.seq, base, new, forget, out)
+        self._next_slot = next_slot
+        return LinkedViews(epoch, self.seq, own_base, base, new, forget, out)
 
 
 class ViewSender:
@@ -148,9 +189,19 @@ class ViewSender:
         self.max_links = max_links
         self._links: OrderedDict[str, _Sender] = OrderedDict()
 
-    def encode(self, link: str, views: Sequence[Sequence[Transaction]]) -> LinkedViews:
+    def encode(
+        self,
+        link: str,
+        views: Sequence[Sequence[Transaction]],
+        own: Sequence[Transaction] = (),
+    ) -> LinkedViews:
         """The views as the next reply over ``link`` (a link id this shard has not seen starts
-        a new link)."""
+        a new link).
+
+        ``own``: the transactions of the caller's batch that this shard observed, each once, in
+        batch order; the caller lists the same ones (it has them: it sent them) and gives them
+        the same slots, so a view naming one never sends it back.
+        """
         sender = self._links.get(link)
         if sender is None:
             sender = self._links[link] = _Sender(self.capacity)
@@ -158,10 +209,10 @@ class ViewSender:
                 self._links.popitem(last=False)
         else:
             self._links.move_to_end(link)
-        return sender.encode(self.epoch, views)
+        return sender.encode(self.epoch, views, own)
 
     def stats(self) -> dict[str, int]:
-        return {"links": len(self._links), "slots": sum(len(s._sent) for s in self._links.values())}
+        return {"links": len(self._links), "slots": sum(len(s) for s in self._links.values())}
 
 
 Views = list[tuple[Transaction, ...]]
@@ -175,10 +226,15 @@ class _Mirror:
     def __init__(self) -> None:
         self.slots: dict[int, Transaction] = {}
         self.next_seq = 0
-        self.waiting: dict[int, tuple[LinkedViews, asyncio.Future[Views]]] = {}
+        self.waiting: dict[
+            int, tuple[LinkedViews, Sequence[Transaction], asyncio.Future[Views]]
+        ] = {}
 
-    def apply(self, reply: LinkedViews) -> Views:
+    def apply(self, reply: LinkedViews, own: Sequence[Transaction]) -> Views:
         slots = self.slots
+        base = reply.own_base
+        for j, tx in enumerate(own):
+            slots[base + j] = tx
         base = reply.base
         for j, tx in enumerate(reply.new):
             slots[base + j] = tx
@@ -193,7 +249,7 @@ class _Mirror:
         return views
 
     def fail(self, error: LinkBroken) -> None:
-        for _, future in self.waiting.values():
+        for _, _, future in self.waiting.values():
             if not future.done():
                 future.set_exception(error)
         self.waiting.clear()
@@ -230,7 +286,7 @@ class _Generation:
         self.epoch = epoch
         return mirror
 
-    async def receive(self, reply: LinkedViews) -> Views:
+    async def receive(self, reply: LinkedViews, own: Sequence[Transaction]) -> Views:
         if self.dead:
             raise LinkBroken("the link was dropped")
         mirror = self._mirror(reply.epoch)
@@ -238,13 +294,13 @@ class _Generation:
             if reply.seq < mirror.next_seq or reply.seq in mirror.waiting:
                 raise LinkBroken(f"reply {reply.seq} seen twice")
             future: asyncio.Future[Views] = asyncio.get_running_loop().create_future()
-            mirror.waiting[reply.seq] = (reply, future)
+            mirror.waiting[reply.seq] = (reply, own, future)
             return await future
         try:
-            views = mirror.apply(reply)
+            views = mirror.apply(reply, own)
             while mirror.next_seq in mirror.waiting:
-                nxt, future = mirror.waiting.pop(mirror.next_seq)
-                views_next = mirror.apply(nxt)  # applied even if its batch was cancelled
+                nxt, nxt_own, future = mirror.waiting.pop(mirror.next_seq)
+                views_next = mirror.apply(nxt, nxt_own)  # applied even if its batch was cancelled
                 if not future.done():
                     future.set_result(views_next)
         except LinkBroken as exc:
@@ -269,15 +325,19 @@ class ViewLink:
         """A ticket (kept by the caller) and the link id sent with the call."""
         return self._gen, self._gen.link
 
-    async def receive(self, ticket: _Generation, reply: LinkedViews) -> Views:
-        """The views of ``reply``, as transactions (after every earlier reply on the link).
+    async def receive(
+        self, ticket: _Generation, reply: LinkedViews, own: Sequence[Transaction] = ()
+    ) -> Views:
+        """The views of ``reply``, as transactions (after every earlier reply on the link);
+        ``own``: the batch's transactions the shard observed, as the shard lists them (see
+        :meth:`ViewSender.encode`).
 
         Raises:
             LinkBroken: the reply cannot be resolved (its link was dropped, an earlier reply
                 will never come, or it names a slot never received); retry the batch.
         """
         try:
-            return await ticket.receive(reply)
+            return await ticket.receive(reply, own)
         except StaleReply:
             raise
         except LinkBroken:

@@ -60,6 +60,25 @@ async def test_each_transaction_crosses_once() -> None:
     assert link.held == len(txs)
 
 
+async def test_the_callers_own_transactions_never_come_back() -> None:
+    earlier = _txs(3)
+    batch = [make_tx(id=f"b{i}", dedupe_key=f"b{i}") for i in range(4)]
+    sender, link = ViewSender(), ViewLink()
+    await _round(sender, link, [tuple(earlier)])
+    # The shard observed its own copies of the batch (unpickled from what the caller sent).
+    observed = [pickle.loads(pickle.dumps(t)) for t in batch]
+    views = [(*earlier, observed[0]), (observed[0], observed[2]), ()]
+    ticket, link_id = link.request()
+    reply = _wire(sender.encode(link_id, views, observed))
+    assert reply.new == []  # named by the slots both sides gave the batch
+    got = await link.receive(ticket, reply, batch)  # type: ignore[arg-type]
+    _same(got, views)
+    assert got[1][0] is batch[0]  # the caller's own object
+    # Later batches name them by those slots too.
+    reply = await _round(sender, link, [(observed[3], earlier[1])])
+    assert reply.new == []
+
+
 async def test_a_transaction_named_twice_in_one_reply_crosses_once() -> None:
     a, b = _txs(2)
     reply = await _round(ViewSender(), ViewLink(), [(a, b), (a,), (), (b, a)])
@@ -79,14 +98,28 @@ async def test_a_reply_that_arrives_early_waits_for_the_ones_before_it() -> None
     _same(await early, [(a, b)])
 
 
-async def test_a_reloaded_copy_is_sent_under_a_new_slot_and_the_old_one_forgotten() -> None:
-    (a,) = _txs(1)
-    sender, link = ViewSender(), ViewLink()
+async def test_a_reloaded_copy_is_sent_under_a_new_slot() -> None:
+    a, b = _txs(2)
+    sender, link = ViewSender(capacity=1), ViewLink()
     await _round(sender, link, [(a,)])
     reloaded = a.replace(description="from the store")  # same id, another object
     reply = await _round(sender, link, [(reloaded,)])
-    assert len(reply.new) == 1 and len(reply.forget) == 1
-    assert link.held == 1
+    assert len(reply.new) == 1
+    # The old copy's slot ages out like any other (capacity 1).
+    reply = await _round(sender, link, [(b, reloaded)])
+    assert len(reply.forget) == 1 and [t.id for t in reply.new] == ["t1"]
+    assert link.held == 2
+
+
+async def test_two_copies_of_one_transaction_each_cross_once() -> None:
+    # An account's and a client's window loaded from the store each hold their own copy.
+    (a,) = _txs(1)
+    other = pickle.loads(pickle.dumps(a))
+    sender, link = ViewSender(), ViewLink()
+    sent = 0
+    for _ in range(5):
+        sent += len((await _round(sender, link, [(a,), (other,)])).new)
+    assert sent == 2
 
 
 async def test_a_lost_reply_fails_the_ones_waiting_for_it_and_a_new_link_recovers() -> None:
@@ -150,6 +183,7 @@ class _Call:
     ticket: object
     reply: LinkedViews
     views: Views
+    own: list[Transaction]
     excused: bool = False  # a loss or restart happened while it was in flight
     lost: bool = False
     task: asyncio.Task[list[tuple[Transaction, ...]]] | None = field(default=None)
@@ -162,24 +196,35 @@ async def test_random_interleavings_give_exact_views(seed: int) -> None:
     exactly, or fails only when a loss or restart happened while it was in flight."""
     rng = random.Random(seed)
     current = {t.id: t for t in _txs(80)}
+    made = 0
     sender, link = ViewSender(capacity=rng.choice([10, 40, 1_000])), ViewLink()
     calls: list[_Call] = []
     undelivered: list[_Call] = []
     for step in range(800):
         roll = rng.random()
         if roll < 0.45 or roll >= 0.98 or not undelivered:
+            # A batch: some new transactions the shard observes (its own copies), which the
+            # views may name at once, beside earlier ones.
+            own = [
+                make_tx(id=f"n{made + j}", dedupe_key=f"n{made + j}")
+                for j in range(rng.randrange(0, 4))
+            ]
+            made += len(own)
+            observed = [pickle.loads(pickle.dumps(t)) for t in own]
+            current.update((t.id, t) for t in observed)
             ids = list(current)
             views = [
                 tuple(current[i] for i in rng.sample(ids, rng.randrange(0, 8)))
                 for _ in range(rng.randrange(1, 6))
             ]
-            ticket, reply = _ask(sender, link, views)
-            call = _Call(ticket, reply, views)
+            ticket, link_id = link.request()
+            reply = _wire(sender.encode(link_id, views, observed))
+            call = _Call(ticket, reply, views, own)
             calls.append(call)
             undelivered.append(call)
         elif roll < 0.88:
             call = undelivered.pop(rng.randrange(len(undelivered)))
-            call.task = asyncio.create_task(link.receive(call.ticket, call.reply))  # type: ignore[arg-type]
+            call.task = asyncio.create_task(link.receive(call.ticket, call.reply, call.own))  # type: ignore[arg-type]
         elif roll < 0.9:
             call = undelivered.pop(rng.randrange(len(undelivered)))
             call.lost = True
@@ -197,7 +242,7 @@ async def test_random_interleavings_give_exact_views(seed: int) -> None:
                     other.excused = True
         await asyncio.sleep(0)
     for call in undelivered:
-        call.task = asyncio.create_task(link.receive(call.ticket, call.reply))  # type: ignore[arg-type]
+        call.task = asyncio.create_task(link.receive(call.ticket, call.reply, call.own))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     for call in undelivered:  # what is still waiting after all were delivered never resolves
         if call.task is not None and not call.task.done():
