@@ -559,10 +559,23 @@ async def observe_with_rebuild(
     """
     need = state.missing(items)
     if need and source is not None:
-        loaded = await asyncio.gather(*(_rebuild(source, r) for r in need))
-        for req, txs in zip(need, loaded, strict=True):
-            state.load(req, txs)
+        install(state, need, await read_windows(source, need))
     return state.answer(items)
+
+
+async def read_windows(
+    source: HistorySource, need: Sequence[RebuildRequest]
+) -> list[list[Transaction]]:
+    """The stored transactions of each window to rebuild (read concurrently)."""
+    return list(await asyncio.gather(*(_rebuild(source, r) for r in need)))
+
+
+def install(
+    state: ShardState, need: Sequence[RebuildRequest], loaded: Sequence[Sequence[Transaction]]
+) -> None:
+    """Install the windows :func:`read_windows` read."""
+    for req, txs in zip(need, loaded, strict=True):
+        state.load(req, txs)
 
 
 # Longest path the graph searches walk back from a transfer, in earlier transfers: the layering

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -29,11 +30,13 @@ from actors.customer_state import (
     DEFAULT_GRAPH_HOPS,
     DEFAULT_LATE_SLACK,
     DEFAULT_MAX_KEYS,
+    RebuildRequest,
     ShardItem,
     ShardState,
     TransferGraph,
+    install,
     merge_views,
-    observe_with_rebuild,
+    read_windows,
     route,
     tenant_edges,
 )
@@ -45,6 +48,8 @@ from aml.history import HistoryContext
 from storage.store import Store, open_store
 
 NAMESPACE = "fineract-aml"
+
+_T = TypeVar("_T")
 
 SHARD_NAME = "aml-state-{group}-{index}-of-{count}"
 
@@ -61,6 +66,12 @@ def own_transactions(items: Sequence[ShardItem]) -> list[Transaction]:
             seen.add(key)
             out.append(item.tx)
     return out
+
+
+async def _read_for(shard: StateShard, need: Sequence[RebuildRequest]) -> list[list[Transaction]]:
+    # On the shard's store loop: the client is opened there (it belongs to the loop it first
+    # runs on). A module function: a coroutine method would make StateShard an async actor.
+    return await read_windows(shard._get_store().transactions, need)
 
 
 class StateShard:
@@ -91,22 +102,36 @@ class StateShard:
         self._uri = mongo_uri
         self._db_name = db_name
         self._store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._links = ViewSender(capacity=link_capacity)
         collect_rarely()
 
     def _get_store(self) -> Store:
         if self._store is None:
             assert self._uri is not None
-            # Opened lazily inside the actor's own event loop; each actor has its own client.
+            # Opened lazily on the store loop; each actor has its own client.
             self._store = open_store(self._uri, self._db_name, appname="fineract-aml-state")
         return self._store
 
-    async def observe_and_views(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
-        """Observe the items and return each one's view (see ``ShardState.answer``)."""
-        source = self._get_store().transactions if self._uri is not None else None
-        return await observe_with_rebuild(self.state, items, source)
+    def _on_store_loop(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on this actor's store loop (a thread of its own) and wait for it."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=self._loop.run_forever, name="state-shard-store", daemon=True
+            ).start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def observe_transactions(
+    def observe_and_views(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
+        """Observe the items and return each one's view (see ``ShardState.answer``), after
+        rebuilding from the store the windows they need (see
+        :func:`actors.customer_state.observe_with_rebuild`)."""
+        need = self.state.missing(items)
+        if need and self._uri is not None:
+            install(self.state, need, self._on_store_loop(_read_for(self, need)))
+        return self.state.answer(items)
+
+    def observe_transactions(
         self,
         txs: Sequence[Transaction],
         shard: int,
@@ -129,7 +154,7 @@ class StateShard:
                 slots, each transaction sent to that caller once; ``None``: as transactions.
         """
         items = route(txs, shards, only=shard).get(shard, [])
-        views = await self.observe_and_views(items)
+        views = self.observe_and_views(items)
         return views if link is None else self._links.encode(link, views, own_transactions(items))
 
     def stats(self) -> dict[str, Any]:
@@ -147,8 +172,12 @@ class StateShard:
         return True
 
 
-# Concurrency 1: a shard's windows are mutated across an ``await`` (store rebuild), so calls
-# must not interleave; throughput comes from batching and from the number of shards.
+# A synchronous actor with one thread (no method of StateShard may be a coroutine function, or
+# Ray makes it an async actor): Ray runs a caller's calls in the order they were made
+# (it does not for async actors), so batches in flight together are observed in the order the
+# caller sent them, and a transaction's view holds the earlier batches' transactions. Store reads
+# for rebuilds run on the actor's own event loop thread while the call waits. Throughput comes
+# from batching and from the number of shards.
 StateShardActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(StateShard)
 
 
