@@ -350,3 +350,19 @@ def test_client_window_answers_the_other_accounts_through_replays_and_eviction()
     later = make_tx(account_id="savings:13", occurred_at=T0 + timedelta(days=4))
     win.add(later)
     assert win.other_accounts_before(later, MAX_LOOKBACK) == (*on12, now)
+
+
+def test_state_shards_stay_synchronous_actors() -> None:
+    # Ray runs a caller's calls to a synchronous actor in the order they were made, and does
+    # not for an async one (any coroutine method makes the actor async): batches in flight
+    # together must be observed in the order sent, or a view can miss an earlier batch.
+    import inspect
+
+    from actors.factory import StateShard
+
+    coroutines = [
+        name
+        for name, fn in inspect.getmembers(StateShard, inspect.isfunction)
+        if inspect.iscoroutinefunction(fn)
+    ]
+    assert coroutines == []
