@@ -122,40 +122,30 @@ class StateShard:
             ).start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def observe_and_views(self, items: Sequence[ShardItem]) -> list[tuple[Transaction, ...]]:
-        """Observe the items and return each one's view (see ``ShardState.answer``), after
-        rebuilding from the store the windows they need (see
-        :func:`actors.customer_state.observe_with_rebuild`)."""
+    def observe_transactions(
+        self, txs: Sequence[Transaction], shard: int, shards: int, link: str
+    ) -> LinkedViews:
+        """Observe this shard's items among ``txs`` and answer each one's view (see
+        ``ShardState.answer``) over the caller's link, after rebuilding from the store the
+        windows they need (as :func:`actors.customer_state.observe_with_rebuild` does).
+
+        The caller sends the whole batch (as the bytes it received it in, see
+        :class:`~aml.domain.SealedBatch`) rather than this shard's items: a transaction with
+        several roles on a shard crosses once and no item is pickled. :func:`route` picks this
+        shard's items in the same order as the caller's plan, so the answers line up with it.
+
+        Args:
+            txs: the batch, in batch order.
+            shard: this shard's index.
+            shards: the number of shards the caller routes to.
+            link: the caller's link id (see :mod:`actors.view_link`): each transaction is sent
+                to that caller once and named by slot afterwards.
+        """
+        items = route(txs, shards, only=shard).get(shard, [])
         need = self.state.missing(items)
         if need and self._uri is not None:
             install(self.state, need, self._on_store_loop(_read_for(self, need)))
-        return self.state.answer(items)
-
-    def observe_transactions(
-        self,
-        txs: Sequence[Transaction],
-        shard: int,
-        shards: int,
-        link: str | None = None,
-    ) -> list[tuple[Transaction, ...]] | LinkedViews:
-        """:meth:`observe_and_views` for this shard's items among ``txs``, found here.
-
-        The caller sends the batch rather than this shard's items: a transaction with several
-        roles on a shard then crosses once, no item is pickled, and a received
-        :class:`~aml.domain.SealedBatch` is passed on as the bytes it came in. :func:`route`
-        picks this shard's items in the same order as the caller's plan, so the answers line up
-        with it.
-
-        Args:
-            txs: the batch (or the part of it that touches this shard), in batch order.
-            shard: this shard's index.
-            shards: the number of shards the caller routes to.
-            link: the caller's link id (see :mod:`actors.view_link`): the views come back as
-                slots, each transaction sent to that caller once; ``None``: as transactions.
-        """
-        items = route(txs, shards, only=shard).get(shard, [])
-        views = self.observe_and_views(items)
-        return views if link is None else self._links.encode(link, views, own_transactions(items))
+        return self._links.encode(link, self.state.answer(items), own_transactions(items))
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
