@@ -9,7 +9,6 @@ way for the same inputs.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -350,9 +349,7 @@ async def persist(
     inserted = 0
     for part in parts:
         inserted += len((await store.decisions.insert_many(list(part))).inserted)
-    alerts = await asyncio.gather(
-        *(store.alerts.attach_or_create(c) for c in alert_candidates(batch, decisions))
-    )
+    alerts = await store.alerts.attach_or_create_many(alert_candidates(batch, decisions))
     scored = 0
     for part in parts:
         scored += await store.transactions.mark_scored(

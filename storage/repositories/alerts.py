@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne
 from pymongo.errors import DuplicateKeyError
 
 from aml.domain import Alert, AlertStatus, AnalystDecision, RiskLevel
@@ -141,7 +141,8 @@ class AlertRepository(Repository):
 
         The open alert gains the candidate's transaction and rule ids (no duplicates), the higher
         score and risk level, and a bumped ``updated_at``. Returns the stored alert: its id is the
-        candidate's id exactly when a new alert was created.
+        candidate's id exactly when a new alert was created (or had been, by an earlier attempt
+        to store the same candidate: that alert is returned as it is now, open or closed).
         """
         key = f"{candidate.tenant}|{candidate.customer_key}"
         for _ in range(_MAX_RETRIES):
@@ -155,8 +156,64 @@ class AlertRepository(Repository):
                 await self.col.insert_one(self._doc(candidate, 0))
                 return candidate
             except DuplicateKeyError:
+                stored = await self.get(candidate.id)
+                if stored is not None:
+                    return stored  # stored by an earlier attempt (closed since, or grouped on)
                 continue  # another writer opened one first: group onto it
         raise Conflict("alert grouping kept colliding", customer_key=candidate.customer_key)
+
+    async def attach_or_create_many(self, candidates: Sequence[Alert]) -> list[Alert]:
+        """``attach_or_create`` for each candidate, in three writes for the whole set when no
+        other writer touches the same alerts: one read of the customers' open alerts, one
+        unordered insert of the new ones, one unordered bulk of the grouped replacements.
+
+        A candidate whose write lost a race (a customer's alert opened, grouped onto or closed
+        by someone else meanwhile) goes through ``attach_or_create``. A bulk replacement does not
+        say which of its documents matched, so after a partial match each grouped alert is read
+        back: a candidate whose transactions are all on its customer's alert (open, or closed
+        since) is done, the others are grouped again. Returns the stored alerts in the
+        candidates' order; candidates of the same customer are grouped one after the other.
+        """
+        keys = [f"{c.tenant}|{c.customer_key}" for c in candidates]
+        if len(set(keys)) != len(keys):
+            return [await self.attach_or_create(c) for c in candidates]
+        found = {d["open_key"]: d async for d in self.col.find({"open_key": {"$in": keys}})}
+        out: dict[int, Alert] = {}
+        again: list[int] = []
+        new = [i for i, k in enumerate(keys) if k not in found]
+        if new:
+            stored = await self.insert_unordered([self._doc(candidates[i], 0) for i in new])
+            out.update((new[j], candidates[new[j]]) for j in stored.inserted)
+            again += [new[j] for j in stored.duplicates]
+        grouping = {i: found[k] for i, k in enumerate(keys) if k in found}
+        if grouping:
+            grouped = {i: _grouped(from_doc(Alert, d), candidates[i]) for i, d in grouping.items()}
+            result = await self.col.bulk_write(
+                [
+                    ReplaceOne(
+                        {"_id": d["_id"], "rev": _rev_guard(d)},
+                        self._doc(grouped[i], int(d.get("rev", 0)) + 1),
+                    )
+                    for i, d in grouping.items()
+                ],
+                ordered=False,
+            )
+            if result.matched_count == len(grouping):
+                out.update(grouped)
+            else:
+                ids = [d["_id"] for d in grouping.values()]
+                now = {d["_id"]: d async for d in self.col.find({"_id": {"$in": ids}})}
+                for i, d in grouping.items():
+                    current = now.get(d["_id"])
+                    if current is not None and set(candidates[i].transaction_ids) <= set(
+                        current.get("transaction_ids", ())
+                    ):
+                        out[i] = from_doc(Alert, current)
+                    else:
+                        again.append(i)
+        for i in sorted(again):
+            out[i] = await self.attach_or_create(candidates[i])
+        return [out[i] for i in range(len(candidates))]
 
     async def assign(self, alert_id: str, *, assignee: str | None, at: datetime) -> Alert:
         """Set (or clear, with None) the analyst working on the alert."""

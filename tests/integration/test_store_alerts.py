@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
-from aml.domain import AlertStatus, AnalystDecision, RiskLevel
+from aml.domain import Alert, AlertStatus, AnalystDecision, RiskLevel
 from aml.errors import Conflict, NotFound
 from storage.repositories.alerts import OPEN_STATUSES
 from storage.store import Store
@@ -216,3 +218,133 @@ async def test_overdue_alerts_are_open_ones_past_their_deadline(store: Store) ->
     assert await store.alerts.count_overdue(now=now) == 1
     overdue, total = await store.alerts.list_(statuses=OPEN_STATUSES, sla_due_before=now)
     assert total == 1 and [a.id for a in overdue] == [late.id]
+
+
+def _same_grouping(a: Alert, b: Alert) -> bool:
+    """Equal but for the tenant (two tenants of one store stand for two stores)."""
+    return dataclasses.replace(a, tenant="", customer_key=a.account_id, id="") == (
+        dataclasses.replace(b, tenant="", customer_key=b.account_id, id="")
+    )
+
+
+async def test_many_at_once_stores_what_one_by_one_stores(store: Store) -> None:
+    # Per tenant the same history: open alerts for accounts 0-2 (account 2's closed later),
+    # then one round of candidates for accounts 0-5, one by one in tenant "a", at once in "b".
+    def history(tenant: str) -> tuple[list[Alert], list[Alert]]:
+        before = [
+            make_alert(
+                tenant=tenant,
+                account_id=f"savings:{i}",
+                transaction_ids=(f"old{i}",),
+                created_at=T0 + timedelta(minutes=i),
+            )
+            for i in range(3)
+        ]
+        later = [
+            make_alert(
+                tenant=tenant,
+                account_id=f"savings:{i}",
+                transaction_ids=(f"new{i}", f"old{i}"),
+                created_at=T0 + timedelta(days=1),
+                rule_ids=("R002", "R001"),
+                score=0.3 + 0.1 * i,
+                risk_level=RiskLevel.HIGH if i % 2 else RiskLevel.LOW,
+                updated_at=T0 + timedelta(days=1, minutes=i),
+                sla_due_at=T0 + timedelta(hours=i),
+            )
+            for i in range(6)
+        ]
+        return before, later
+
+    results = {}
+    for tenant in ("a", "b"):
+        before, later = history(tenant)
+        for alert in before:
+            await store.alerts.attach_or_create(alert)
+        await store.alerts.decide(before[2].id, decision=AnalystDecision.LEGITIMATE, by="x", at=T0)
+        if tenant == "a":
+            results[tenant] = [await store.alerts.attach_or_create(c) for c in later]
+        else:
+            results[tenant] = await store.alerts.attach_or_create_many(later)
+    one_by_one, at_once = results["a"], results["b"]
+    assert [a.account_id for a in at_once] == [f"savings:{i}" for i in range(6)]
+    assert all(_same_grouping(x, y) for x, y in zip(one_by_one, at_once, strict=True))
+    stored = {t: sorted((await store.alerts.list_(tenant=t, limit=50))[0], key=str) for t in "ab"}
+    assert len(stored["a"]) == len(stored["b"]) == 7  # 3 earlier (one closed) + 4 new
+    for x in at_once:
+        assert await store.alerts.get(x.id) == x
+    grouped = at_once[0]
+    assert grouped.transaction_ids == ("old0", "new0")
+    assert grouped.rule_ids == ("R001", "R002")
+
+
+async def test_many_regroups_what_another_writer_changed_meanwhile(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grouped_elsewhere, closed_meanwhile, untouched = (
+        make_alert(account_id=f"savings:7{i}", transaction_ids=(f"x{i}",)) for i in range(3)
+    )
+    for alert in (grouped_elsewhere, closed_meanwhile, untouched):
+        await store.alerts.create(alert)
+    opened_meanwhile = make_alert(account_id="savings:74", transaction_ids=("other",))
+    candidates = [
+        make_alert(account_id=f"savings:7{i}", transaction_ids=(f"y{i}",), score=0.9)
+        for i in range(5)
+    ]
+    col = store.alerts.col
+    real_bulk_write, real_insert_many = col.bulk_write, col.insert_many
+
+    async def racing_bulk_write(*args: Any, **kwargs: Any) -> Any:
+        # Between the read and the replacements: one alert grouped on, one closed.
+        await store.alerts.attach_or_create(
+            make_alert(account_id="savings:70", transaction_ids=("z",))
+        )
+        await store.alerts.decide(
+            closed_meanwhile.id, decision=AnalystDecision.LEGITIMATE, by="x", at=T0
+        )
+        return await real_bulk_write(*args, **kwargs)
+
+    async def racing_insert_many(*args: Any, **kwargs: Any) -> Any:
+        await store.alerts.create(opened_meanwhile)  # account 74 got an open alert first
+        return await real_insert_many(*args, **kwargs)
+
+    monkeypatch.setattr(col, "bulk_write", racing_bulk_write)
+    monkeypatch.setattr(col, "insert_many", racing_insert_many)
+    out = await store.alerts.attach_or_create_many(candidates)
+    monkeypatch.undo()
+
+    assert out[0].id == grouped_elsewhere.id
+    assert set(out[0].transaction_ids) == {"x0", "z", "y0"}  # neither grouping lost
+    assert out[1].id == candidates[1].id  # its alert was closed: a new one
+    assert out[2].id == untouched.id and out[2].transaction_ids == ("x2", "y2")
+    assert out[3].id == candidates[3].id  # new customer
+    assert out[4].id == opened_meanwhile.id and out[4].transaction_ids == ("other", "y4")
+    for alert in out:
+        assert await store.alerts.get(alert.id) == alert
+    closed = await store.alerts.get_or_raise(closed_meanwhile.id)
+    assert closed.status is AlertStatus.CLOSED_LEGITIMATE and "y1" not in closed.transaction_ids
+    assert len((await store.alerts.list_(statuses=[AlertStatus.OPEN], limit=50))[0]) == 5
+
+
+async def test_a_candidate_stored_before_is_not_stored_again(store: Store) -> None:
+    # A batch written twice (its first write's outcome lost): the alert it created has since
+    # been closed, so the customer has no open alert and the candidate's own id is taken.
+    candidate = make_alert(account_id="savings:80")
+    other = make_alert(account_id="savings:81")
+    await store.alerts.attach_or_create(candidate)
+    await store.alerts.decide(candidate.id, decision=AnalystDecision.LEGITIMATE, by="x", at=T0)
+    again = await store.alerts.attach_or_create(candidate)
+    assert again.id == candidate.id and again.status is AlertStatus.CLOSED_LEGITIMATE
+    both = await store.alerts.attach_or_create_many([candidate, other])
+    assert [a.id for a in both] == [candidate.id, other.id]
+    assert both[0].status is AlertStatus.CLOSED_LEGITIMATE
+    assert await store.alerts.count() == 2
+
+
+async def test_many_with_two_candidates_of_one_customer_groups_both(store: Store) -> None:
+    first = make_alert(account_id="savings:90", transaction_ids=("a",))
+    second = make_alert(account_id="savings:90", transaction_ids=("b",))
+    out = await store.alerts.attach_or_create_many([first, second])
+    assert [a.id for a in out] == [first.id, first.id]
+    assert out[1].transaction_ids == ("a", "b")
+    assert await store.alerts.attach_or_create_many([]) == []
