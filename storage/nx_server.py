@@ -88,20 +88,13 @@ _UPDATE_BODY_KEYS = frozenset(
 _MAX_IDS = 10_000  # well below SQLite's limit on bound parameters
 
 
-def _set_by_ids(
-    msg: Any, body: dict[str, Any]
-) -> tuple[str, list[str], dict[str, str], dict[str, str]] | None:
-    """``(collection, ids, equalities, fields set)`` when the update command has that shape."""
-    if body.get("update") is None or not set(body) <= _UPDATE_BODY_KEYS:
+_SetStatement = tuple[list[str], dict[str, str], dict[str, str]]  # ids, equalities, fields set
+_MAX_STATEMENTS = 16
+
+
+def _set_statement(spec: Any) -> _SetStatement | None:
+    if not isinstance(spec, dict):
         return None
-    updates = body.get("updates")
-    if updates is None:
-        for section_type, doc in msg.get("sections", ()):
-            if section_type == "payload" and isinstance(doc, dict) and "updates" in doc:
-                updates = doc["updates"]
-    if not isinstance(updates, list) or len(updates) != 1 or not isinstance(updates[0], dict):
-        return None
-    spec = updates[0]
     if set(spec) - {"q", "u", "multi", "upsert"} or spec.get("upsert") or not spec.get("multi"):
         return None
     q, u = spec.get("q"), spec.get("u")
@@ -123,7 +116,25 @@ def _set_by_ids(
         for key, value in part.items():
             if type(key) is not str or not _FIELD.fullmatch(key) or type(value) is not str:
                 return None
-    return str(body["update"]), ids, equal, fields
+    return ids, equal, fields
+
+
+def _set_by_ids(msg: Any, body: dict[str, Any]) -> tuple[str, list[_SetStatement]] | None:
+    """``(collection, statements)`` when every statement of the update command has that shape
+    (a bulk of them, as ``bulk_write`` of ``UpdateMany`` sends, is one command)."""
+    if body.get("update") is None or not set(body) <= _UPDATE_BODY_KEYS:
+        return None
+    updates = body.get("updates")
+    if updates is None:
+        for section_type, doc in msg.get("sections", ()):
+            if section_type == "payload" and isinstance(doc, dict) and "updates" in doc:
+                updates = doc["updates"]
+    if not isinstance(updates, list) or not 0 < len(updates) <= _MAX_STATEMENTS:
+        return None
+    statements = [_set_statement(spec) for spec in updates]
+    if any(st is None for st in statements):
+        return None
+    return str(body["update"]), [st for st in statements if st is not None]
 
 
 def set_by_ids(
@@ -131,14 +142,39 @@ def set_by_ids(
 ) -> dict[str, Any] | None:
     """The answer of an update of the ``_set_by_ids`` shape, applied in SQL on ``conn``; None
     when the command is of another shape (or its collection is not a plain JSON-text table),
-    for the handler to run."""
+    for the handler to run. A statement failing in SQL undoes the command's earlier ones too
+    (the handler then runs the whole command and answers the failure)."""
     shape = _set_by_ids(msg, body)
     if shape is None or _in_client_transaction(handler, body):
         return None
-    collection, ids, equal, fields = shape
+    collection, statements = shape
     table = _json_table(conn, collection)
     if table is None:
         return None
+    matched = modified = 0
+    conn.execute("SAVEPOINT set_by_ids")
+    try:
+        for ids, equal, fields in statements:
+            m, n = _set_in_sql(conn, table, ids, equal, fields)
+            matched += m
+            modified += n
+    except sqlite3.Error:
+        if conn.in_transaction:  # (else SQLite has rolled the whole transaction back)
+            conn.execute("ROLLBACK TO set_by_ids")
+            conn.execute("RELEASE set_by_ids")
+        raise
+    conn.execute("RELEASE set_by_ids")
+    return {"n": matched, "nModified": modified, "ok": 1}
+
+
+def _set_in_sql(
+    conn: sqlite3.Connection,
+    table: str,
+    ids: list[str],
+    equal: dict[str, str],
+    fields: dict[str, str],
+) -> tuple[int, int]:
+    """One statement: ``(matched, modified)``."""
     where = [f"_id IN ({', '.join('?' * len(ids))})", "json_type(data, '$._id') = 'text'"]
     params: list[Any] = list(ids)
     for key, value in equal.items():
@@ -158,7 +194,7 @@ def set_by_ids(
         f"WHERE {clause} AND ({' OR '.join(changed)})",
         [*set_params, *params, *changed_params],
     )
-    return {"n": int(matched), "nModified": int(cursor.rowcount), "ok": 1}
+    return int(matched), int(cursor.rowcount)
 
 
 def _json_table(conn: sqlite3.Connection, collection: str) -> str | None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateMany
 
 from aml.domain import RiskLevel, Transaction, TransactionStatus
 from storage.codec import from_doc, to_doc
@@ -109,19 +109,24 @@ class TransactionRepository(Repository):
         return int(result.modified_count)
 
     async def mark_scored(self, risk_by_id: Mapping[str, RiskLevel]) -> int:
-        """Mark pending transactions scored with their decision's risk level (one update per
-        level, so a batch costs at most four writes). Returns how many changed."""
+        """Mark pending transactions scored with their decision's risk level (one write: an
+        update per level, sent together). Returns how many changed."""
         by_level: dict[RiskLevel, list[str]] = {}
         for tx_id, level in risk_by_id.items():
             by_level.setdefault(level, []).append(tx_id)
-        changed = 0
-        for level, ids in by_level.items():
-            result = await self.col.update_many(
-                {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value},
-                {"$set": {"status": TransactionStatus.SCORED.value, "risk_level": level.value}},
-            )
-            changed += int(result.modified_count)
-        return changed
+        if not by_level:
+            return 0
+        result = await self.col.bulk_write(
+            [
+                UpdateMany(
+                    {"_id": {"$in": ids}, "status": TransactionStatus.PENDING.value},
+                    {"$set": {"status": TransactionStatus.SCORED.value, "risk_level": level.value}},
+                )
+                for level, ids in by_level.items()
+            ],
+            ordered=False,
+        )
+        return int(result.modified_count)
 
     async def update_fields(self, tx_id: str, **fields: Any) -> Transaction | None:
         """Set enrichment fields (currency, balance, counterparty, reversed...)."""

@@ -230,6 +230,85 @@ def test_a_set_by_ids_update_runs_as_one_statement_with_the_handlers_answers_and
     assert sorted(d["_id"] for d in scored) == ["a", "b", "c"]
 
 
+def _bulk_update(
+    h: NeoSQLiteHandler, statements: list[tuple[dict[str, Any], dict[str, Any]]], *, plain: bool
+) -> dict[str, Any]:
+    body = {"update": "things", "ordered": False, "$db": "aml"}
+    updates = [{"q": q, "u": u, "multi": True} for q, u in statements]
+    command = NeoSQLiteHandler.handle_command
+    run = command.__wrapped__ if plain else command  # type: ignore[attr-defined]
+    reply: dict[str, Any] = run(h, _msg(body, {"updates": updates}))[1]
+    return reply
+
+
+def test_a_bulk_of_set_by_ids_updates_is_one_transaction_with_the_handlers_answer(
+    handler: NeoSQLiteHandler, twin: NeoSQLiteHandler
+) -> None:
+    # How ``mark_scored`` sends a batch: one statement per risk level, in one command.
+    docs = [{"_id": f"t{i}", "status": "pending"} for i in range(6)]
+    docs.append({"_id": "done", "status": "scored", "risk_level": "low"})
+    for h in (handler, twin):
+        _insert(h, [dict(d) for d in docs])
+    statements = _traced(handler, "aml")
+    bulk = [
+        (
+            {"_id": {"$in": ids}, "status": "pending"},
+            {"$set": {"status": "scored", "risk_level": level}},
+        )
+        for level, ids in (
+            ("low", ["t0", "t1", "done"]),
+            ("high", ["t2", "t3", "missing"]),
+            ("critical", ["t4", "t0"]),  # t0 is no longer pending by then
+        )
+    ]
+    fast = _bulk_update(handler, bulk, plain=False)
+    plain = _bulk_update(twin, bulk, plain=True)
+    assert (fast["n"], fast["nModified"]) == (plain["n"], plain["nModified"]) == (5, 5)
+    assert _all(handler) == _all(twin)
+    kinds = _kinds(statements)
+    assert kinds.count("BEGIN") == 1 and kinds.count("COMMIT") == 1
+    assert kinds.count("UPDATE") == 3
+
+
+def test_a_bulk_of_set_by_ids_updates_failing_midway_is_answered_by_the_handler(
+    handler: NeoSQLiteHandler,
+) -> None:
+    _insert(handler, [{"_id": "a", "status": "pending"}, {"_id": "b", "status": "pending"}])
+    conn = handler.get_database("aml").db
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON \"things\" WHEN old._id = 'b' "
+        'BEGIN SELECT RAISE(ABORT, "refused"); END'
+    )
+    statements = _traced(handler, "aml")
+    bulk = [
+        ({"_id": {"$in": [doc_id]}}, {"$set": {"status": level}})
+        for doc_id, level in (("a", "low"), ("b", "high"))
+    ]
+    body = {"update": "things", "ordered": False, "$db": "aml"}
+    updates = [{"q": q, "u": u, "multi": True} for q, u in bulk]
+    with pytest.raises(sqlite3.Error):
+        conn.execute("BEGIN")
+        try:
+            nx_server.set_by_ids(handler, conn, _msg(body, {"updates": updates}), body)
+        finally:
+            # The first statement was undone with the failing one: none of the command stays.
+            assert conn.in_transaction
+            assert (
+                conn.execute("SELECT data FROM things WHERE _id = 'a'")
+                .fetchone()[0]
+                .count("pending")
+            )
+            conn.execute("ROLLBACK")
+    statements.clear()
+    reply = _bulk_update(handler, bulk, plain=False)
+    # The handler ran the command: "a" changed once, "b" reported as a write error.
+    assert reply["ok"] == 1 and reply.get("writeErrors")
+    found = handler.get_database("aml")["things"]
+    assert found.find_one({"_id": "a"})["status"] == "low"
+    assert found.find_one({"_id": "b"})["status"] == "pending"
+    assert not conn.in_transaction
+
+
 @pytest.mark.parametrize(
     ("q", "u", "spec"),
     [
