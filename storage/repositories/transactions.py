@@ -16,6 +16,9 @@ from storage.repositories.base import BulkInsertResult, Repository, add_range
 # Numeric copies of ``occurred_at`` / ``received_at`` (epoch milliseconds) on every document.
 OCCURRED_MS = "occurred_ms"
 RECEIVED_MS = "received_ms"
+# The ``ingest_log`` record of the delivery that stored the document: a spool replay tells its
+# own interrupted write (same record) from a redelivery of the same hook (another record).
+INGEST_ID = "ingest_id"
 
 
 class TransactionRepository(Repository):
@@ -53,10 +56,21 @@ class TransactionRepository(Repository):
         IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
     )
 
-    async def insert_many(self, txs: Sequence[Transaction]) -> BulkInsertResult:
+    async def insert_many(
+        self, txs: Sequence[Transaction], *, ingest_ids: Sequence[str] | None = None
+    ) -> BulkInsertResult:
         """Store new transactions; ones whose (tenant, dedupe_key) exists are reported as
-        duplicates and left untouched."""
-        return await self.insert_unordered([_with_time_keys(_lean(to_doc(t)), t) for t in txs])
+        duplicates and left untouched.
+
+        Args:
+            ingest_ids: per transaction, the ``ingest_log`` record of the delivery it comes
+                from, kept on the document (see :meth:`stored_from`).
+        """
+        docs = [_with_time_keys(_lean(to_doc(t)), t) for t in txs]
+        if ingest_ids is not None:
+            for doc, ingest_id in zip(docs, ingest_ids, strict=True):
+                doc[INGEST_ID] = ingest_id
+        return await self.insert_unordered(docs)
 
     async def ensure_indexes(self, *, embedded: bool = False) -> None:
         """Indexes, after giving documents stored before the numeric time keys existed theirs
@@ -92,8 +106,19 @@ class TransactionRepository(Repository):
         return [from_doc(Transaction, d) async for d in cursor]
 
     async def get_by_dedupe_key(self, tenant: str, dedupe_key: str) -> Transaction | None:
+        found = await self.stored_from(tenant, dedupe_key)
+        return found[0] if found else None
+
+    async def stored_from(
+        self, tenant: str, dedupe_key: str
+    ) -> tuple[Transaction, str | None] | None:
+        """The stored transaction of ``(tenant, dedupe_key)`` and the ``ingest_log`` record of
+        the delivery that stored it (None for documents stored without one)."""
         doc = await self.col.find_one({"tenant": tenant, "dedupe_key": dedupe_key})
-        return from_doc(Transaction, doc) if doc else None
+        if doc is None:
+            return None
+        origin = doc.get(INGEST_ID)
+        return from_doc(Transaction, doc), origin if isinstance(origin, str) else None
 
     async def set_status(
         self,

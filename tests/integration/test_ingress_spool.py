@@ -271,6 +271,63 @@ async def test_replaying_a_segment_twice_stores_nothing_twice(
             assert len(handoff.ids) == (4 if attempt == 0 else 0)
 
 
+async def _replay(store: Store, spool_dir: Path, subs: list[Submission]) -> RecordingHandoff:
+    """Spool ``subs`` as one batch and let a new committer replay it."""
+    spool = Spool(spool_dir)
+    spool.append(submissions_to_payload(subs))
+    spool.close()
+    handoff = RecordingHandoff()
+    committer = make_committer(store, spool_dir, handoff)
+    await committer.start()
+    await committer.close()
+    assert Spool(spool_dir).is_empty()
+    return handoff
+
+
+async def test_a_redelivery_received_in_the_same_millisecond_is_a_duplicate_on_replay(
+    store: Store, tmp_path: Path
+) -> None:
+    # The first delivery went straight to the store; the second, received in the same
+    # millisecond, was acknowledged from the spool. Same transaction id, same receive time:
+    # only the delivery (its ingest record) tells them apart.
+    tx = make_tx()
+    first = submission(tx)
+    handoff = RecordingHandoff()
+    committer = make_committer(store, tmp_path / "spool", handoff)
+    await committer.start()
+    assert (await committer.submit(first)).outcome is IngestOutcome.ACCEPTED
+    await committer.close()
+    again = submission(tx, received=first.record.received_at)
+
+    replayed = await _replay(store, tmp_path / "spool", [again])
+
+    assert await store.ingest_log.count_by_outcome() == {"accepted": 1, "duplicate": 1}
+    assert (await store.ingest_log.get(again.record.id)).transaction_id == tx.id  # type: ignore[union-attr]
+    assert handoff.ids == [tx.id] and replayed.ids == []
+
+
+async def test_a_replay_interrupted_after_storing_its_transactions_logs_them_accepted(
+    store: Store, tmp_path: Path
+) -> None:
+    # The first replay stored the transactions (with their deliveries' records) and stopped
+    # before the ingest log; the next one finds them stored by these very deliveries.
+    txs = [make_tx() for _ in range(3)]
+    subs = [submission(t) for t in txs]
+    await store.transactions.insert_many(
+        [s.transaction for s in subs[:2]],  # type: ignore[misc]
+        ingest_ids=[s.record.id for s in subs[:2]],
+    )
+    # A document stored without its delivery's record (an earlier release) is still
+    # recognised by transaction id and receive time.
+    await store.transactions.insert_many([subs[2].transaction])  # type: ignore[list-item]
+
+    replayed = await _replay(store, tmp_path / "spool", subs)
+
+    assert await store.ingest_log.count_by_outcome() == {"accepted": 3}
+    assert await store.transactions.count() == 3
+    assert replayed.ids == []  # handed to scoring by the interrupted replay (or the sweeper)
+
+
 async def test_ingress_keeps_acknowledging_over_http_while_the_store_is_down(
     own_server: tuple[Path, int], tmp_path: Path
 ) -> None:
