@@ -349,24 +349,8 @@ class AlertRepository(Repository):
         return [from_doc(Alert, d) async for d in cursor], int(total)
 
     async def _count(self, query: dict[str, Any]) -> int:
-        """Matching alerts, counted for the queue's pager.
-
-        The ``count`` command rather than ``count_documents``: the latter is an aggregation that
-        the embedded store answers by reading every matching document (seconds at 100,000
-        alerts), while ``count`` is answered from the indexes. A multi-valued ``$in`` on a
-        scalar field is counted as ``$or`` of equalities, which the embedded store can answer
-        from an index and MongoDB reads the same way.
-        """
-        clauses: list[dict[str, Any]] = []
-        rest: dict[str, Any] = {}
-        for key, value in query.items():
-            if key in ("status", "risk_level") and isinstance(value, dict) and "$in" in value:
-                clauses.append({"$or": [{key: v} for v in value["$in"]]})
-            else:
-                rest[key] = value
-        counted = {"$and": [rest, *clauses]} if clauses else rest
-        reply = await self.col.database.command("count", self.col.name, query=counted)
-        return int(reply["n"])
+        """Matching alerts, counted for the queue's pager (see ``Repository.count_matching``)."""
+        return await self.count_matching(query, in_as_or=("status", "risk_level"))
 
     async def count_overdue(self, *, now: datetime, tenant: str | None = None) -> int:
         """Open alerts whose SLA deadline has passed at ``now``."""

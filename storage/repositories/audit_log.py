@@ -95,7 +95,7 @@ class AuditLogRepository(Repository):
         if target_id is not None:
             query["target_id"] = target_id
         add_range(query, "at", gte=since, lt=until)
-        total = await self.col.count_documents(query)
+        total = await self.count_matching(query)
         cursor = self.col.find(query).sort("seq", DESCENDING).skip(skip).limit(limit)
         return [from_doc(AuditEntry, d) async for d in cursor], int(total)
 

@@ -60,6 +60,30 @@ class Repository:
         if indexes:
             await self.col.create_indexes(list(indexes))
 
+    async def count_matching(
+        self, query: Document | None = None, *, in_as_or: Sequence[str] = ()
+    ) -> int:
+        """Documents matching ``query``, for pagers and overviews.
+
+        The ``count`` command rather than ``count_documents``: the latter is an aggregation that
+        the embedded store answers by reading every matching document (1.1-1.4 s for any filter
+        over 40,000 transactions, 14 matches or all), while ``count`` is answered in SQL (4-60
+        ms there) and from the indexes by MongoDB. A multi-valued ``$in`` on a scalar field named
+        in ``in_as_or`` is counted as ``$or`` of equalities, which the embedded store can answer
+        from an index and MongoDB reads the same way (never for array fields: ``$in`` there
+        matches any element).
+        """
+        clauses: list[Document] = []
+        rest: Document = {}
+        for key, value in (query or {}).items():
+            if key in in_as_or and isinstance(value, dict) and list(value) == ["$in"]:
+                clauses.append({"$or": [{key: v} for v in value["$in"]]})
+            else:
+                rest[key] = value
+        counted = {"$and": [rest, *clauses]} if clauses else rest
+        reply = await self.col.database.command("count", self.col.name, query=counted)
+        return int(reply["n"])
+
     async def insert_unordered(self, docs: Sequence[Document]) -> BulkInsertResult:
         """Insert ``docs`` in one unordered bulk write; duplicates on unique keys are reported,
         not raised. Any other write error is raised."""

@@ -65,7 +65,7 @@ class DecisionRepository(Repository):
         query = self._range(since, until, tenant)
         if alert is not None:
             query = {"$and": [query, {"alert": alert}]}
-        total = await self.col.count_documents(query)
+        total = await self.count_matching(query)
         cursor = (
             self.col.find(query)
             .sort([("decided_at", DESCENDING), ("_id", ASCENDING)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -138,6 +139,49 @@ async def test_mark_scored_records_risk_and_search_filters_by_it(store: Store) -
     unscored = await store.transactions.get(txs[5].id)
     assert unscored is not None and unscored.risk_level is None
     assert unscored.status is TransactionStatus.PENDING
+
+
+async def test_search_totals_count_what_the_filters_match(store: Store) -> None:
+    # The pager's total comes from the ``count`` command; it must agree with an aggregation
+    # count and with the documents a full read finds, filter by filter.
+    txs = [
+        make_tx(
+            tenant="t1" if i % 3 else "t2",
+            account_id=f"savings:{950 + i % 4}",
+            client_id=str(70 + i % 5),
+            amount_minor=1_000 * (i + 1),
+            occurred_at=T0 + timedelta(hours=i),
+        )
+        for i in range(24)
+    ]
+    await store.transactions.insert_many(txs)
+    levels = [RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH, RiskLevel.CRITICAL]
+    await store.transactions.mark_scored({t.id: levels[i % 4] for i, t in enumerate(txs[:20])})
+    filters: list[dict[str, Any]] = [
+        {},
+        {"tenant": "t1"},
+        {"account_id": "savings:951", "client_id": "71"},
+        {"risk_levels": [RiskLevel.HIGH, RiskLevel.CRITICAL]},
+        {"risk_levels": [RiskLevel.LOW], "tenant": "t2"},
+        {"min_amount_minor": 5_000, "max_amount_minor": 12_000},
+        {"since": T0 + timedelta(hours=5), "until": T0 + timedelta(hours=17), "tenant": "t1"},
+    ]
+    for f in filters:
+        page, total = await store.transactions.search(limit=100, **f)
+        assert total == len(page) > 0, f
+        assert total == await store.transactions.col.count_documents(_query_of(f)), f
+
+
+def _query_of(f: dict[str, Any]) -> dict[str, Any]:
+    """The MongoDB query ``search`` builds for ``f`` (independently written)."""
+    q: dict[str, Any] = {k: v for k, v in f.items() if k in ("tenant", "account_id", "client_id")}
+    if "risk_levels" in f:
+        q["risk_level"] = {"$in": [r.value for r in f["risk_levels"]]}
+    if "min_amount_minor" in f:
+        q["amount_minor"] = {"$gte": f["min_amount_minor"], "$lte": f["max_amount_minor"]}
+    if "since" in f:
+        q["occurred_at"] = {"$gte": f["since"], "$lt": f["until"]}
+    return q
 
 
 async def test_documents_stored_before_the_time_keys_are_backfilled_and_found(
