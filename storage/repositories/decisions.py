@@ -121,8 +121,8 @@ class DecisionRepository(Repository):
     ) -> tuple[int, int, float]:
         """(decisions, alerting decisions, their ratio) in [since, until); ratio 0.0 when empty."""
         query = self._range(since, until, tenant)
-        total = int(await self.col.count_documents(query))
-        alerts = int(await self.col.count_documents({"$and": [query, {"alert": True}]}))
+        total = await self.count_matching(query)
+        alerts = await self.count_matching({"$and": [query, {"alert": True}]})
         return total, alerts, (alerts / total if total else 0.0)
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
