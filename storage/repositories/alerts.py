@@ -423,4 +423,4 @@ class AlertRepository(Repository):
         return [(date.fromisoformat(str(d["_id"])), int(d["n"])) async for d in cursor]
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
-        return int(await self.col.count_documents(query or {}))
+        return await self.count_matching(query)

@@ -118,4 +118,4 @@ class AuditLogRepository(Repository):
             after = prev.seq
 
     async def count(self) -> int:
-        return int(await self.col.count_documents({}))
+        return await self.count_matching()

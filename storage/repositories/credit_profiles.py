@@ -96,4 +96,4 @@ class CreditProfileRepository(Repository):
         return {t: counts.get(t.value, 0) for t in CreditTier}
 
     async def count(self) -> int:
-        return int(await self.col.count_documents({}))
+        return await self.count_matching()

@@ -126,4 +126,4 @@ class DecisionRepository(Repository):
         return total, alerts, (alerts / total if total else 0.0)
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
-        return int(await self.col.count_documents(query or {}))
+        return await self.count_matching(query)

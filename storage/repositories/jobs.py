@@ -107,6 +107,6 @@ class DriftRepository(Repository):
     ) -> tuple[list[DriftRun], int]:
         """Page of drift runs, newest first, with the total matching count."""
         query: dict[str, Any] = {} if model_kind is None else {"model_kind": model_kind}
-        total = await self.col.count_documents(query)
+        total = await self.count_matching(query)
         cursor = self.col.find(query).sort("computed_at", DESCENDING).skip(skip).limit(limit)
         return [from_doc(DriftRun, d) async for d in cursor], int(total)

@@ -70,7 +70,7 @@ class ModelRepository(Repository):
             query["kind"] = kind
         if stage is not None:
             query["stage"] = stage
-        total = await self.col.count_documents(query)
+        total = await self.count_matching(query)
         cursor = (
             self.col.find(query)
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])

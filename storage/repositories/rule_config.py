@@ -84,7 +84,7 @@ class RuleConfigRepository(Repository):
         self, *, skip: int = 0, limit: int = 50
     ) -> tuple[list[RuleConfigVersion], int]:
         """Page of versions, newest first, with the total count."""
-        total = await self.col.count_documents({})
+        total = await self.count_matching()
         cursor = self.col.find({}).sort("_id", DESCENDING).skip(skip).limit(limit)
         return [_from(d) async for d in cursor], int(total)
 

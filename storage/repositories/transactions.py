@@ -409,7 +409,7 @@ class TransactionRepository(Repository):
                 yield chunk
 
     async def count(self, query: dict[str, Any] | None = None) -> int:
-        return int(await self.col.count_documents(query or {}))
+        return await self.count_matching(query)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

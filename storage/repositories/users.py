@@ -86,7 +86,7 @@ class UserRepository(Repository):
             query["role"] = role.value
         if active is not None:
             query["active"] = active
-        total = await self.col.count_documents(query)
+        total = await self.count_matching(query)
         cursor = (
             self.col.find(query)
             .sort([("username_lower", ASCENDING), ("_id", ASCENDING)])
@@ -96,7 +96,7 @@ class UserRepository(Repository):
         return [from_doc(User, d) async for d in cursor], int(total)
 
     async def count(self) -> int:
-        return int(await self.col.count_documents({}))
+        return await self.count_matching()
 
     async def _update(self, user_id: str, change: Callable[[User], User]) -> User:
         """Apply ``change`` as a whole-document replacement guarded by a revision number.
