@@ -319,13 +319,9 @@ class TransactionRepository(Repository):
         if client_id:
             query["client_id"] = client_id
         add_range(query, "amount_minor", gte=min_amount_minor, lte=max_amount_minor)
-        # On the numeric time key: a date range is a slow path of the embedded store.
-        add_range(
-            query,
-            OCCURRED_MS,
-            gte=None if since is None else epoch_ms(since),
-            lt=None if until is None else epoch_ms(until),
-        )
+        # On the date (MongoDB's ``occurred_at`` index serves the range and the sort); the
+        # embedded store counts a date range in ≈ 0.4 s at 40,000 transactions.
+        add_range(query, "occurred_at", gte=since, lt=until)
         total = await self.count_matching(query, in_as_or=("risk_level",))
         cursor = self.col.find(query).sort("occurred_at", DESCENDING).skip(skip).limit(limit)
         return [from_doc(Transaction, d) async for d in cursor], int(total)
