@@ -238,8 +238,8 @@ class ScoringPipeline:
         """Args:
         rules, anomaly, xgboost: handles of the scorer deployments.
         state: ``mongodb_uri``, ``mongodb_db``, ``shards``, ``group``, ``max_keys``,
-            ``link_capacity``,
-            ``graph_hops``, ``detached`` (see ``serve.scoring.app.ScoringAppArgs``).
+            ``link_capacity``, ``graph_hops``, ``detached`` (see
+            ``serve.scoring.app.ScoringAppArgs``).
         """
         self._rules = rules
         self._anomaly = anomaly
