@@ -180,6 +180,9 @@ class TransferGraphActor(TransferGraph):
 
 
 GraphActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(TransferGraphActor)
+# Every batch calls the graph and each shard: no task events for them (they would cost each
+# call in the actor and in the GCS, for a task list nobody reads at this rate).
+_QUIET = {"enable_task_events": False}
 GRAPH_NAME = "aml-graph-{group}"
 
 
@@ -196,6 +199,7 @@ def create_graph(
         "namespace": namespace,
         "get_if_exists": True,
         "max_concurrency": 1,
+        **_QUIET,
     }
     if detached:
         opts["lifetime"] = "detached"
@@ -226,6 +230,7 @@ def create_state_shards(
             "namespace": namespace,
             "get_if_exists": True,
             "max_concurrency": 1,
+            **_QUIET,
         }
         if detached:
             opts["lifetime"] = "detached"
