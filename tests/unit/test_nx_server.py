@@ -541,3 +541,49 @@ def test_an_insert_whose_transaction_sqlite_rolls_back_answers_only_what_is_stor
     assert set(reply["insertedIds"]) == stored == {"a", "c"}
     assert reply["n"] == 2 and [e["index"] for e in reply["writeErrors"]] == [1]
     assert not conn.in_transaction
+
+
+# --- reads: $in over an indexed identifier ------------------------------------------------------
+
+
+def _find(h: NeoSQLiteHandler, query: dict[str, Any]) -> list[Any]:
+    body = {"find": "things", "filter": query, "$db": "aml", "batchSize": 1000}
+    reply: dict[str, Any] = h.handle_command(_msg(body))[1]
+    return sorted(d["_id"] for d in reply["cursor"]["firstBatch"])
+
+
+def test_an_in_over_an_indexed_identifier_reads_its_index_and_matches_the_same_documents(
+    handler: NeoSQLiteHandler,
+) -> None:
+    docs = [
+        {"_id": f"d{i}", "account_id": f"a{i % 7}", "tenant": "t", "n": i, "tags": [f"a{i % 3}"]}
+        for i in range(40)
+    ]
+    docs += [{"_id": "int", "account_id": 3, "tags": []}, {"_id": "none", "tenant": "t"}]
+    _insert_plain(handler, docs)
+    things = handler.get_database("aml")["things"]
+    things.create_index("account_id")
+    things.create_index("tags")
+    statements = _traced(handler, "aml")
+
+    def expected(field: str, values: list[Any]) -> list[str]:
+        def has(d: dict[str, Any]) -> bool:
+            v = d.get(field)
+            return any(x in v for x in values) if isinstance(v, list) else v in values
+
+        return sorted(d["_id"] for d in docs if has(d))
+
+    for values in (["a1", "a5"], ["a2", 3], ["nobody"]):
+        statements.clear()
+        got = _find(handler, {"account_id": {"$in": values}, "tenant": {"$in": ["t", "x"]}})
+        assert got == [i for i in expected("account_id", values) if i != "int"]
+        (select,) = [s for s in statements if "account_id" in s]
+        assert "_extract(data, '$.account_id') IN (" in select
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any("INDEX" in str(row) and "account_id" in str(row) for row in plan), plan
+    assert _find(handler, {"account_id": {"$in": ["a2", 3]}}) == expected("account_id", ["a2", 3])
+    # Arrays keep MongoDB's meaning: a field outside the identifiers, a null among the values.
+    assert _find(handler, {"tags": {"$in": ["a1"]}}) == expected("tags", ["a1"])
+    assert _find(handler, {"account_id": {"$in": ["a1", None]}}) == sorted(
+        [*expected("account_id", ["a1"]), "none"]
+    )
