@@ -21,11 +21,10 @@ rebuilt from the store by the actor before the batch is answered.
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -520,38 +519,19 @@ class ShardState:
 class HistorySource(Protocol):
     """Where windows are rebuilt from (``store.transactions`` satisfies it)."""
 
-    async def history(
-        self,
-        tenant: str,
-        account_id: str,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[Transaction]: ...
-
-    async def client_history(
-        self,
-        tenant: str,
-        client_id: str,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[Transaction]: ...
-
-
-def _rebuild(source: HistorySource, request: RebuildRequest) -> Awaitable[list[Transaction]]:
-    key = request.key
-    if key.kind == "client":
-        return source.client_history(key.tenant, key.name, since=request.since)
-    return source.history(key.tenant, key.name, since=request.since)
+    async def windows(
+        self, reads: Sequence[tuple[str, str, str, datetime]], *, limit: int = 10_000
+    ) -> list[list[Transaction]]:
+        """For each ``(kind, tenant, name, since)`` (kind ``"account"``: movements touching
+        the account on either side; ``"client"``: movements of the client's accounts), the
+        movements since ``since``, oldest first, at most ``limit``."""
+        ...
 
 
 async def observe_with_rebuild(
     state: ShardState, items: Sequence[ShardItem], source: HistorySource | None
 ) -> list[tuple[Transaction, ...]]:
-    """Rebuild the windows ``items`` need from ``source`` (concurrently), then answer.
+    """Rebuild the windows ``items`` need from ``source`` (read together), then answer.
 
     A rebuild reads at most the store's default page (10,000 movements per account or client
     and look-back): a hub account above that gets a truncated window, so hubs with such volume
@@ -566,8 +546,8 @@ async def observe_with_rebuild(
 async def read_windows(
     source: HistorySource, need: Sequence[RebuildRequest]
 ) -> list[list[Transaction]]:
-    """The stored transactions of each window to rebuild (read concurrently)."""
-    return list(await asyncio.gather(*(_rebuild(source, r) for r in need)))
+    """The stored transactions of each window to rebuild (read together)."""
+    return await source.windows([(r.key.kind, r.key.tenant, r.key.name, r.since) for r in need])
 
 
 def install(

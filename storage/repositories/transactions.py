@@ -19,6 +19,8 @@ RECEIVED_MS = "received_ms"
 # The ``ingest_log`` record of the delivery that stored the document: a spool replay tells its
 # own interrupted write (same record) from a redelivery of the same hook (another record).
 INGEST_ID = "ingest_id"
+# Names per ``$in`` query of ``TransactionRepository.windows``.
+WINDOWS_CHUNK = 256
 
 
 class TransactionRepository(Repository):
@@ -238,6 +240,77 @@ class TransactionRepository(Repository):
         :meth:`history`."""
         found = await self._window({"tenant": tenant, "client_id": client_id}, since, until, limit)
         return sorted(found, key=lambda t: (t.occurred_at, t.id))
+
+    async def windows(
+        self, reads: Sequence[tuple[str, str, str, datetime]], *, limit: int = 10_000
+    ) -> list[list[Transaction]]:
+        """For each ``(kind, tenant, name, since)``, what :meth:`history` (kind ``"account"``)
+        or :meth:`client_history` (kind ``"client"``) answers, in few queries: one ``$in`` per
+        tenant, side and chunk of names, from the earliest ``since`` among them.
+
+        A state shard warming up asks for hundreds of windows per batch, and one query per
+        window and side made that most of a cold start's load on the store. A chunk that
+        returns more than ``limit`` movements per name is read again one window at a time, so
+        that a busy account cannot cut another's window. Each stored transaction is one object
+        in every window it belongs to."""
+        sides = {"account": ("account_id", "counterparty_account_id"), "client": ("client_id",)}
+        wanted: dict[tuple[str, str], dict[str, datetime]] = {}
+        for kind, tenant, name, since in reads:
+            for side in sides[kind]:
+                names = wanted.setdefault((tenant, side), {})
+                names[name] = min(since, names.get(name, since))
+        parts = [
+            (tenant, side, sorted(names)[i : i + WINDOWS_CHUNK], names)
+            for (tenant, side), names in wanted.items()
+            for i in range(0, len(names), WINDOWS_CHUNK)
+        ]
+        answers = await asyncio.gather(
+            *(
+                self._windows_part(t, side, chunk, since_of, limit)
+                for t, side, chunk, since_of in parts
+            )
+        )
+        one: dict[str, Transaction] = {}
+        found: dict[tuple[str, str, str], list[Transaction]] = {}
+        for (tenant, side, _, _), answer in zip(parts, answers, strict=True):
+            for name, txs in answer.items():
+                found[(tenant, side, name)] = [one.setdefault(t.id, t) for t in txs]
+        out: list[list[Transaction]] = []
+        for kind, tenant, name, since in reads:
+            start = epoch_ms(since)
+            merged = {
+                t.id: t
+                for side in sides[kind]
+                for t in found[(tenant, side, name)]
+                if epoch_ms(t.occurred_at) >= start
+            }
+            out.append(sorted(merged.values(), key=lambda t: (t.occurred_at, t.id))[:limit])
+        return out
+
+    async def _windows_part(
+        self,
+        tenant: str,
+        side: str,
+        names: list[str],
+        since_of: Mapping[str, datetime],
+        limit: int,
+    ) -> dict[str, list[Transaction]]:
+        """One chunk of :meth:`windows`: the movements of ``names`` on ``side``, by name."""
+        cap = limit * len(names)
+        since = min(since_of[n] for n in names)
+        txs = await self._window({"tenant": tenant, side: {"$in": names}}, since, None, cap + 1)
+        if len(txs) > cap:
+            alone = await asyncio.gather(
+                *(
+                    self._window({"tenant": tenant, side: n}, since_of[n], None, limit)
+                    for n in names
+                )
+            )
+            return dict(zip(names, alone, strict=True))
+        out: dict[str, list[Transaction]] = {n: [] for n in names}
+        for tx in txs:
+            out[getattr(tx, side)].append(tx)
+        return out
 
     async def _window(
         self,

@@ -278,3 +278,58 @@ async def test_history_reads_each_window_on_both_sides_from_its_own_since(store:
         store.transactions.client_history("default", "nobody", since=T0),
     )
     assert [t.id for t in clients[0]] == [t.id for t in stream[1:4]] and clients[1] == []
+
+
+async def test_windows_answer_each_read_as_its_own_history_in_few_reads(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a warming shard reads for a batch: every window as ``history`` / ``client_history``
+    would answer it alone, with chunks of names, a busy account read alone, and one object per
+    stored transaction."""
+    from storage.repositories import transactions as module
+
+    monkeypatch.setattr(module, "WINDOWS_CHUNK", 3)
+    rng = __import__("random").Random(7)
+    accounts = [f"savings:{700 + i}" for i in range(8)]
+    stream = []
+    for i in range(160):
+        owner = accounts[0] if i % 3 == 0 else rng.choice(accounts)  # the first one is busy
+        cp = rng.choice([None, *accounts])
+        stream.append(
+            make_tx(
+                tenant=rng.choice(["default", "default", "other"]),
+                account_id=owner,
+                client_id=f"c{accounts.index(owner) % 3}",
+                counterparty_account_id=cp if cp != owner else None,
+                type=TransactionType.TRANSFER if cp and cp != owner else TransactionType.DEPOSIT,
+                direction=Direction.OUT if cp and cp != owner else Direction.IN,
+                status=TransactionStatus.REJECTED if i % 17 == 0 else TransactionStatus.PENDING,
+                occurred_at=T0 + timedelta(minutes=i, microseconds=rng.choice([0, 300])),
+            )
+        )
+    await store.transactions.insert_many(stream)
+    reads = [
+        *(("account", "default", a, T0 + timedelta(minutes=3 * k)) for k, a in enumerate(accounts)),
+        ("account", "other", accounts[1], T0),
+        ("account", "default", "savings:799", T0),  # nothing stored
+        ("account", "default", accounts[2], T0 + timedelta(minutes=40, microseconds=700)),
+        *(("client", "default", f"c{k}", T0 + timedelta(minutes=k)) for k in range(3)),
+        ("client", "other", "c1", T0),
+    ]
+    limit = 30  # the busy account has more: its chunk is read again window by window
+    got = await store.transactions.windows(reads, limit=limit)
+    alone = await asyncio.gather(
+        *(
+            store.transactions.client_history(t, n, since=s, limit=limit)
+            if kind == "client"
+            else store.transactions.history(t, n, since=s, limit=limit)
+            for kind, t, n, s in reads
+        )
+    )
+    assert [[t.id for t in w] for w in got] == [[t.id for t in w] for w in alone]
+    assert [w for w in got if w] and len(got[0]) == limit
+    objects = {}
+    for window in got:
+        for tx in window:
+            assert objects.setdefault(tx.id, tx) is tx
+    assert await store.transactions.windows([]) == []

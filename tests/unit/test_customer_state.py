@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -177,35 +178,22 @@ class ListSource:
         ]
         return sorted(inside, key=lambda t: t.occurred_at)
 
-    async def history(
-        self,
-        tenant: str,
-        account_id: str,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[Transaction]:
-        self.asked.append(("account", account_id, since))
-        mine = [
-            t
-            for t in self.stored
-            if t.tenant == tenant and account_id in (t.account_id, t.counterparty_account_id)
-        ]
-        return self._between(mine, since, until)[:limit]
-
-    async def client_history(
-        self,
-        tenant: str,
-        client_id: str,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[Transaction]:
-        self.asked.append(("client", client_id, since))
-        mine = [t for t in self.stored if t.tenant == tenant and t.client_id == client_id]
-        return self._between(mine, since, until)[:limit]
+    async def windows(
+        self, reads: Sequence[tuple[str, str, str, datetime]], *, limit: int = 10_000
+    ) -> list[list[Transaction]]:
+        out: list[list[Transaction]] = []
+        for kind, tenant, name, since in reads:
+            self.asked.append((kind, name, since))
+            if kind == "client":
+                mine = [t for t in self.stored if t.tenant == tenant and t.client_id == name]
+            else:
+                mine = [
+                    t
+                    for t in self.stored
+                    if t.tenant == tenant and name in (t.account_id, t.counterparty_account_id)
+                ]
+            out.append(self._between(mine, since, None)[:limit])
+        return out
 
 
 def _client_stream(seed: int, n: int) -> list[Transaction]:
