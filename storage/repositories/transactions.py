@@ -259,11 +259,11 @@ class TransactionRepository(Repository):
             for side in sides[kind]:
                 names = wanted.setdefault((tenant, side), {})
                 names[name] = min(since, names.get(name, since))
-        parts = [
-            (tenant, side, sorted(names)[i : i + WINDOWS_CHUNK], names)
-            for (tenant, side), names in wanted.items()
-            for i in range(0, len(names), WINDOWS_CHUNK)
-        ]
+        parts = []
+        for (tenant, side), names in wanted.items():
+            ordered = sorted(names)
+            for i in range(0, len(ordered), WINDOWS_CHUNK):
+                parts.append((tenant, side, ordered[i : i + WINDOWS_CHUNK], names))
         answers = await asyncio.gather(
             *(
                 self._windows_part(t, side, chunk, since_of, limit)
