@@ -541,12 +541,18 @@ def _install_shallow_insert() -> None:
     except ImportError as exc:
         log.warning("neosqlite internals not as expected (%s); inserts deep-copy", exc)
         return
-    insert_one = getattr(Collection, "insert_one", None)
-    if not callable(insert_one) or getattr(insert_one, "__aml_shallow__", False):
+    _wrap_once(Collection, "insert_one", shallow_copied)
+
+
+def _wrap_once(cls: Any, name: str, wrap: Callable[[Handler], Handler]) -> None:
+    """Replace ``cls.name`` by ``wrap(cls.name)``, unless it is already wrapped so."""
+    method = getattr(cls, name, None)
+    marker = f"__aml_{wrap.__name__}__"
+    if not callable(method) or getattr(method, marker, False):
         return
-    wrapped = shallow_copied(insert_one)
-    wrapped.__aml_shallow__ = True  # type: ignore[attr-defined]
-    Collection.insert_one = wrapped  # type: ignore[method-assign]
+    wrapped = wrap(method)
+    setattr(wrapped, marker, True)
+    setattr(cls, name, wrapped)
 
 
 # Identifier fields that hold one string or number in every document of this product (never
@@ -604,12 +610,11 @@ def _install_indexed_in() -> None:
     except ImportError as exc:
         log.warning("neosqlite internals not as expected (%s); $in reads scan", exc)
         return
-    build = getattr(SqlQueryBuilderMixin, "_build_field_clause", None)
-    if not callable(build) or getattr(build, "__aml_indexed_in__", False):
-        return
-    wrapped = indexed_in(build, parse_json_path)
-    wrapped.__aml_indexed_in__ = True  # type: ignore[attr-defined]
-    SqlQueryBuilderMixin._build_field_clause = wrapped  # type: ignore[method-assign]
+
+    def indexed_in_sql(build: Handler) -> Handler:
+        return indexed_in(build, parse_json_path)
+
+    _wrap_once(SqlQueryBuilderMixin, "_build_field_clause", indexed_in_sql)
 
 
 def install() -> bool:
