@@ -10,7 +10,9 @@ transaction), then starts the server exactly as ``python -m nx_27017.nx_27017`` 
 
 Semantics are unchanged: a statement that fails (a duplicate key in an unordered insert) fails
 alone inside the transaction as it did alone outside it, and the handler's answer lists it the
-same way; whatever the handler wrote is committed before it answers. A command that is part of
+same way; whatever the handler wrote is committed before it answers. Should SQLite itself end
+the transaction midway (a full disk, an I/O error), the command is answered as failed rather
+than with the handler's count of writes that were undone. A command that is part of
 a client session's transaction, or that arrives while the connection is already inside one, is
 left to the handler. If the installed ``nx-27017`` lacks what is wrapped, the server starts
 unwrapped and logs why.
@@ -342,6 +344,16 @@ def insert_plain(
 
 FastPath = Callable[[Any, sqlite3.Connection, Any, dict[str, Any]], dict[str, Any] | None]
 
+# The answer to a write whose transaction SQLite rolled back while the handler ran it: a failed
+# command (the driver raises), never the handler's count of what it believed written.
+ROLLED_BACK_ANSWER: dict[str, Any] = {
+    "ok": 0,
+    "code": 1,
+    "codeName": "InternalError",
+    "errmsg": "the write was interrupted (its SQLite transaction was rolled back); "
+    "part of it may be stored: retry it",
+}
+
 
 def one_transaction(
     handler: Handler,
@@ -384,7 +396,18 @@ def one_transaction(
                         fast = None
                 if fast is not None:
                     result = (msg["request_id"], fast)
+                elif conn.in_transaction:
+                    result = handler(self, msg, *args, **kwargs)
+                    if not conn.in_transaction:
+                        # SQLite ended the transaction inside the handler (RAISE(ROLLBACK) in a
+                        # trigger, a full disk, an I/O error): what it wrote before that is gone,
+                        # what it wrote after was committed alone, and its answer counts both.
+                        # The client is told the command failed, and retries it or keeps it.
+                        log.error("a %s was rolled back by SQLite midway", _command_name(body))
+                        result = (msg["request_id"], dict(ROLLED_BACK_ANSWER))
                 else:
+                    # The fast path's transaction was rolled back: the handler runs the command
+                    # in autocommit and answers what it stored.
                     result = handler(self, msg, *args, **kwargs)
             except BaseException:
                 if conn.in_transaction:

@@ -543,6 +543,45 @@ def test_an_insert_whose_transaction_sqlite_rolls_back_answers_only_what_is_stor
     assert not conn.in_transaction
 
 
+def _refuse(conn: sqlite3.Connection, event: str, when: str) -> None:
+    # RAISE(ROLLBACK) ends the whole transaction, as a full disk or an I/O error does.
+    conn.execute(
+        f'CREATE TRIGGER refuse BEFORE {event} ON "things" WHEN {when} '
+        'BEGIN SELECT RAISE(ROLLBACK, "refused"); END'
+    )
+
+
+def test_a_handler_path_insert_rolled_back_midway_is_answered_as_failed(
+    handler: NeoSQLiteHandler,
+) -> None:
+    # Integer ids are not plain documents: the handler inserts them one by one.
+    _insert(handler, [{"_id": 0}])
+    conn = handler.get_database("aml").db
+    _refuse(conn, "INSERT", "json_extract(NEW.data, '$._id') = 2")
+    reply = _insert(handler, [{"_id": 1}, {"_id": 2}, {"_id": 3}])
+    stored = {row[0] for row in conn.execute("SELECT json_extract(data, '$._id') FROM things")}
+    # 1 was rolled back with the transaction, 3 was written alone afterwards: no count the
+    # handler could give is true, so the command fails and the client retries it.
+    assert stored == {0, 3}
+    assert reply["ok"] == 0 and "rolled back" in reply["errmsg"]
+    assert "insertedIds" not in reply and "n" not in reply
+    assert not conn.in_transaction
+
+
+def test_a_handler_path_update_rolled_back_midway_is_answered_as_failed(
+    handler: NeoSQLiteHandler,
+) -> None:
+    _insert(handler, [{"_id": "a", "n": 1}, {"_id": "b", "n": 1}, {"_id": "c", "n": 1}])
+    conn = handler.get_database("aml").db
+    _refuse(conn, "UPDATE", "json_extract(OLD.data, '$._id') = 'b'")
+    reply = _update(handler, {"n": 1}, {"$inc": {"n": 1}}, multi=True)
+    assert reply["ok"] == 0 and "rolled back" in reply["errmsg"]
+    assert not conn.in_transaction
+    # Without the trigger the same update is answered and committed as before.
+    conn.execute("DROP TRIGGER refuse")
+    assert _update(handler, {"n": 1}, {"$inc": {"n": 1}}, multi=True)["ok"] == 1
+
+
 # --- reads: $in over an indexed identifier ------------------------------------------------------
 
 
