@@ -17,11 +17,13 @@ from aml.settings import Settings
 from bench._load import percentile
 from bench.e2e import (
     HookMix,
+    MemoryPeaks,
     Stack,
     Verification,
     load_result,
     parse_wrk,
     process_label,
+    pss_due,
     summary,
     verify,
 )
@@ -268,3 +270,22 @@ def test_ports_for_later_come_from_a_range_nothing_picks_by_itself() -> None:
     assert port in LATE_BIND_PORTS
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # free indeed
+
+
+def test_pss_is_read_at_its_interval_or_when_rss_has_grown() -> None:
+    mib = 1 << 20
+    assert pss_due(float("inf"), 0, 10.0, 64 * mib)  # the first sample
+    assert not pss_due(9.9, 63 * mib, 10.0, 64 * mib)
+    assert pss_due(10.0, 0, 10.0, 64 * mib)
+    assert pss_due(0.5, 64 * mib, 10.0, 64 * mib)
+    assert not pss_due(0.5, -500 * mib, 10.0, 64 * mib)  # shrinking never asks
+
+
+def test_memory_peaks_take_pss_only_from_samples_that_read_it() -> None:
+    peaks = MemoryPeaks()
+    peaks.add(0.0, {"a": (1, 100, 60), "b": (2, 50, 40)})
+    peaks.add(1.0, {"a": (1, 300, None), "b": (2, 50, None)})  # RSS only
+    peaks.add(2.0, {"a": (1, 120, 70), "b": (2, 50, None)})  # one process unread: no total
+    assert peaks.peak_rss_total == 350 and peaks.peak_pss_total == 100
+    assert peaks.timeline == [(0.0, 150, 100), (1.0, 350, None), (2.0, 170, None)]
+    assert peaks.peak_rss_by_name == {"a": 300, "b": 50} and peaks.samples == 3
