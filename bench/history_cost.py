@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aml.domain import Direction, Transaction, TransactionType, stable_id
+from aml.domain import Direction, Transaction, TransactionType
 from aml.features import FeatureParams, feature_vector
 from aml.history import HistoryContext
 from aml.rules.config import default_rule_config
 from aml.rules.engine import RuleEngine
-from bench.scoring import RESULTS
+from bench.scoring import RESULTS, bench_tx
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WEEK_S = 7 * 24 * 3600
@@ -38,21 +38,7 @@ ACCOUNT = "savings:float"
 def _tx(
     key: str, at: datetime, ttype: TransactionType, direction: Direction, **extra: Any
 ) -> Transaction:
-    return Transaction(
-        id=stable_id("bench", key),
-        tenant="bench",
-        dedupe_key=key,
-        source="generic",
-        type=ttype,
-        direction=direction,
-        amount_minor=extra.pop("amount_minor"),
-        currency="XAF",
-        occurred_at=at,
-        received_at=at,
-        account_id=ACCOUNT,
-        client_id="float-owner",
-        **extra,
-    )
+    return bench_tx(key, at, ttype, direction, account_id=ACCOUNT, client_id="float-owner", **extra)
 
 
 def busy_account(n: int, *, seed: int = 5) -> tuple[Transaction, list[Transaction]]:

@@ -67,17 +67,12 @@ def synthetic_stream(n: int, *, accounts: int, seed: int = 11) -> list[Transacti
         at = T0 + timedelta(seconds=span_s * i / n + rng.uniform(-120, 0))
         key = f"BENCH|{i}"
         out.append(
-            Transaction(
-                id=stable_id("bench", key),
-                tenant="bench",
-                dedupe_key=key,
-                source="generic",
-                type=ttype,
-                direction=direction,
+            bench_tx(
+                key,
+                at,
+                ttype,
+                direction,
                 amount_minor=int(rng.lognormvariate(10, 1.2)),
-                currency="XAF",
-                occurred_at=at,
-                received_at=at,
                 account_id=acct,
                 counterparty_account_id=cp,
                 client_id=acct.split(":")[1],
@@ -87,6 +82,24 @@ def synthetic_stream(n: int, *, accounts: int, seed: int = 11) -> list[Transacti
             )
         )
     return out
+
+
+def bench_tx(
+    key: str, at: datetime, ttype: TransactionType, direction: Direction, **fields: Any
+) -> Transaction:
+    """A generic-source XAF transaction of the ``bench`` tenant, received when it occurred."""
+    return Transaction(
+        id=stable_id("bench", key),
+        tenant="bench",
+        dedupe_key=key,
+        source="generic",
+        type=ttype,
+        direction=direction,
+        currency="XAF",
+        occurred_at=at,
+        received_at=at,
+        **fields,
+    )
 
 
 def _batches(txs: Sequence[Transaction], size: int) -> list[list[Transaction]]:
