@@ -11,13 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo.errors import ConnectionFailure, PyMongoError
 from sanic import Blueprint, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json
 
 from aml.credit.score import CreditConfig
-from aml.errors import AmlError, TooManyRequests
+from aml.errors import AmlError, ServiceUnavailable, TooManyRequests
 from aml.settings import Settings
 from serve.api import (
     routes_alerts,
@@ -40,6 +41,9 @@ from storage.store import Store, open_store, resolve_mongodb_uri
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# Seconds a client is asked to wait before retrying a request the store could not serve.
+STORE_RETRY_AFTER = "5"
+
 ROUTE_MODULES: tuple[tuple[str, RouteTable], ...] = (
     ("auth", routes_auth.routes),
     ("alerts", routes_alerts.routes),
@@ -74,6 +78,12 @@ ApiApp = Sanic[Config, ApiContext]
 def all_route_specs() -> list[RouteSpec]:
     """Every declared API route (the auth test matrix is generated from this)."""
     return [spec for _, table in ROUTE_MODULES for spec, _ in table.specs]
+
+
+def _internal_error(request: Request) -> JSONResponse:
+    """The answer to an error nobody expected (logged with its traceback, never shown)."""
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return json({"error": "internal_error", "message": "internal error"}, status=500)
 
 
 def create_app(
@@ -137,6 +147,19 @@ def create_app(
             headers["WWW-Authenticate"] = "Bearer"
         return json(exc.to_dict(), status=exc.status_code, headers=headers)
 
+    @app.exception(PyMongoError)
+    async def _store_error(request: Request, exc: PyMongoError) -> JSONResponse:
+        if not (isinstance(exc, ConnectionFailure) or exc.timeout):
+            return _internal_error(request)
+        # The store is unreachable or too slow: the client may retry, nothing is wrong with
+        # its request.
+        log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
+        unavailable = ServiceUnavailable(
+            "the database is unreachable or did not answer in time; retry shortly",
+            reason=type(exc).__name__,
+        )
+        return json(unavailable.to_dict(), status=503, headers={"Retry-After": STORE_RETRY_AFTER})
+
     @app.exception(SanicException)
     async def _sanic_error(request: Request, exc: SanicException) -> JSONResponse:
         status = int(getattr(exc, "status_code", 500) or 500)
@@ -144,8 +167,7 @@ def create_app(
 
     @app.exception(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json({"error": "internal_error", "message": "internal error"}, status=500)
+        return _internal_error(request)
 
     @app.after_server_start
     async def _open(app: ApiApp) -> None:

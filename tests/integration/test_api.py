@@ -12,6 +12,7 @@ from aml.domain import AlertStatus, AnalystDecision, RiskLevel, Role, utcnow
 from aml.settings import Settings
 from serve.api.app import API_PREFIX, ApiApp, create_app
 from serve.auth import LoginRateLimiter, TokenService
+from storage.embedded import free_port_for_later
 from storage.store import Store, open_store
 from tests.factories import make_alert
 from tests.integration.api_client import Client, signed_in
@@ -292,3 +293,21 @@ async def test_overview_counts_open_overdue_and_decisions(store: Store) -> None:
     assert data["by_status"]["closed_legitimate"] == 1
     assert sum(data["by_risk"].values()) == 3
     assert sum(p["count"] for p in data["decisions_per_minute"]) == 3  # seeded within the hour
+
+
+async def test_an_unreachable_store_is_503_with_retry_after(store: Store) -> None:
+    await seed_team(store)
+    (signed,) = await signed_in(_app(store), "ana")
+    # The same tokens, served by an API whose store does not answer: nothing listens there.
+    down = open_store(f"mongodb://127.0.0.1:{free_port_for_later()}", "nowhere", timeout_ms=300)
+    app = _app(down)
+    c = Client(app)
+    c.token = signed.token
+    status, data = await c.get("/alerts")
+    assert status == 503 and data["error"] == "service_unavailable"
+    assert "retry" in data["message"] and data["details"]["reason"]
+    _, resp = await app.asgi_client.get(
+        API_PREFIX + "/alerts", headers={"Authorization": f"Bearer {signed.token}"}
+    )
+    assert resp.status == 503 and resp.headers["retry-after"] == "5"
+    await down.client.close()
