@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from aml.errors import ServiceUnavailable
 
 APPNAME = "fineract-aml"
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
@@ -34,3 +41,34 @@ def make_client(
 
 def get_database(client: AsyncMongoClient[Document], name: str) -> AsyncDatabase[Document]:
     return client.get_database(name)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached or did not answer in time (worth a
+    retry later), as opposed to refusing the command itself."""
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+def unavailable_error(exc: BaseException) -> ServiceUnavailable | None:
+    """The error a person is shown for ``exc`` when the store is unavailable (503, naming the
+    driver's error), or None when ``exc`` is anything else."""
+    if not store_unavailable(exc):
+        return None
+    return ServiceUnavailable(
+        "the database is unreachable or did not answer in time; retry shortly",
+        reason=type(exc).__name__,
+    )
+
+
+@contextlib.contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Raise :func:`unavailable_error` instead of the driver's error when the store is
+    unavailable inside the block (other errors pass unchanged)."""
+    try:
+        yield
+    except PyMongoError as exc:
+        error = unavailable_error(exc)
+        if error is None:
+            raise
+        log.warning("store unavailable: %s", exc)
+        raise error from exc

@@ -21,6 +21,7 @@ from aml.auth import Permission, can
 from aml.errors import AmlError, Unauthorized
 from serve.auth import check_user_current
 from serve.services import Actor, users
+from storage.client import unavailable_as_error
 from ui import context
 
 T = TypeVar("T")
@@ -55,17 +56,19 @@ async def sign_in(username: str, password: str) -> Actor:
     """Check credentials (rate-limited, audited) and keep the tokens in the session.
 
     Raises:
-        Unauthorized, TooManyRequests: shown to the user by the login page.
+        Unauthorized, TooManyRequests, ServiceUnavailable: shown to the user by the login
+            page.
     """
     ctx = context.get()
-    user, pair = await users.login(
-        ctx.store,
-        tokens=ctx.tokens,
-        limiter=ctx.limiter,
-        username=username,
-        password=password,
-        ip=client_ip(),
-    )
+    with unavailable_as_error():
+        user, pair = await users.login(
+            ctx.store,
+            tokens=ctx.tokens,
+            limiter=ctx.limiter,
+            username=username,
+            password=password,
+            ip=client_ip(),
+        )
     app.storage.user.update(access_token=pair.access_token, refresh_token=pair.refresh_token)
     return Actor(user=user, ip=client_ip())
 
@@ -121,13 +124,15 @@ async def run_action(
     action: Callable[[Actor], Awaitable[T]], *, success: str | None = None
 ) -> T | None:
     """Run a service call from an event handler as the *current* user (re-read now, so a user
-    deactivated since the page loaded is stopped); errors become a visible notification."""
-    actor = await current_actor()
-    if actor is None:
-        ui.navigate.to(LOGIN_PATH)
-        return None
+    deactivated since the page loaded is stopped); errors, an unavailable store among them,
+    become a visible notification."""
     try:
-        result = await action(actor)
+        with unavailable_as_error():
+            actor = await current_actor()
+            if actor is None:
+                ui.navigate.to(LOGIN_PATH)
+                return None
+            result = await action(actor)
     except AmlError as exc:
         ui.notify(exc.message, type="negative")
         return None

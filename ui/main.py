@@ -20,6 +20,7 @@ from ui.pages import (
     credit_profile,
     credit_profiles,
     credit_requests,
+    errors,
     jobs,
     login,
     models,
@@ -34,6 +35,7 @@ from ui.pages import (
 def register_pages() -> None:
     """Attach the middleware and every page (call once per app instance)."""
     app.add_middleware(AuthMiddleware)
+    app.on_page_exception(errors.page)
     ui.page("/login")(login.page)
     ui.page("/")(overview.page)
     ui.page("/alerts")(alerts.page)

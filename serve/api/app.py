@@ -11,14 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 from sanic import Blueprint, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json
 
 from aml.credit.score import CreditConfig
-from aml.errors import AmlError, ServiceUnavailable, TooManyRequests
+from aml.errors import AmlError, TooManyRequests
 from aml.settings import Settings
 from serve.api import (
     routes_alerts,
@@ -36,6 +36,7 @@ from serve.api.routes_base import RouteSpec, RouteTable, openapi_path, path_para
 from serve.auth import LoginRateLimiter, TokenService
 from serve.services.credit import CreditWorkflowPolicy
 from serve.services.jobs import Operations
+from storage.client import unavailable_error
 from storage.store import Store, open_store, resolve_mongodb_uri
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,12 @@ def create_app(
 
     @app.exception(PyMongoError)
     async def _store_error(request: Request, exc: PyMongoError) -> JSONResponse:
-        if not (isinstance(exc, ConnectionFailure) or exc.timeout):
+        unavailable = unavailable_error(exc)
+        if unavailable is None:
             return _internal_error(request)
         # The store is unreachable or too slow: the client may retry, nothing is wrong with
         # its request.
         log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
-        unavailable = ServiceUnavailable(
-            "the database is unreachable or did not answer in time; retry shortly",
-            reason=type(exc).__name__,
-        )
         return json(unavailable.to_dict(), status=503, headers={"Retry-After": STORE_RETRY_AFTER})
 
     @app.exception(SanicException)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from nicegui import ui
@@ -10,9 +11,11 @@ from nicegui.testing.user import User
 
 from aml.domain import AlertStatus, AnalystDecision, Role
 from serve.services import users
-from storage.store import Store
+from storage.embedded import free_port_for_later
+from storage.store import Store, open_store
 from tests.factories import make_alert
 from tests.ui.seed import PASSWORD, USERNAMES, Team, seed_alerts
+from ui import context
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +195,35 @@ async def test_deactivated_analyst_is_signed_out_on_next_page(
     )
     await user.open("/alerts")
     await user.should_see("Sign in to review alerts and cases", retries=40)
+
+
+async def test_an_unavailable_store_is_said_at_sign_in_and_on_pages(
+    user: User, team: Team, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = context.get()
+    # A store that does not answer: nothing listens where it points.
+    down = open_store(f"mongodb://127.0.0.1:{free_port_for_later()}", "nowhere", timeout_ms=300)
+    try:
+        context.configure(dataclasses.replace(ctx, store=down))
+        await user.open("/login")
+        user.find(marker="username").type("ana")
+        user.find(marker="password").type(PASSWORD)
+        user.find(marker="sign-in").click()
+        await user.should_see("the database is unreachable", retries=40)
+
+        context.configure(ctx)
+        await login(user, "ana")
+        context.configure(dataclasses.replace(ctx, store=down))
+        # NiceGUI answers a page that failed with 500 (the simulated user only opens 200s),
+        # built by the dashboard's error page.
+        response = await user.http_client.get("/alerts")
+        assert response.status_code == 500
+        assert "The database is unavailable" in response.text
+        assert "the database is unreachable or did not answer in time" in response.text
+        assert "could not be shown" not in response.text
+    finally:
+        context.configure(ctx)
+        await down.client.close()
+    # NiceGUI logs the page that failed, with its traceback, for the operators.
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.get_records("call"))
+    caplog.clear()

@@ -11,7 +11,7 @@ from aml.auth import Permission
 from aml.domain import AlertStatus, RiskLevel, utcnow
 from serve.services import alerts
 from ui import context, theme
-from ui.auth import require_page
+from ui.auth import require_page, run_action
 from ui.frame import frame
 
 
@@ -51,7 +51,11 @@ async def page() -> None:
         charts = ui.grid(columns=2).classes("w-full gap-4")
 
         async def render() -> None:
-            data = await alerts.overview(ctx.store, actor=actor)
+            # Through run_action: the periodic refresh re-checks the user and says so when the
+            # store is unavailable, like the queue's.
+            data = await run_action(lambda a: alerts.overview(ctx.store, actor=a))
+            if data is None:
+                return
             cards.clear()
             oldest = (
                 _age((utcnow() - data.oldest_open_at).total_seconds() / 60)
