@@ -43,16 +43,12 @@ def get_database(client: AsyncMongoClient[Document], name: str) -> AsyncDatabase
     return client.get_database(name)
 
 
-def store_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the store could not be reached or did not answer in time (worth a
-    retry later), as opposed to refusing the command itself."""
-    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
-
-
 def unavailable_error(exc: BaseException) -> ServiceUnavailable | None:
-    """The error a person is shown for ``exc`` when the store is unavailable (503, naming the
-    driver's error), or None when ``exc`` is anything else."""
-    if not store_unavailable(exc):
+    """The error a person is shown when ``exc`` says the store could not be reached or did not
+    answer in time (503, naming the driver's error: worth a retry later), or None when ``exc``
+    is anything else (the store refused the command itself, or it is not a store error)."""
+    timed_out = isinstance(exc, PyMongoError) and exc.timeout
+    if not (isinstance(exc, ConnectionFailure) or timed_out):
         return None
     return ServiceUnavailable(
         "the database is unreachable or did not answer in time; retry shortly",

@@ -81,9 +81,9 @@ def all_route_specs() -> list[RouteSpec]:
     return [spec for _, table in ROUTE_MODULES for spec, _ in table.specs]
 
 
-def _internal_error(request: Request) -> JSONResponse:
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
     """The answer to an error nobody expected (logged with its traceback, never shown)."""
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return json({"error": "internal_error", "message": "internal error"}, status=500)
 
 
@@ -152,7 +152,7 @@ def create_app(
     async def _store_error(request: Request, exc: PyMongoError) -> JSONResponse:
         unavailable = unavailable_error(exc)
         if unavailable is None:
-            return _internal_error(request)
+            return _internal_error(request, exc)
         # The store is unreachable or too slow: the client may retry, nothing is wrong with
         # its request.
         log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
@@ -165,7 +165,7 @@ def create_app(
 
     @app.exception(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:
-        return _internal_error(request)
+        return _internal_error(request, exc)
 
     @app.after_server_start
     async def _open(app: ApiApp) -> None:

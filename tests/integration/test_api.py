@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from pymongo.errors import OperationFailure
 
 from aml.domain import AlertStatus, AnalystDecision, RiskLevel, Role, utcnow
 from aml.settings import Settings
@@ -311,3 +313,27 @@ async def test_an_unreachable_store_is_503_with_retry_after(store: Store) -> Non
     )
     assert resp.status == 503 and resp.headers["retry-after"] == "5"
     await down.client.close()
+
+
+async def test_unexpected_errors_are_500_logged_with_their_traceback(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(store)
+
+    async def refused(request: Any) -> Any:
+        raise OperationFailure("refused by the store", code=2)  # not an unavailable store
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    app.add_route(refused, "/refused")
+    app.add_route(broken, "/broken")
+    for path, kind in (("/refused", OperationFailure), ("/broken", RuntimeError)):
+        caplog.clear()
+        _, resp = await app.asgi_client.get(path)
+        assert resp.status == 500 and resp.json == {
+            "error": "internal_error",
+            "message": "internal error",
+        }
+        logged = [r for r in caplog.records if r.getMessage() == f"unhandled error on GET {path}"]
+        assert logged and logged[0].exc_info and logged[0].exc_info[0] is kind
