@@ -227,3 +227,19 @@ async def test_an_unavailable_store_is_said_at_sign_in_and_on_pages(
     # NiceGUI logs the page that failed, with its traceback, for the operators.
     assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.get_records("call"))
     caplog.clear()
+
+
+async def test_a_page_that_fails_otherwise_says_the_error_was_logged(
+    user: User, team: Team, caplog: pytest.LogCaptureFixture
+) -> None:
+    @ui.page("/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    await login(user, "ana")
+    response = await user.http_client.get("/fails")
+    assert response.status_code == 500
+    assert "This page could not be shown" in response.text
+    assert "The database is unavailable" not in response.text
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.get_records("call"))
+    caplog.clear()
