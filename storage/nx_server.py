@@ -584,7 +584,9 @@ def _wrap_once(cls: Any, name: str, wrap: Callable[[Handler], Handler]) -> None:
 # ``$in`` over it reads the collection either way. Low-cardinality fields (``status``,
 # ``risk_level``) are left out on purpose: an index on them would tempt SQLite's planner (which
 # has no statistics here) away from the selective identifier beside them.
-SCALAR_ID_FIELDS = frozenset({"account_id", "counterparty_account_id", "client_id", "open_key"})
+SCALAR_ID_FIELDS = frozenset(
+    {"account_id", "counterparty_account_id", "client_id", "open_key", "dedupe_key"}
+)
 
 
 def _scalar_in(value: Any) -> list[Any] | None:

@@ -545,16 +545,25 @@ class Committer:
         # event from an earlier, interrupted replay (then it counts as accepted, not duplicate).
         existing_id: dict[int, str] = {}
         ours: set[int] = set()
+        dup_keys: dict[str, list[str]] = {}  # tenant -> dedupe keys, one read per tenant
+        for p in result.duplicates:
+            tx = subs[to_insert[p]].transaction
+            assert tx is not None
+            dup_keys.setdefault(tx.tenant, []).append(tx.dedupe_key)
+        stored: dict[tuple[str, str], tuple[Transaction, str | None]] = {}
+        for tenant, keys in dup_keys.items():
+            with pymongo.timeout(deadline):
+                found = await self._store.transactions.stored_from_many(tenant, keys)
+            stored.update({(tenant, k): v for k, v in found.items()})
         for p in result.duplicates:
             i = to_insert[p]
             tx = subs[i].transaction
             assert tx is not None
-            with pymongo.timeout(deadline):
-                found = await self._store.transactions.stored_from(tx.tenant, tx.dedupe_key)
-            if found is None:  # deleted in between: nothing to point at
+            got = stored.get((tx.tenant, tx.dedupe_key))
+            if got is None:  # deleted in between: nothing to point at
                 existing_id[i] = tx.id
                 continue
-            existing, origin = found
+            existing, origin = got
             existing_id[i] = existing.id
             if replay and _stored_by(subs[i], existing, origin):
                 ours.add(i)

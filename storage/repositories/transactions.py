@@ -48,8 +48,12 @@ class TransactionRepository(Repository):
     # The embedded store's planner uses single-field indexes only (and only for an equality),
     # so it gets those on the fields the hot reads select on, instead of compound ones it would
     # maintain on every insert and never use.
+    # The unique pair still decides what is a duplicate; the lone ``dedupe_key`` serves the
+    # look-ups of the stored duplicate (one per redelivered hook, and reconciliations), which
+    # otherwise read every document of the collection.
     embedded_indexes = (
         IndexModel([("tenant", ASCENDING), ("dedupe_key", ASCENDING)], unique=True),
+        IndexModel([("dedupe_key", ASCENDING)]),
         IndexModel([("account_id", ASCENDING)]),
         IndexModel([("counterparty_account_id", ASCENDING)]),
         IndexModel([("client_id", ASCENDING)]),
@@ -116,11 +120,26 @@ class TransactionRepository(Repository):
     ) -> tuple[Transaction, str | None] | None:
         """The stored transaction of ``(tenant, dedupe_key)`` and the ``ingest_log`` record of
         the delivery that stored it (None for documents stored without one)."""
-        doc = await self.col.find_one({"tenant": tenant, "dedupe_key": dedupe_key})
-        if doc is None:
-            return None
-        origin = doc.get(INGEST_ID)
-        return from_doc(Transaction, doc), origin if isinstance(origin, str) else None
+        found = await self.stored_from_many(tenant, [dedupe_key])
+        return found.get(dedupe_key)
+
+    async def stored_from_many(
+        self, tenant: str, dedupe_keys: Sequence[str]
+    ) -> dict[str, tuple[Transaction, str | None]]:
+        """:meth:`stored_from` of several keys of one tenant, in one read; keys with nothing
+        stored are left out."""
+        keys = list(dict.fromkeys(dedupe_keys))
+        if not keys:
+            return {}
+        value: Any = keys[0] if len(keys) == 1 else {"$in": keys}
+        found: dict[str, tuple[Transaction, str | None]] = {}
+        async for doc in self.col.find({"tenant": tenant, "dedupe_key": value}):
+            origin = doc.get(INGEST_ID)
+            found[doc["dedupe_key"]] = (
+                from_doc(Transaction, doc),
+                origin if isinstance(origin, str) else None,
+            )
+        return found
 
     async def set_status(
         self,

@@ -132,6 +132,36 @@ async def test_sequential_duplicate_points_at_the_stored_transaction(
     assert handoff.ids == [tx.id]
 
 
+async def test_redelivered_batch_points_each_duplicate_at_its_own_stored_transaction(
+    committer: Committer, store: Store, handoff: RecordingHandoff
+) -> None:
+    """Fineract redelivers what it already sent, in two tenants, mixed with new hooks: every
+    duplicate in the batch (looked up together) names the transaction stored under its own
+    tenant and key, and only the new hooks are stored and handed off."""
+    first = [make_tx(), make_tx(), make_tx(tenant="t2"), make_tx(tenant="t2")]
+    # Same key in both tenants: two different transactions.
+    shared = [
+        make_tx(dedupe_key="LOAN|REPAYMENT|77"),
+        make_tx(dedupe_key="LOAN|REPAYMENT|77", tenant="t2"),
+    ]
+    await committer.submit_many([submission(t) for t in [*first, *shared]])
+    # Redelivered with new ids (another parser run), interleaved with new hooks.
+    again = [t.replace(id=f"{t.id}-again") for t in [*first, *shared]]
+    new = [make_tx(), make_tx(tenant="t2")]
+    batch = [again[0], new[0], again[4], again[2], new[1], again[5], again[1], again[3]]
+    acks = await committer.submit_many([submission(t) for t in batch])
+    await committer.close()
+
+    original = {(t.tenant, t.dedupe_key): t.id for t in [*first, *shared, *new]}
+    assert [a.transaction_id for a in acks] == [original[(t.tenant, t.dedupe_key)] for t in batch]
+    assert [a.outcome for a in acks] == [
+        IngestOutcome.ACCEPTED if t in new else IngestOutcome.DUPLICATE for t in batch
+    ]
+    assert await store.transactions.count() == 8
+    assert sorted(handoff.ids) == sorted(original.values())
+    assert await store.ingest_log.count_by_outcome() == {"accepted": 8, "duplicate": 6}
+
+
 async def test_batch_of_many_events_is_stored_and_handed_off_once_each(
     committer: Committer, store: Store, handoff: RecordingHandoff
 ) -> None:

@@ -50,6 +50,20 @@ async def test_duplicate_dedupe_keys_are_reported_not_stored(store: Store) -> No
     assert await store.transactions.count() == 3
 
 
+async def test_stored_duplicates_are_found_per_tenant_in_one_read(store: Store) -> None:
+    a = make_tx(dedupe_key="k1")
+    b = make_tx(dedupe_key="k2")
+    other = make_tx(dedupe_key="k1", tenant="other")
+    await store.transactions.insert_many([a, b], ingest_ids=["rec-a", "rec-b"])
+    await store.transactions.insert_many([other])
+    found = await store.transactions.stored_from_many("default", ["k2", "k1", "k1", "missing"])
+    assert found == {"k1": (a, "rec-a"), "k2": (b, "rec-b")}
+    assert await store.transactions.stored_from_many("other", ["k1", "k2"]) == {"k1": (other, None)}
+    assert await store.transactions.stored_from_many("default", []) == {}
+    assert await store.transactions.stored_from("default", "k2") == (b, "rec-b")
+    assert await store.transactions.stored_from("default", "missing") is None
+
+
 async def test_concurrent_inserts_of_one_key_store_one(store: Store) -> None:
     results = await asyncio.gather(
         *(
@@ -234,6 +248,8 @@ async def test_the_embedded_store_is_recognised_and_gets_its_own_indexes(store: 
     else:
         assert await store.is_embedded()
         assert ("account_id",) in names and ("client_id",) in names
+        # Duplicate look-ups read this one: the unique pair does not serve them here.
+        assert ("dedupe_key",) in names and ("tenant", "dedupe_key") in names
 
 
 async def test_history_reads_each_window_on_both_sides_from_its_own_since(store: Store) -> None:

@@ -626,3 +626,32 @@ def test_an_in_over_an_indexed_identifier_reads_its_index_and_matches_the_same_d
     assert _find(handler, {"account_id": {"$in": ["a1", None]}}) == sorted(
         [*expected("account_id", ["a1"]), "none"]
     )
+
+
+def test_duplicate_look_ups_read_an_index_of_the_transactions_embedded_indexes(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """A redelivered hook makes the ingress look its stored transaction up by tenant and key
+    (several in one ``$in``); the unique pair cannot serve that here (the tenant's clause keeps
+    MongoDB's array semantics), so the collection has a ``dedupe_key`` index that does. Without
+    it each look-up read every stored transaction."""
+    from storage.repositories.transactions import TransactionRepository
+
+    indexes = [dict(m.document) for m in TransactionRepository.embedded_indexes or ()]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    docs = [
+        {"_id": f"d{i}", "tenant": "t" if i % 2 else "u", "dedupe_key": f"K|{i // 2}"}
+        for i in range(60)
+    ]
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    for query, expected in (
+        ({"tenant": "t", "dedupe_key": "K|3"}, ["d7"]),
+        ({"tenant": "u", "dedupe_key": {"$in": ["K|3", "K|9", "K|99"]}}, ["d18", "d6"]),
+    ):
+        statements.clear()
+        assert _find(handler, query) == expected
+        (select,) = [s for s in statements if "dedupe_key" in s]
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any("USING INDEX" in str(row) for row in plan), plan
