@@ -300,7 +300,7 @@ class CaseRepository(Repository):
             query["pending_status"] = {"$in": [s.value for s in CaseStatus]}
         add_range(query, "created_at", gte=created_from, lt=created_before)
         direction = DESCENDING if descending else ASCENDING
-        total = await self.count_matching(query, in_as_or=("status",))
+        total = await self.count_matching(query, scalar=("status",))
         cursor = (
             self.col.find(query)
             .sort([(sort, direction), ("_id", direction)])

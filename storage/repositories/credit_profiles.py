@@ -76,7 +76,7 @@ class CreditProfileRepository(Repository):
             query["tier"] = {"$in": [t.value for t in tiers]}
         if needs_review is not None:
             query["needs_review"] = needs_review
-        total = await self.count_matching(query, in_as_or=("tier",))
+        total = await self.count_matching(query, scalar=("tier",))
         cursor = (
             self.col.find(query)
             .sort([("score", DESCENDING), ("_id", ASCENDING)])

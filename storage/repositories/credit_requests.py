@@ -67,7 +67,7 @@ class CreditRequestRepository(Repository):
             query["client_id"] = client_id
         if statuses:
             query["status"] = {"$in": [s.value for s in statuses]}
-        total = await self.count_matching(query, in_as_or=("status",))
+        total = await self.count_matching(query, scalar=("status",))
         cursor = (
             self.col.find(query)
             .sort([("pending_first", ASCENDING), ("submitted_at", DESCENDING), ("_id", ASCENDING)])

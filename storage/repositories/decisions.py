@@ -6,6 +6,7 @@ record.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,13 +15,31 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from aml.domain import Decision
 from storage.codec import from_doc, to_doc
-from storage.repositories.base import BulkInsertResult, Repository
+from storage.repositories.base import (
+    BulkInsertResult,
+    Repository,
+    as_datetime,
+    epoch_ms,
+    ms_range,
+)
 
-_MINUTE = "%Y-%m-%dT%H:%M:00Z"
+# Numeric time keys (epoch milliseconds) written beside ``decided_at``: the overview's counters
+# select on them. ``alert_ms`` is written on alerting decisions only, so that counting the
+# alerts of a period reads just those. A date range makes the embedded store decode every
+# decision in Python, and a day of decisions is the largest thing the overview reads.
+DECIDED_MS = "decided_ms"
+ALERT_MS = "alert_ms"
+
+
+def _time_keys(decided_at: Any, alert: Any) -> dict[str, int]:
+    at = epoch_ms(as_datetime(decided_at))
+    return {DECIDED_MS: at, ALERT_MS: at} if alert in (True, 1) else {DECIDED_MS: at}
 
 
 def _as_id(decision: Decision) -> dict[str, Any]:
-    return to_doc(decision, id_field="transaction_id")
+    doc = to_doc(decision, id_field="transaction_id")
+    doc.update(_time_keys(decision.decided_at, decision.alert))
+    return doc
 
 
 def _from(doc: dict[str, Any]) -> Decision:
@@ -33,7 +52,27 @@ class DecisionRepository(Repository):
         IndexModel([("decided_at", DESCENDING)]),
         IndexModel([("tenant", ASCENDING), ("decided_at", DESCENDING)]),
         IndexModel([("alert", ASCENDING), ("decided_at", DESCENDING)]),
+        IndexModel([(DECIDED_MS, ASCENDING)]),
+        IndexModel([("tenant", ASCENDING), (DECIDED_MS, ASCENDING)]),
+        IndexModel([(ALERT_MS, ASCENDING)], sparse=True),
+        IndexModel([("tenant", ASCENDING), (ALERT_MS, ASCENDING)], sparse=True),
     )
+    # The embedded store serves a numeric range from a single-field index (and the listing's
+    # sort from ``decided_at``); compound ones would only cost every insert.
+    embedded_indexes = (
+        IndexModel([("decided_at", DESCENDING)]),
+        IndexModel([(DECIDED_MS, ASCENDING)]),
+        IndexModel([(ALERT_MS, ASCENDING)]),
+    )
+
+    async def ensure_indexes(self, *, embedded: bool = False) -> None:
+        """Indexes, after giving decisions stored before the numeric time keys existed theirs."""
+        await self.backfill(
+            DECIDED_MS,
+            lambda doc: _time_keys(doc.get("decided_at"), doc.get("alert")),
+            projection={"decided_at": 1, "alert": 1},
+        )
+        await super().ensure_indexes(embedded=embedded)
 
     async def insert_many(self, decisions: Sequence[Decision]) -> BulkInsertResult:
         """Store decisions; one whose transaction already has a decision is reported as a
@@ -78,14 +117,13 @@ class DecisionRepository(Repository):
     def _range(
         since: datetime | None, until: datetime | None, tenant: str | None
     ) -> dict[str, Any]:
-        # Each bound is its own ``$and`` clause: the embedded store evaluates a combined date
-        # range inside an aggregation ``$match`` wrongly, while this equivalent form is right
-        # on every server.
-        clauses: list[dict[str, Any]] = []
-        if since is not None:
-            clauses.append({"decided_at": {"$gte": since}})
-        if until is not None:
-            clauses.append({"decided_at": {"$lt": until}})
+        return DecisionRepository._ms_range(DECIDED_MS, since, until, tenant)
+
+    @staticmethod
+    def _ms_range(
+        key: str, since: datetime | None, until: datetime | None, tenant: str | None
+    ) -> dict[str, Any]:
+        clauses = ms_range(key, since, until)
         if tenant is not None:
             clauses.append({"tenant": tenant})
         return {"$and": clauses} if clauses else {}
@@ -93,36 +131,35 @@ class DecisionRepository(Repository):
     async def per_minute(
         self, *, since: datetime, until: datetime, tenant: str | None = None
     ) -> list[tuple[datetime, int]]:
-        """Decisions per UTC minute in [since, until), one entry per minute (zeros included)."""
-        pipeline: list[dict[str, Any]] = [
-            {"$match": self._range(since, until, tenant)},
-            {
-                "$group": {
-                    "_id": {"$dateToString": {"date": "$decided_at", "format": _MINUTE}},
-                    "n": {"$sum": 1},
-                }
-            },
-        ]
-        cursor = await self.col.aggregate(pipeline)
-        counts = {
-            datetime.strptime(str(d["_id"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC): int(d["n"])
-            async for d in cursor
-        }
+        """Decisions per UTC minute in [since, until), one entry per minute (zeros included).
+
+        One indexed count per minute rather than a ``$group``: the embedded store answers an
+        aggregation by decoding every matching decision (an hour at 1,000 a second is 3.6
+        million), a count from the index alone."""
         start = since.astimezone(UTC).replace(second=0, microsecond=0)
-        out: list[tuple[datetime, int]] = []
+        minutes: list[datetime] = []
         minute = start
         while minute < until:
-            out.append((minute, counts.get(minute, 0)))
+            minutes.append(minute)
             minute += timedelta(minutes=1)
-        return out
+        counts = await asyncio.gather(
+            *(
+                self.count_matching(
+                    self._range(max(m, since), min(m + timedelta(minutes=1), until), tenant)
+                )
+                for m in minutes
+            )
+        )
+        return list(zip(minutes, counts, strict=True))
 
     async def alert_rate(
         self, *, since: datetime, until: datetime, tenant: str | None = None
     ) -> tuple[int, int, float]:
         """(decisions, alerting decisions, their ratio) in [since, until); ratio 0.0 when empty."""
-        query = self._range(since, until, tenant)
-        total = await self.count_matching(query)
-        alerts = await self.count_matching({"$and": [query, {"alert": True}]})
+        total, alerts = await asyncio.gather(
+            self.count_matching(self._range(since, until, tenant)),
+            self.count_matching(self._ms_range(ALERT_MS, since, until, tenant)),
+        )
         return total, alerts, (alerts / total if total else 0.0)
 
     async def count(self, query: dict[str, Any] | None = None) -> int:

@@ -24,7 +24,7 @@ from aml.policy import PolicyConfig, decide
 from aml.rules.engine import RuleEvaluation
 from serve.scoring.explain_alerts import explain_alerts
 from serve.scoring.pipeline import persist
-from storage.repositories.transactions import epoch_ms
+from storage.repositories.base import epoch_ms
 from storage.store import Store
 from tests.factories import T0, make_tx
 

@@ -185,6 +185,34 @@ async def test_overview_counts(store: Store) -> None:
     assert by_day == [(date(2026, 1, 15), 3), (date(2026, 1, 16), 2)]
 
 
+async def test_alerts_stored_before_created_ms_are_backfilled_and_counted_per_day(
+    store: Store,
+) -> None:
+    from storage.repositories.alerts import CREATED_MS, AlertRepository
+
+    alerts = [make_alert(created_at=T0 + timedelta(hours=9 * i)) for i in range(4)]
+    docs = []
+    for a in alerts:
+        doc = AlertRepository._doc(a, 0)
+        del doc[CREATED_MS]
+        docs.append(doc)
+    await store.alerts.col.insert_many(docs)
+    since, until = T0 - timedelta(days=1), T0 + timedelta(days=3)
+    assert await store.alerts.count_by_day(since=since, until=until) == []
+
+    await store.alerts.ensure_indexes(embedded=await store.is_embedded())
+    # T0 is 2026-01-15 10:00 UTC: +0 h and +9 h that day, +18 h and +27 h the next.
+    assert await store.alerts.count_by_day(since=since, until=until) == [
+        (date(2026, 1, 15), 2),
+        (date(2026, 1, 16), 2),
+    ]
+    # A range starting mid-day counts that day from its start only.
+    assert await store.alerts.count_by_day(
+        since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=20)
+    ) == [(date(2026, 1, 15), 1), (date(2026, 1, 16), 1)]
+    assert [await store.alerts.get(a.id) for a in alerts] == alerts
+
+
 async def test_labels_and_related(store: Store) -> None:
     a = make_alert(account_id="savings:50", transaction_ids=("t1", "t2"))
     b = make_alert(account_id="savings:51", transaction_ids=("t3",))

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from aml.domain import RiskLevel
+from storage.repositories.decisions import ALERT_MS, DECIDED_MS
 from storage.store import Store
 from tests.factories import T0, make_decision
 
@@ -87,3 +88,54 @@ async def test_alert_rate_over_a_range(store: Store) -> None:
     assert await store.decisions.alert_rate(
         since=T0 + timedelta(days=1), until=T0 + timedelta(days=2)
     ) == (0, 0, 0.0)
+
+
+async def test_per_minute_counts_only_inside_a_range_that_starts_mid_minute(store: Store) -> None:
+    times = [T0 + timedelta(seconds=s) for s in (5, 30, 70, 125, 150)]
+    await store.decisions.insert_many([make_decision(decided_at=t) for t in times])
+    buckets = await store.decisions.per_minute(
+        since=T0 + timedelta(seconds=20), until=T0 + timedelta(seconds=130)
+    )
+    # [0:20, 1:00), [1:00, 2:00), [2:00, 2:10): the decisions at 0:05 and 2:30 are outside.
+    assert buckets == [
+        (T0, 1),
+        (T0 + timedelta(minutes=1), 1),
+        (T0 + timedelta(minutes=2), 1),
+    ]
+
+
+async def test_counters_of_one_tenant_leave_the_others_out(store: Store) -> None:
+    await store.decisions.insert_many(
+        [
+            make_decision(decided_at=T0 + timedelta(seconds=i), tenant=tenant, alert=i % 2 == 0)
+            for i, tenant in enumerate(["t1", "t1", "t2", "t1", "t2"])
+        ]
+    )
+    until = T0 + timedelta(minutes=1)
+    assert await store.decisions.alert_rate(since=T0, until=until, tenant="t1") == (3, 1, 1 / 3)
+    assert await store.decisions.alert_rate(since=T0, until=until, tenant="t2") == (2, 2, 1.0)
+    assert await store.decisions.per_minute(since=T0, until=until, tenant="t2") == [(T0, 2)]
+
+
+async def test_decisions_stored_before_the_time_keys_are_backfilled_and_counted(
+    store: Store,
+) -> None:
+    """Documents written by a release without ``decided_ms`` / ``alert_ms`` get them when the
+    indexes are ensured (at start-up); the counters select on them."""
+    from storage.repositories.decisions import _as_id
+
+    old = [make_decision(decided_at=T0 + timedelta(minutes=i), alert=i == 1) for i in range(3)]
+    docs = []
+    for d in old:
+        doc = _as_id(d)
+        del doc[DECIDED_MS]
+        doc.pop(ALERT_MS, None)
+        docs.append(doc)
+    await store.decisions.col.insert_many(docs)
+    until = T0 + timedelta(minutes=5)
+    assert await store.decisions.alert_rate(since=T0, until=until) == (0, 0, 0.0)
+
+    await store.decisions.ensure_indexes(embedded=await store.is_embedded())
+    assert await store.decisions.alert_rate(since=T0, until=until) == (3, 1, 1 / 3)
+    assert await store.decisions.col.count_documents({ALERT_MS: {"$exists": True}}) == 1
+    assert [await store.decisions.get_by_transaction(d.transaction_id) for d in old] == old

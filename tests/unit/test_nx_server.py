@@ -7,7 +7,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -655,3 +655,69 @@ def test_duplicate_look_ups_read_an_index_of_the_transactions_embedded_indexes(
         (select,) = [s for s in statements if "dedupe_key" in s]
         plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
         assert any("USING INDEX" in str(row) for row in plan), plan
+
+
+def _count(h: NeoSQLiteHandler, query: dict[str, Any]) -> int:
+    body = {"count": "things", "query": query, "$db": "aml"}
+    reply: dict[str, Any] = h.handle_command(_msg(body))[1]
+    return int(reply["n"])
+
+
+def test_counts_on_scalar_fields_read_an_index_and_count_the_same(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """The overview's and the queue's counters (``Repository.count_matching``): the ``count``
+    command gives a plain equality MongoDB's array-containment meaning, which no index serves
+    (each count read every alert); the ``$eq`` form sent for fields that never hold arrays is
+    answered from the index, with the same result."""
+    from storage.repositories.alerts import AlertRepository
+    from storage.repositories.base import scalar_filter
+
+    indexes = [dict(m.document) for m in AlertRepository.indexes]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    statuses = ["open", "under_review", "closed_legitimate"]
+    docs = [
+        {"_id": f"a{i}", "status": statuses[i % 3], "risk_level": ["low", "high"][i % 2]}
+        for i in range(60)
+    ]
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    for query in (
+        {"status": "open"},
+        {"status": {"$in": ["open", "under_review"]}, "risk_level": "high"},
+    ):
+        expected = _count(handler, query)
+        statements.clear()
+        assert _count(handler, scalar_filter(query, ("status", "risk_level"))) == expected > 0
+        (select,) = [s for s in statements if "COUNT" in s]
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any("USING INDEX" in str(row) for row in plan), plan
+        assert not any(str(row[3]).startswith("SCAN things") for row in plan), plan
+
+
+def test_decision_counts_over_a_period_read_the_numeric_time_key_index(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """The overview's decision counters select on ``decided_ms`` / ``alert_ms``: a numeric
+    range the index answers (a range on ``decided_at`` made SQLite parse every decision's date)."""
+    from storage.repositories.base import ms_range
+    from storage.repositories.decisions import ALERT_MS, DECIDED_MS, DecisionRepository
+
+    indexes = [dict(m.document) for m in DecisionRepository.embedded_indexes or ()]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    t0 = datetime(2026, 1, 15, tzinfo=UTC)
+    docs = []
+    for i in range(120):
+        ms = int(t0.timestamp() * 1000) + i * 30_000
+        docs.append({"_id": f"d{i}", DECIDED_MS: ms, **({ALERT_MS: ms} if i % 10 == 0 else {})})
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    since, until = t0 + timedelta(minutes=10), t0 + timedelta(minutes=20)
+    for key, expected in ((DECIDED_MS, 20), (ALERT_MS, 2)):
+        statements.clear()
+        assert _count(handler, {"$and": ms_range(key, since, until)}) == expected
+        (select,) = [s for s in statements if "COUNT" in s]
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any("USING" in str(row) and "INDEX" in str(row) for row in plan), plan
