@@ -13,7 +13,7 @@ from storage import embedded
 from storage.client import Document, make_client
 from storage.repositories.alerts import AlertRepository
 from storage.repositories.audit_log import AuditLogRepository
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, is_embedded_server
 from storage.repositories.cases import CaseRepository
 from storage.repositories.credit_profiles import CreditProfileRepository
 from storage.repositories.credit_requests import CreditRequestRepository
@@ -93,8 +93,7 @@ class Store:
 
     async def is_embedded(self) -> bool:
         """Whether the server is the embedded MongoDB-wire store (``nx-27017``)."""
-        info = await self.client.admin.command("buildInfo")
-        return str(info.get("process", "")).startswith("nx_27017")
+        return await is_embedded_server(self.client.admin)
 
     async def ping(self) -> bool:
         try:

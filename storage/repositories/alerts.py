@@ -117,6 +117,7 @@ class AlertRepository(Repository):
             CREATED_MS,
             lambda doc: {CREATED_MS: epoch_ms(as_datetime(doc.get("created_at")))},
             projection={"created_at": 1},
+            server_side={CREATED_MS: {"$toLong": "$created_at"}},
         )
         await super().ensure_indexes(embedded=embedded)
 

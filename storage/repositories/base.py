@@ -82,6 +82,12 @@ def scalar_filter(query: Document, scalar: Sequence[str]) -> Document:
     return {"$and": [rest, *clauses]} if clauses else rest
 
 
+async def is_embedded_server(db: AsyncDatabase[Document]) -> bool:
+    """Whether ``db`` is served by the embedded MongoDB-wire store (``nx-27017``)."""
+    info = await db.command("buildInfo")
+    return str(info.get("process", "")).startswith("nx_27017")
+
+
 class Repository:
     """Base: one collection, its indexes."""
 
@@ -131,16 +137,25 @@ class Repository:
         missing: str,
         keys: Callable[[Document], Mapping[str, Any]],
         *,
-        projection: Mapping[str, int] | None = None,
+        projection: Mapping[str, int],
+        server_side: Document,
         chunk: int = 1000,
     ) -> int:
-        """Write ``keys(doc)`` on every document that lacks ``missing`` (numeric time keys
-        added to documents stored before they existed, which the reads selecting on those keys
-        would otherwise never find); returns how many were written."""
+        """Give every document that lacks ``missing`` its numeric time keys (documents stored
+        before those keys existed, which the reads selecting on them would otherwise never
+        find); returns how many were written.
+
+        MongoDB computes them itself, in one update: ``server_side`` is the ``$set`` stage of an
+        update pipeline (milliseconds of a date by ``$toLong``). The embedded store takes no
+        pipeline updates: there each document is read (``projection``) and ``keys(doc)`` written.
+        """
+        query = {missing: {"$exists": False}}
+        if not await is_embedded_server(self.col.database):
+            result = await self.col.update_many(query, [{"$set": server_side}])
+            return int(result.modified_count)
         done = 0
         while True:
-            cursor = self.col.find({missing: {"$exists": False}}, projection).limit(chunk)
-            docs = await cursor.to_list(None)
+            docs = await self.col.find(query, projection).limit(chunk).to_list(None)
             if not docs:
                 return done
             for doc in docs:

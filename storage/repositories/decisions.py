@@ -71,6 +71,12 @@ class DecisionRepository(Repository):
             DECIDED_MS,
             lambda doc: _time_keys(doc.get("decided_at"), doc.get("alert")),
             projection={"decided_at": 1, "alert": 1},
+            server_side={
+                DECIDED_MS: {"$toLong": "$decided_at"},
+                ALERT_MS: {
+                    "$cond": [{"$eq": ["$alert", True]}, {"$toLong": "$decided_at"}, "$$REMOVE"]
+                },
+            },
         )
         await super().ensure_indexes(embedded=embedded)
 

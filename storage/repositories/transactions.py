@@ -101,7 +101,14 @@ class TransactionRepository(Repository):
             }
 
         return await self.backfill(
-            OCCURRED_MS, keys, projection={"occurred_at": 1, "received_at": 1}, chunk=chunk
+            OCCURRED_MS,
+            keys,
+            projection={"occurred_at": 1, "received_at": 1},
+            server_side={
+                OCCURRED_MS: {"$toLong": "$occurred_at"},
+                RECEIVED_MS: {"$toLong": "$received_at"},
+            },
+            chunk=chunk,
         )
 
     async def get(self, tx_id: str) -> Transaction | None:
