@@ -230,10 +230,7 @@ async def overview(store: Store, *, actor: Actor, hours: int = 24) -> Overview:
     # A per-minute series is only readable over a short window.
     per_minute = await store.decisions.per_minute(since=now - timedelta(minutes=60), until=now)
     rate = await store.decisions.alert_rate(since=since, until=now)
-    open_statuses = [s for s in AlertStatus if s.is_open]
-    oldest, _ = await store.alerts.list_(
-        statuses=open_statuses, sort="created_at", descending=False, skip=0, limit=1
-    )
+    oldest = await store.alerts.oldest_open()
     overdue = await store.alerts.count_overdue(now=now)
     return Overview(
         by_status={str(k): int(v) for k, v in by_status.items()},
@@ -242,6 +239,6 @@ async def overview(store: Store, *, actor: Actor, hours: int = 24) -> Overview:
         decisions_per_minute=[{"minute": m.isoformat(), "count": n} for m, n in per_minute],
         alert_rate=float(rate[2]),
         open_count=sum(int(v) for k, v in by_status.items() if AlertStatus(k).is_open),
-        oldest_open_at=oldest[0].created_at if oldest else None,
+        oldest_open_at=oldest.created_at if oldest else None,
         overdue_count=overdue,
     )

@@ -46,6 +46,8 @@ _MAX_RETRIES = 50
 # ``created_at`` in epoch milliseconds, beside it: the per-day counts select on it (a date range
 # makes the embedded store decode every alert in Python).
 CREATED_MS = "created_ms"
+# ``sla_due_at`` likewise: the overdue counts and the queue's "overdue" filter select on it.
+SLA_DUE_MS = "sla_due_ms"
 # Fields of an alert document that never hold arrays (see ``Repository.count_matching``).
 _SCALAR = ("status", "risk_level", "tenant", "customer_key", "assignee", "case_id")
 
@@ -101,6 +103,10 @@ class AlertRepository(Repository):
         IndexModel([("score", DESCENDING)]),
         IndexModel([("sla_due_at", ASCENDING)]),
         IndexModel([(CREATED_MS, ASCENDING)]),
+        # The overview's counters, answered from these alone: open alerts per risk level,
+        # open alerts past their deadline.
+        IndexModel([("risk_level", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("status", ASCENDING), (SLA_DUE_MS, ASCENDING)]),
     )
 
     @staticmethod
@@ -109,15 +115,22 @@ class AlertRepository(Repository):
         doc["open_key"] = open_key(alert)
         doc["rev"] = rev
         doc[CREATED_MS] = epoch_ms(alert.created_at)
+        doc[SLA_DUE_MS] = epoch_ms(alert.sla_due_at)
         return doc
 
     async def ensure_indexes(self, *, embedded: bool = False) -> None:
-        """Indexes, after giving alerts stored before ``created_ms`` existed theirs."""
+        """Indexes, after giving alerts stored before the numeric time keys existed theirs."""
         await self.backfill(
-            CREATED_MS,
-            lambda doc: {CREATED_MS: epoch_ms(as_datetime(doc.get("created_at")))},
-            projection={"created_at": 1},
-            server_side={CREATED_MS: {"$toLong": "$created_at"}},
+            SLA_DUE_MS,
+            lambda doc: {
+                CREATED_MS: epoch_ms(as_datetime(doc.get("created_at"))),
+                SLA_DUE_MS: epoch_ms(as_datetime(doc.get("sla_due_at"))),
+            },
+            projection={"created_at": 1, "sla_due_at": 1},
+            server_side={
+                CREATED_MS: {"$toLong": "$created_at"},
+                SLA_DUE_MS: {"$toLong": "$sla_due_at"},
+            },
         )
         await super().ensure_indexes(embedded=embedded)
 
@@ -362,7 +375,7 @@ class AlertRepository(Repository):
             query["customer_key"] = customer_key
         add_range(query, "created_at", gte=created_from, lt=created_before)
         if sla_due_before is not None:
-            query["sla_due_at"] = {"$lt": sla_due_before}
+            query[SLA_DUE_MS] = {"$lt": epoch_ms(sla_due_before)}
         direction = DESCENDING if descending else ASCENDING
         total = await self._count(query)
         cursor = (
@@ -381,11 +394,27 @@ class AlertRepository(Repository):
         """Open alerts whose SLA deadline has passed at ``now``."""
         query: dict[str, Any] = {
             "status": {"$in": [s.value for s in OPEN_STATUSES]},
-            "sla_due_at": {"$lt": now},
+            SLA_DUE_MS: {"$lt": epoch_ms(now)},
         }
         if tenant is not None:
             query["tenant"] = tenant
         return await self._count(query)
+
+    async def oldest_open(self, *, tenant: str | None = None) -> Alert | None:
+        """The open alert created first (ties by id), or None.
+
+        The oldest of each open status, read in the ``(status, created_at)`` index's order:
+        asking for all open statuses at once made the embedded store sort every open alert."""
+        base: dict[str, Any] = {"tenant": tenant} if tenant is not None else {}
+        found: list[Alert] = []
+        for status in OPEN_STATUSES:
+            doc = await self.col.find_one(
+                {**base, "status": status.value},
+                sort=[("created_at", ASCENDING), ("_id", ASCENDING)],
+            )
+            if doc is not None:
+                found.append(from_doc(Alert, doc))
+        return min(found, key=lambda a: (a.created_at, a.id), default=None)
 
     async def related(
         self, customer_key: str, *, tenant: str | None = None, limit: int = 50

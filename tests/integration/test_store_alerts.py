@@ -188,19 +188,25 @@ async def test_overview_counts(store: Store) -> None:
 async def test_alerts_stored_before_created_ms_are_backfilled_and_counted_per_day(
     store: Store,
 ) -> None:
-    from storage.repositories.alerts import CREATED_MS, AlertRepository
+    from storage.repositories.alerts import CREATED_MS, SLA_DUE_MS, AlertRepository
 
-    alerts = [make_alert(created_at=T0 + timedelta(hours=9 * i)) for i in range(4)]
+    alerts = [
+        make_alert(created_at=T0 + timedelta(hours=9 * i), sla_due_at=T0 + timedelta(hours=i))
+        for i in range(4)
+    ]
     docs = []
     for a in alerts:
         doc = AlertRepository._doc(a, 0)
-        del doc[CREATED_MS]
+        del doc[CREATED_MS], doc[SLA_DUE_MS]
         docs.append(doc)
     await store.alerts.col.insert_many(docs)
     since, until = T0 - timedelta(days=1), T0 + timedelta(days=3)
     assert await store.alerts.count_by_day(since=since, until=until) == []
 
+    assert await store.alerts.count_overdue(now=T0 + timedelta(hours=2, minutes=1)) == 0
+
     await store.alerts.ensure_indexes(embedded=await store.is_embedded())
+    assert await store.alerts.count_overdue(now=T0 + timedelta(hours=2, minutes=1)) == 3
     # T0 is 2026-01-15 10:00 UTC: +0 h and +9 h that day, +18 h and +27 h the next.
     assert await store.alerts.count_by_day(since=since, until=until) == [
         (date(2026, 1, 15), 2),
@@ -211,6 +217,25 @@ async def test_alerts_stored_before_created_ms_are_backfilled_and_counted_per_da
         since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=20)
     ) == [(date(2026, 1, 15), 1), (date(2026, 1, 16), 1)]
     assert [await store.alerts.get(a.id) for a in alerts] == alerts
+
+
+async def test_oldest_open_alert_is_the_first_created_of_any_open_status(store: Store) -> None:
+    assert await store.alerts.oldest_open() is None
+    closed = make_alert(created_at=T0 - timedelta(days=3))
+    escalated = make_alert(created_at=T0 - timedelta(days=1), status=AlertStatus.ESCALATED)
+    reviewed = make_alert(created_at=T0, status=AlertStatus.UNDER_REVIEW)
+    other_tenant = make_alert(created_at=T0 - timedelta(days=2), tenant="t2")
+    for alert in (closed, escalated, reviewed, other_tenant):
+        await store.alerts.create(alert)
+    await store.alerts.decide(closed.id, decision=AnalystDecision.LEGITIMATE, by="a", at=T0)
+    assert await store.alerts.oldest_open() == other_tenant
+    assert await store.alerts.oldest_open(tenant="default") == escalated
+    # Same instant: the smaller id first, as the queue orders them.
+    twin = make_alert(created_at=escalated.created_at)
+    await store.alerts.create(twin)
+    assert await store.alerts.oldest_open(tenant="default") == min(
+        (escalated, twin), key=lambda a: a.id
+    )
 
 
 async def test_labels_and_related(store: Store) -> None:

@@ -678,7 +678,12 @@ def test_counts_on_scalar_fields_read_an_index_and_count_the_same(
     assert handler.handle_command(_msg(body))[1]["ok"] == 1
     statuses = ["open", "under_review", "closed_legitimate"]
     docs = [
-        {"_id": f"a{i}", "status": statuses[i % 3], "risk_level": ["low", "high"][i % 2]}
+        {
+            "_id": f"a{i}",
+            "status": statuses[i % 3],
+            "risk_level": ["low", "high"][i % 2],
+            "sla_due_ms": 1_000 * i,
+        }
         for i in range(60)
     ]
     _insert_plain(handler, docs)
@@ -686,6 +691,7 @@ def test_counts_on_scalar_fields_read_an_index_and_count_the_same(
     for query in (
         {"status": "open"},
         {"status": {"$in": ["open", "under_review"]}, "risk_level": "high"},
+        {"status": {"$in": ["open", "under_review"]}, "sla_due_ms": {"$lt": 30_000}},
     ):
         expected = _count(handler, query)
         statements.clear()
