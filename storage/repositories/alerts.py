@@ -106,6 +106,10 @@ class AlertRepository(Repository):
         # The overview's counters, answered from these alone: open alerts per risk level,
         # open alerts past their deadline.
         IndexModel([("risk_level", ASCENDING), ("status", ASCENDING)]),
+        # An alert's related alerts (its detail page): the customer's, of any tenant filter. The
+        # compound index above serves them only with the tenant given, and the embedded store
+        # searches an index for an equality only when one is on the field alone.
+        IndexModel([("customer_key", ASCENDING)]),
         IndexModel([("status", ASCENDING), (SLA_DUE_MS, ASCENDING)]),
     )
 
