@@ -743,3 +743,39 @@ def test_an_alerts_related_alerts_are_read_from_an_index(handler: NeoSQLiteHandl
     (select,) = [s for s in statements if "customer_key" in s]
     plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
     assert any("USING INDEX idx_things_customer_key" in str(row) for row in plan), plan
+
+
+def test_one_targets_audit_trail_and_an_actors_count_read_indexes(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """Who escalated an alert (checked on every decision of an escalated alert) and the audit
+    page's count per actor: the log only grows, so neither may walk all of it."""
+    from storage.repositories.audit_log import _SCALAR, AuditLogRepository
+    from storage.repositories.base import scalar_filter
+
+    indexes = [dict(m.document) for m in AuditLogRepository.embedded_indexes or ()]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    docs = [
+        {
+            "_id": i,
+            "seq": i,
+            "actor": f"u{i % 4}",
+            "action": ["alert.assign", "alert.escalate"][i % 2],
+            "target_type": "alert",
+            "target_id": f"a{i % 10}",
+        }
+        for i in range(80)
+    ]
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    trail = {"action": "alert.escalate", "target_type": "alert", "target_id": "a3"}
+    assert len(_find(handler, trail)) == 8
+    assert _count(handler, scalar_filter({"actor": "u1"}, _SCALAR)) == 20
+    selects = [
+        s for s in statements if s.lstrip().startswith("SELECT") and ("actor" in s or "a3" in s)
+    ]
+    assert len(selects) == 2, statements
+    for select in selects:
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any("USING" in str(row) and "INDEX" in str(row) for row in plan), (select, plan)
