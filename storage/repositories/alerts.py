@@ -11,7 +11,6 @@ operators that write dates are not portable to the embedded store).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -472,11 +471,9 @@ class AlertRepository(Repository):
             days.append((day, max(start, since), min(end, until)))
             day += timedelta(days=1)
         base: list[Document] = [{"tenant": tenant}] if tenant is not None else []
-        counts = await asyncio.gather(
-            *(
-                self.count_matching({"$and": [*ms_range(CREATED_MS, lo, hi), *base]})
-                for _, lo, hi in days
-            )
+        counts = await self.count_each(
+            [{"$and": [*ms_range(CREATED_MS, lo, hi), *base]} for _, lo, hi in days],
+            scalar=_SCALAR,
         )
         return [(d, n) for (d, _, _), n in zip(days, counts, strict=True) if n]
 

@@ -6,7 +6,6 @@ record.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,8 @@ from storage.repositories.base import (
 # alerts of a period reads just those. A date range makes the embedded store decode every
 # decision in Python, and a day of decisions is the largest thing the overview reads.
 DECIDED_MS = "decided_ms"
+# Fields of a decision document that never hold arrays (see ``Repository.count_matching``).
+_SCALAR = ("tenant",)
 ALERT_MS = "alert_ms"
 
 
@@ -148,13 +149,12 @@ class DecisionRepository(Repository):
         while minute < until:
             minutes.append(minute)
             minute += timedelta(minutes=1)
-        counts = await asyncio.gather(
-            *(
-                self.count_matching(
-                    self._range(max(m, since), min(m + timedelta(minutes=1), until), tenant)
-                )
+        counts = await self.count_each(
+            [
+                self._range(max(m, since), min(m + timedelta(minutes=1), until), tenant)
                 for m in minutes
-            )
+            ],
+            scalar=_SCALAR,
         )
         return list(zip(minutes, counts, strict=True))
 
@@ -162,9 +162,9 @@ class DecisionRepository(Repository):
         self, *, since: datetime, until: datetime, tenant: str | None = None
     ) -> tuple[int, int, float]:
         """(decisions, alerting decisions, their ratio) in [since, until); ratio 0.0 when empty."""
-        total, alerts = await asyncio.gather(
-            self.count_matching(self._range(since, until, tenant)),
-            self.count_matching(self._ms_range(ALERT_MS, since, until, tenant)),
+        total, alerts = await self.count_each(
+            [self._range(since, until, tenant), self._ms_range(ALERT_MS, since, until, tenant)],
+            scalar=_SCALAR,
         )
         return total, alerts, (alerts / total if total else 0.0)
 
