@@ -25,6 +25,8 @@ RECEIVED_MS = "received_ms"
 # The ``ingest_log`` record of the delivery that stored the document: a spool replay tells its
 # own interrupted write (same record) from a redelivery of the same hook (another record).
 INGEST_ID = "ingest_id"
+# Fields of a transaction document that never hold arrays (see ``Repository.count_matching``).
+_SCALAR = ("tenant", "account_id", "client_id", "risk_level", "status")
 # Names per ``$in`` query of ``TransactionRepository.windows``.
 WINDOWS_CHUNK = 256
 
@@ -48,8 +50,9 @@ class TransactionRepository(Repository):
         ),
         IndexModel([("tenant", ASCENDING), ("client_id", ASCENDING), (OCCURRED_MS, ASCENDING)]),
         IndexModel([("status", ASCENDING), (RECEIVED_MS, ASCENDING)]),
-        IndexModel([("occurred_at", DESCENDING)]),
-        IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
+        # The transactions page: newest first, by risk level, over a period.
+        IndexModel([(OCCURRED_MS, DESCENDING)]),
+        IndexModel([("risk_level", ASCENDING), (OCCURRED_MS, DESCENDING)]),
     )
     # The embedded store's planner uses single-field indexes only (and only for an equality),
     # so it gets those on the fields the hot reads select on, instead of compound ones it would
@@ -64,8 +67,8 @@ class TransactionRepository(Repository):
         IndexModel([("counterparty_account_id", ASCENDING)]),
         IndexModel([("client_id", ASCENDING)]),
         IndexModel([("status", ASCENDING)]),
-        IndexModel([("occurred_at", DESCENDING)]),
-        IndexModel([("risk_level", ASCENDING), ("occurred_at", DESCENDING)]),
+        IndexModel([(OCCURRED_MS, DESCENDING)]),
+        IndexModel([("risk_level", ASCENDING), (OCCURRED_MS, DESCENDING)]),
     )
 
     async def insert_many(
@@ -419,25 +422,36 @@ class TransactionRepository(Repository):
         if client_id:
             query["client_id"] = client_id
         add_range(query, "amount_minor", gte=min_amount_minor, lte=max_amount_minor)
-        # On the date (MongoDB's ``occurred_at`` index serves the range and the sort); the
-        # embedded store counts a date range in ≈ 0.4 s at 40,000 transactions.
-        add_range(query, "occurred_at", gte=since, lt=until)
-        total = await self.count_matching(query, scalar=("risk_level",))
-        cursor = self.col.find(query).sort("occurred_at", DESCENDING).skip(skip).limit(limit)
+        # On the numeric time key, which an index serves for the range and the sort on either
+        # server: a date range made the embedded store parse every stored date (0.56 s for the
+        # last day's page at 200,000 transactions). Ties are broken by id, so pages never overlap.
+        add_range(
+            query,
+            OCCURRED_MS,
+            gte=epoch_ms(since) if since is not None else None,
+            lt=epoch_ms(until) if until is not None else None,
+        )
+        total = await self.count_matching(query, scalar=_SCALAR)
+        cursor = (
+            self.col.find(query)
+            .sort([(OCCURRED_MS, DESCENDING), ("_id", DESCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
         return [from_doc(Transaction, d) async for d in cursor], int(total)
 
     async def client_ids(self, tenant: str, *, since: datetime, until: datetime) -> list[str]:
         """Every client with a transaction in [since, until), sorted; streamed from an
         aggregation cursor (a ``distinct`` answer is one document, capped at 16 MB)."""
-        # Each bound in its own ``$and`` clause: the embedded store evaluates a date range inside
-        # an aggregation ``$match`` wrongly otherwise.
+        # On the numeric time key (its index serves the range on MongoDB); each bound in its own
+        # ``$and`` clause, as every range inside an aggregation ``$match`` here.
         pipeline: list[dict[str, Any]] = [
             {
                 "$match": {
                     "$and": [
                         {"tenant": tenant},
-                        {"occurred_at": {"$gte": since}},
-                        {"occurred_at": {"$lt": until}},
+                        {OCCURRED_MS: {"$gte": epoch_ms(since)}},
+                        {OCCURRED_MS: {"$lt": epoch_ms(until)}},
                         {"client_id": {"$ne": None}},
                     ]
                 }
@@ -462,7 +476,7 @@ class TransactionRepository(Repository):
         clients at a time, each client's transactions in time order.
 
         The client ids are read first; each chunk is then one indexed query
-        (``tenant, client_id $in, occurred_at``) sorted by client and time, so neither the
+        (``tenant, client_id $in, occurred_ms``) sorted by client and time, so neither the
         whole tenant nor a skip offset is ever held or walked.
 
         Args:
@@ -491,10 +505,10 @@ class TransactionRepository(Repository):
             query = {
                 "tenant": tenant,
                 "client_id": {"$in": part},
-                "occurred_at": {"$gte": since, "$lt": until},
+                OCCURRED_MS: {"$gte": epoch_ms(since), "$lt": epoch_ms(until)},
             }
             cursor = self.col.find(query).sort(
-                [("client_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
+                [("client_id", ASCENDING), (OCCURRED_MS, ASCENDING), ("_id", ASCENDING)]
             )
             chunk: dict[str, list[Transaction]] = {}
             async for doc in cursor:

@@ -779,3 +779,43 @@ def test_one_targets_audit_trail_and_an_actors_count_read_indexes(
     for select in selects:
         plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
         assert any("USING" in str(row) and "INDEX" in str(row) for row in plan), (select, plan)
+
+
+def test_the_transactions_pages_period_and_account_filters_read_indexes(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """The transactions page over a period (``occurred_ms``) or one account: its total and its
+    page are found from the transactions' embedded indexes, not by reading every transaction."""
+    from storage.repositories.base import scalar_filter
+    from storage.repositories.transactions import _SCALAR, TransactionRepository
+
+    indexes = [dict(m.document) for m in TransactionRepository.embedded_indexes or ()]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    docs = [
+        {
+            "_id": f"t{i}",
+            "tenant": "t",
+            "dedupe_key": f"K|{i}",
+            "account_id": f"a{i % 7}",
+            "occurred_ms": 1_000 * i,
+            "risk_level": ["low", "high"][i % 2],
+        }
+        for i in range(70)
+    ]
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    for query, expected in (
+        ({"occurred_ms": {"$gte": 60_000}}, 10),
+        ({"account_id": "a3"}, 10),
+        ({"tenant": "t", "risk_level": {"$in": ["high"]}, "occurred_ms": {"$gte": 60_000}}, 5),
+    ):
+        statements.clear()
+        assert _count(handler, scalar_filter(query, _SCALAR)) == expected
+        assert len(_find(handler, query)) == expected
+        selects = [s for s in statements if s.lstrip().startswith("SELECT") and "FROM things" in s]
+        assert len(selects) == 2, statements
+        for select in selects:
+            plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select)
+            rows = [str(r) for r in plan.fetchall()]
+            assert any("USING" in r and "INDEX" in r for r in rows), (select, rows)
