@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 Document = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 
@@ -114,6 +117,20 @@ class Repository:
         indexes = chosen if chosen is not None else self.indexes
         if indexes:
             await self.col.create_indexes(list(indexes))
+        if embedded:
+            await self._drop_obsolete_indexes(indexes)
+
+    async def _drop_obsolete_indexes(self, indexes: Sequence[IndexModel]) -> None:
+        """Drop the embedded store's indexes on fields no declared index has any more (an
+        upgrade that moved a read to other fields): SQLite would keep updating them on every
+        write. Only on the embedded store, whose indexes are all the product's own; a MongoDB
+        deployment's indexes are its operators' to manage."""
+        wanted = {tuple(k for k, _ in m.document["key"].items()) for m in indexes}
+        for name, spec in (await self.col.index_information()).items():
+            fields = tuple(k for k, _ in spec.get("key", ()))
+            if fields and fields != ("_id",) and fields not in wanted:
+                log.info("dropping index %s of %s (no longer used)", name, self.collection_name)
+                await self.col.drop_index(name)
 
     async def count_matching(
         self, query: Document | None = None, *, scalar: Sequence[str] = ()

@@ -252,6 +252,25 @@ async def test_the_embedded_store_is_recognised_and_gets_its_own_indexes(store: 
         assert ("dedupe_key",) in names and ("tenant", "dedupe_key") in names
 
 
+async def test_an_index_no_version_declares_any_more_is_dropped_on_the_embedded_store_only(
+    store: Store,
+) -> None:
+    """After an upgrade moved the transactions page from ``occurred_at`` to ``occurred_ms``,
+    the old index would be updated on every insert for nothing."""
+    from pymongo import DESCENDING
+
+    embedded = await store.is_embedded()
+    await store.transactions.col.create_index([("occurred_at", DESCENDING)])
+
+    def fields(info: dict[str, Any]) -> set[tuple[str, ...]]:
+        return {tuple(k for k, _ in spec["key"]) for spec in info.values()}
+
+    await store.transactions.ensure_indexes(embedded=embedded)
+    kept = fields(await store.transactions.col.index_information())
+    assert (("occurred_at",) in kept) is not embedded
+    assert ("occurred_ms",) in kept and ("_id",) in kept
+
+
 async def test_history_reads_each_window_on_both_sides_from_its_own_since(store: Store) -> None:
     """The reads a warming state shard makes, one per window: both sides of an account, its own
     ``since`` (at the stored millisecond), tenants apart, attempts left out, the oldest first."""
