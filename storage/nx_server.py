@@ -580,8 +580,8 @@ def _wrap_once(cls: Any, name: str, wrap: Callable[[Handler], Handler]) -> None:
 
 # Identifier fields that hold one string or number in every document of this product (never
 # an array) and lead an index of their own: a ``$in`` over them is answered from it (see
-# :func:`indexed_in`). ``dedupe_key`` is left out: its unique index leads with ``tenant``, so a
-# ``$in`` over it reads the collection either way. Low-cardinality fields (``status``,
+# :func:`indexed_in`); ``dedupe_key`` has one beside the unique ``(tenant, dedupe_key)`` pair on
+# the transactions, for the ingress's duplicate look-ups. Low-cardinality fields (``status``,
 # ``risk_level``) are left out on purpose: an index on them would tempt SQLite's planner (which
 # has no statistics here) away from the selective identifier beside them.
 SCALAR_ID_FIELDS = frozenset(

@@ -27,9 +27,9 @@ from storage.repositories.base import (
 # alerts of a period reads just those. A date range makes the embedded store decode every
 # decision in Python, and a day of decisions is the largest thing the overview reads.
 DECIDED_MS = "decided_ms"
+ALERT_MS = "alert_ms"
 # Fields of a decision document that never hold arrays (see ``Repository.count_matching``).
 _SCALAR = ("tenant",)
-ALERT_MS = "alert_ms"
 
 
 def _time_keys(decided_at: Any, alert: Any) -> dict[str, int]:
