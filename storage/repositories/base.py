@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 Document = dict[str, Any]
 
@@ -130,7 +130,10 @@ class Repository:
             fields = tuple(k for k, _ in spec.get("key", ()))
             if fields and fields != ("_id",) and fields not in wanted:
                 log.info("dropping index %s of %s (no longer used)", name, self.collection_name)
-                await self.col.drop_index(name)
+                try:
+                    await self.col.drop_index(name)
+                except OperationFailure as exc:  # another process starting dropped it first
+                    log.info("index %s of %s already gone (%s)", name, self.collection_name, exc)
 
     async def count_matching(
         self, query: Document | None = None, *, scalar: Sequence[str] = ()
