@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
-import tempfile
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aml.audit import build_entry
 from aml.domain import AuditEntry
-from bench.scoring import RESULTS
+from bench._store import fresh_store, report_timings, timed_ms
 from serve.services.alerts import _escalated_by
-from storage import embedded
 from storage.codec import to_doc
-from storage.store import Store, open_store
+from storage.store import Store
 
 ACTIONS = ("auth.login", "alert.assign", "alert.decide", "alert.escalate", "case.update")
 
@@ -61,40 +55,19 @@ async def seed(store: Store, entries: int, targets: int) -> None:
         await store.audit_log.col.insert_many(docs)
 
 
-async def _timed(loads: int, call: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    await call()
-    samples = []
-    for _ in range(loads):
-        t0 = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    ordered = sorted(samples)
-    return {
-        "p50_ms": statistics.median(samples),
-        "p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-    }
-
-
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp))
-        store = open_store(server.uri, "bench_audit", timeout_ms=600_000)
-        try:
-            await store.ensure_indexes()
-            await seed(store, args.entries, args.targets)
-            escalated = f"alert-{ACTIONS.index('alert.escalate')}"
-            assert await _escalated_by(store, escalated) is not None
-            return {
-                "who escalated one alert": await _timed(
-                    args.loads, lambda: _escalated_by(store, escalated)
-                ),
-                "audit page, one actor, with total": await _timed(
-                    args.loads, lambda: store.audit_log.list_(actor="analyst7", limit=50)
-                ),
-            }
-        finally:
-            await store.close()
-            embedded.stop(Path(tmp))
+    async with fresh_store("bench_audit") as store:
+        await seed(store, args.entries, args.targets)
+        escalated = f"alert-{ACTIONS.index('alert.escalate')}"
+        assert await _escalated_by(store, escalated) is not None
+        return {
+            "who escalated one alert": await timed_ms(
+                args.loads, lambda: _escalated_by(store, escalated)
+            ),
+            "audit page, one actor, with total": await timed_ms(
+                args.loads, lambda: store.audit_log.list_(actor="analyst7", limit=50)
+            ),
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,16 +77,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loads", type=int, default=10)
     p.add_argument("--label", default="run")
     args = p.parse_args(argv)
-    timings = asyncio.run(run(args))
-    for name, t in timings.items():
-        print(f"{name:36s} p50 {t['p50_ms']:8.1f} ms   p95 {t['p95_ms']:8.1f} ms")
-    out = RESULTS / f"audit-trail-{args.label}.json"
-    result = {
-        "benchmark": "audit_trail",
-        "at": datetime.now(UTC).isoformat(),
-        "params": vars(args),
-        "timings": timings,
-    }
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written to {out}")
+    report_timings("audit_trail", args.label, vars(args), {"timings": asyncio.run(run(args))})
     return 0

@@ -14,53 +14,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from bench.scoring import RESULTS
-from storage import embedded
+from bench._store import fresh_store, write_result
 from storage.repositories.decisions import ALERT_MS, DECIDED_MS, _as_id
-from storage.store import open_store
 
 
 async def run(decisions: int) -> dict[str, float]:
     from tests.factories import make_decision
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp))
-        store = open_store(server.uri, "bench_backfill", timeout_ms=3_600_000)
-        try:
-            template = make_decision()
-            now = datetime.now(UTC)
-            for start in range(0, decisions, 5_000):
-                docs = []
-                for i in range(start, min(start + 5_000, decisions)):
-                    doc = _as_id(
-                        replace(
-                            template,
-                            transaction_id=f"bench-tx-{i}",
-                            decided_at=now - timedelta(seconds=i),
-                            alert=i % 33 == 0,
-                        )
+    async with fresh_store("bench_backfill", ensure_indexes=False) as store:
+        template = make_decision()
+        now = datetime.now(UTC)
+        for start in range(0, decisions, 5_000):
+            docs = []
+            for i in range(start, min(start + 5_000, decisions)):
+                doc = _as_id(
+                    replace(
+                        template,
+                        transaction_id=f"bench-tx-{i}",
+                        decided_at=now - timedelta(seconds=i),
+                        alert=i % 33 == 0,
                     )
-                    del doc[DECIDED_MS]
-                    doc.pop(ALERT_MS, None)
-                    docs.append(doc)
-                await store.decisions.col.insert_many(docs)
-            t0 = time.perf_counter()
-            await store.decisions.ensure_indexes(embedded=True)
-            seconds = time.perf_counter() - t0
-            left = await store.decisions.col.count_documents({DECIDED_MS: {"$exists": False}})
-            assert left == 0, left
-            return {"ensure_indexes_s": seconds, "per_document_us": seconds / decisions * 1e6}
-        finally:
-            await store.close()
-            embedded.stop(Path(tmp))
+                )
+                del doc[DECIDED_MS]
+                doc.pop(ALERT_MS, None)
+                docs.append(doc)
+            await store.decisions.col.insert_many(docs)
+        t0 = time.perf_counter()
+        await store.decisions.ensure_indexes(embedded=True)
+        seconds = time.perf_counter() - t0
+        left = await store.decisions.col.count_documents({DECIDED_MS: {"$exists": False}})
+        assert left == 0, left
+        return {"ensure_indexes_s": seconds, "per_document_us": seconds / decisions * 1e6}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,13 +62,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"ensure_indexes over {args.decisions:,} decisions without the keys: "
         f"{timings['ensure_indexes_s']:.1f} s ({timings['per_document_us']:.0f} µs each)"
     )
-    out = RESULTS / f"backfill-{args.label}.json"
-    result = {
-        "benchmark": "backfill",
-        "at": datetime.now(UTC).isoformat(),
-        "params": vars(args),
-        "timings": timings,
-    }
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written to {out}")
+    write_result("backfill", args.label, vars(args), {"timings": timings})
     return 0

@@ -17,53 +17,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from bench.scoring import RESULTS
-from storage import embedded
-from storage.store import open_store
+from bench._store import fresh_store, write_result
 
 
 async def run(transactions: int, keys: int) -> dict[str, float]:
     from tests.factories import make_tx
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp))
-        store = open_store(server.uri, "bench_duplicates", timeout_ms=600_000)
-        try:
-            await store.ensure_indexes()
-            txs = [
-                make_tx(dedupe_key=f"SAVINGSACCOUNT|DEPOSIT|{i}", account_id=f"savings:{i % 3000}")
-                for i in range(transactions)
-            ]
-            for start in range(0, transactions, 1000):
-                await store.transactions.insert_many(txs[start : start + 1000])
-            step = max(1, transactions // keys)
-            wanted = [txs[i].dedupe_key for i in range(0, transactions, step)][:keys]
-            out: dict[str, float] = {}
+    async with fresh_store("bench_duplicates") as store:
+        txs = [
+            make_tx(dedupe_key=f"SAVINGSACCOUNT|DEPOSIT|{i}", account_id=f"savings:{i % 3000}")
+            for i in range(transactions)
+        ]
+        for start in range(0, transactions, 1000):
+            await store.transactions.insert_many(txs[start : start + 1000])
+        step = max(1, transactions // keys)
+        wanted = [txs[i].dedupe_key for i in range(0, transactions, step)][:keys]
+        out: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for key in wanted:
+            assert await store.transactions.stored_from("default", key) is not None
+        out["one_read_per_key_ms"] = (time.perf_counter() - t0) * 1000 / len(wanted)
+        # (Absent before adc4973: the same harness measures earlier commits.)
+        if hasattr(store.transactions, "stored_from_many"):
             t0 = time.perf_counter()
-            for key in wanted:
-                assert await store.transactions.stored_from("default", key) is not None
-            out["one_read_per_key_ms"] = (time.perf_counter() - t0) * 1000 / len(wanted)
-            # (Absent before adc4973: the same harness measures earlier commits.)
-            if hasattr(store.transactions, "stored_from_many"):
-                t0 = time.perf_counter()
-                found = await store.transactions.stored_from_many("default", wanted)
-                out["one_read_for_all_keys_ms"] = (time.perf_counter() - t0) * 1000
-                assert len(found) == len(wanted)
-            t0 = time.perf_counter()
-            assert len(await store.transactions.mark_reversed("default", wanted[:10])) == 10
-            out["mark_reversed_10_keys_ms"] = (time.perf_counter() - t0) * 1000
-            return out
-        finally:
-            await store.close()
-            embedded.stop(Path(tmp))
+            found = await store.transactions.stored_from_many("default", wanted)
+            out["one_read_for_all_keys_ms"] = (time.perf_counter() - t0) * 1000
+            assert len(found) == len(wanted)
+        t0 = time.perf_counter()
+        assert len(await store.transactions.mark_reversed("default", wanted[:10])) == 10
+        out["mark_reversed_10_keys_ms"] = (time.perf_counter() - t0) * 1000
+        return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,13 +61,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings = asyncio.run(run(args.transactions, args.keys))
     for name, value in timings.items():
         print(f"{name:28s} {value:9.2f}")
-    result: dict[str, Any] = {
-        "benchmark": "duplicates",
-        "at": datetime.now(UTC).isoformat(),
-        "params": vars(args),
-        "timings": timings,
-    }
-    out = RESULTS / f"duplicates-{args.label}.json"
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written to {out}")
+    write_result("duplicates", args.label, vars(args), {"timings": timings})
     return 0

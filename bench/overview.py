@@ -17,25 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
-import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aml.domain import AlertStatus, Role
+from bench._store import fresh_store, report_timings, timed_ms
 from bench.dashboard import make_alerts
-from bench.scoring import RESULTS
 from serve.services import alerts as alert_service
 from serve.services.actor import Actor
-from storage import embedded
 from storage.repositories.alerts import AlertRepository
-from storage.store import Store, open_store
+from storage.store import Store
 
 
 async def seed(store: Store, *, decisions: int, alerts: int, alert_share: float) -> float:
@@ -68,20 +63,6 @@ async def seed(store: Store, *, decisions: int, alerts: int, alert_share: float)
     return time.perf_counter() - started
 
 
-async def _timed(loads: int, call: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    await call()  # warm-up
-    samples = []
-    for _ in range(loads):
-        t0 = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    ordered = sorted(samples)
-    return {
-        "p50_ms": statistics.median(samples),
-        "p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-    }
-
-
 async def measure(store: Store, loads: int) -> dict[str, dict[str, float]]:
     """p50 / p95 of each overview query and of the whole service call."""
     from tests.factories import make_user
@@ -111,34 +92,20 @@ async def measure(store: Store, loads: int) -> dict[str, dict[str, float]]:
         "overdue alerts": lambda: store.alerts.count_overdue(now=now),
         "overview (service, all of the above)": lambda: alert_service.overview(store, actor=actor),
     }
-    return {name: await _timed(loads, call) for name, call in parts.items()}
+    return {name: await timed_ms(loads, call) for name, call in parts.items()}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp))
-        store = open_store(server.uri, "bench_overview", timeout_ms=600_000)
-        try:
-            await store.ensure_indexes()
-            seconds = await seed(
-                store,
-                decisions=args.decisions,
-                alerts=args.alerts,
-                alert_share=args.alert_share,
-            )
-            print(f"seeded in {seconds:.1f} s")
-            timings = await measure(store, args.loads)
-        finally:
-            await store.close()
-            embedded.stop(Path(tmp))
-    return {
-        "benchmark": "overview",
-        "at": datetime.now(UTC).isoformat(),
-        "machine": {"python": platform.python_version()},
-        "params": vars(args),
-        "seed_s": seconds,
-        "timings": timings,
-    }
+    async with fresh_store("bench_overview") as store:
+        seconds = await seed(
+            store, decisions=args.decisions, alerts=args.alerts, alert_share=args.alert_share
+        )
+        print(f"seeded in {seconds:.1f} s")
+        return {
+            "machine": {"python": platform.python_version()},
+            "seed_s": seconds,
+            "timings": await measure(store, args.loads),
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,10 +116,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loads", type=int, default=10)
     p.add_argument("--label", default="run")
     args = p.parse_args(argv)
-    result = asyncio.run(run(args))
-    for name, t in result["timings"].items():
-        print(f"{name:40s} p50 {t['p50_ms']:9.1f} ms   p95 {t['p95_ms']:9.1f} ms")
-    out = RESULTS / f"overview-{args.label}.json"
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written to {out}")
+    report_timings("overview", args.label, vars(args), asyncio.run(run(args)))
     return 0

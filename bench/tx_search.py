@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
-import tempfile
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 from aml.domain import RiskLevel
-from bench.scoring import RESULTS
-from storage import embedded
-from storage.store import Store, open_store
+from bench._store import fresh_store, report_timings, timed_ms
+from storage.store import Store
 
 
 async def seed(store: Store, n: int, now: datetime) -> None:
@@ -54,46 +47,23 @@ async def seed(store: Store, n: int, now: datetime) -> None:
         )
 
 
-async def _timed(loads: int, call: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    await call()
-    samples = []
-    for _ in range(loads):
-        t0 = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    ordered = sorted(samples)
-    return {
-        "p50_ms": statistics.median(samples),
-        "p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-    }
-
-
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp))
-        store = open_store(server.uri, "bench_tx_search", timeout_ms=600_000)
-        try:
-            await store.ensure_indexes()
-            now = datetime.now(UTC)
-            await seed(store, args.transactions, now)
-            day = now - timedelta(days=1)
-            search = store.transactions.search
-            return {
-                "first page, no filter": await _timed(args.loads, lambda: search(limit=50)),
-                "last day": await _timed(args.loads, lambda: search(since=day, limit=50)),
-                "last day, high risk": await _timed(
-                    args.loads,
-                    lambda: search(
-                        since=day, risk_levels=[RiskLevel.HIGH, RiskLevel.CRITICAL], limit=50
-                    ),
-                ),
-                "one account": await _timed(
-                    args.loads, lambda: search(account_id="savings:42", limit=50)
-                ),
-            }
-        finally:
-            await store.close()
-            embedded.stop(Path(tmp))
+    async with fresh_store("bench_tx_search") as store:
+        now = datetime.now(UTC)
+        await seed(store, args.transactions, now)
+        day = now - timedelta(days=1)
+        search = store.transactions.search
+        high = [RiskLevel.HIGH, RiskLevel.CRITICAL]
+        return {
+            "first page, no filter": await timed_ms(args.loads, lambda: search(limit=50)),
+            "last day": await timed_ms(args.loads, lambda: search(since=day, limit=50)),
+            "last day, high risk": await timed_ms(
+                args.loads, lambda: search(since=day, risk_levels=high, limit=50)
+            ),
+            "one account": await timed_ms(
+                args.loads, lambda: search(account_id="savings:42", limit=50)
+            ),
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,16 +72,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loads", type=int, default=5)
     p.add_argument("--label", default="run")
     args = p.parse_args(argv)
-    timings = asyncio.run(run(args))
-    for name, t in timings.items():
-        print(f"{name:24s} p50 {t['p50_ms']:9.1f} ms   p95 {t['p95_ms']:9.1f} ms")
-    out = RESULTS / f"tx-search-{args.label}.json"
-    result = {
-        "benchmark": "tx_search",
-        "at": datetime.now(UTC).isoformat(),
-        "params": vars(args),
-        "timings": timings,
-    }
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written to {out}")
+    report_timings("tx_search", args.label, vars(args), {"timings": asyncio.run(run(args))})
     return 0
