@@ -109,6 +109,8 @@ class AlertRepository(Repository):
         # compound index above serves them only with the tenant given, and the embedded store
         # searches an index for an equality only when one is on the field alone.
         IndexModel([("customer_key", ASCENDING)]),
+        # An analyst's own queue, likewise (the pair with status serves it on MongoDB only).
+        IndexModel([("assignee", ASCENDING)]),
         IndexModel([("status", ASCENDING), (SLA_DUE_MS, ASCENDING)]),
     )
 

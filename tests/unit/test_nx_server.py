@@ -729,20 +729,31 @@ def test_decision_counts_over_a_period_read_the_numeric_time_key_index(
         assert any("USING" in str(row) and "INDEX" in str(row) for row in plan), plan
 
 
-def test_an_alerts_related_alerts_are_read_from_an_index(handler: NeoSQLiteHandler) -> None:
-    """The alert detail lists the customer's other alerts (``customer_key``, no tenant): the
-    embedded store searches an index for that equality only with one on the field alone."""
+def test_an_alerts_related_alerts_and_an_analysts_queue_are_read_from_an_index(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """The alert detail lists the customer's other alerts (``customer_key``, no tenant) and an
+    analyst's queue lists their alerts (``assignee``): the embedded store searches an index for
+    such an equality only with one on the field alone."""
     from storage.repositories.alerts import AlertRepository
 
     indexes = [dict(m.document) for m in AlertRepository.indexes]
     body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
     assert handler.handle_command(_msg(body))[1]["ok"] == 1
-    _insert_plain(handler, [{"_id": f"a{i}", "customer_key": f"t|c{i % 20}"} for i in range(60)])
-    statements = _traced(handler, "aml")
-    assert _find(handler, {"customer_key": "t|c3"}) == ["a23", "a3", "a43"]
-    (select,) = [s for s in statements if "customer_key" in s]
-    plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
-    assert any("USING INDEX idx_things_customer_key" in str(row) for row in plan), plan
+    docs = [
+        {"_id": f"a{i}", "customer_key": f"t|c{i % 20}", "assignee": f"u{i % 30}"}
+        for i in range(60)
+    ]
+    _insert_plain(handler, docs)
+    for field, value, expected in (
+        ("customer_key", "t|c3", ["a23", "a3", "a43"]),
+        ("assignee", "u7", ["a37", "a7"]),
+    ):
+        statements = _traced(handler, "aml")
+        assert _find(handler, {field: value}) == expected
+        (select,) = [s for s in statements if field in s]
+        plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
+        assert any(f"USING INDEX idx_things_{field}" in str(row) for row in plan), plan
 
 
 def test_one_targets_audit_trail_and_an_actors_count_read_indexes(
