@@ -25,10 +25,10 @@ from storage.codec import from_doc, to_doc
 from storage.repositories.base import (
     Document,
     Repository,
+    add_ms_range,
     add_range,
     as_datetime,
     epoch_ms,
-    ms_range,
 )
 
 AlertSort = Literal["created_at", "score", "updated_at", "sla_due_at"]
@@ -132,6 +132,7 @@ class AlertRepository(Repository):
                 SLA_DUE_MS: epoch_ms(as_datetime(doc.get("sla_due_at"))),
             },
             projection={"created_at": 1, "sla_due_at": 1},
+            embedded=embedded,
             server_side={
                 CREATED_MS: {"$toLong": "$created_at"},
                 SLA_DUE_MS: {"$toLong": "$sla_due_at"},
@@ -380,7 +381,7 @@ class AlertRepository(Repository):
             query["customer_key"] = customer_key
         add_range(query, "created_at", gte=created_from, lt=created_before)
         if sla_due_before is not None:
-            query[SLA_DUE_MS] = {"$lt": epoch_ms(sla_due_before)}
+            add_ms_range(query, SLA_DUE_MS, None, sla_due_before)
         direction = DESCENDING if descending else ASCENDING
         total = await self._count(query)
         cursor = (
@@ -472,9 +473,9 @@ class AlertRepository(Repository):
             end = start + timedelta(days=1)
             days.append((day, max(start, since), min(end, until)))
             day += timedelta(days=1)
-        base: list[Document] = [{"tenant": tenant}] if tenant is not None else []
+        base: Document = {"tenant": tenant} if tenant is not None else {}
         counts = await self.count_each(
-            [{"$and": [*ms_range(CREATED_MS, lo, hi), *base]} for _, lo, hi in days],
+            [add_ms_range(dict(base), CREATED_MS, lo, hi) for _, lo, hi in days],
             scalar=_SCALAR,
         )
         return [(d, n) for (d, _, _), n in zip(days, counts, strict=True) if n]

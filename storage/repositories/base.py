@@ -46,17 +46,6 @@ def as_datetime(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def ms_range(field: str, since: datetime | None, until: datetime | None) -> list[Document]:
-    """``[since, until)`` on the numeric time key ``field``, each bound its own clause (for an
-    ``$and``); no clause for an open bound."""
-    clauses: list[Document] = []
-    if since is not None:
-        clauses.append({field: {"$gte": epoch_ms(since)}})
-    if until is not None:
-        clauses.append({field: {"$lt": epoch_ms(until)}})
-    return clauses
-
-
 def add_range(
     query: Document, field: str, *, gte: Any = None, lt: Any = None, lte: Any = None
 ) -> None:
@@ -67,6 +56,20 @@ def add_range(
     bounds = {op: v for op, v in (("$gte", gte), ("$lt", lt), ("$lte", lte)) if v is not None}
     if bounds:
         query[field] = bounds
+
+
+def add_ms_range(
+    query: Document, field: str, since: datetime | None, until: datetime | None
+) -> Document:
+    """:func:`add_range` of ``[since, until)`` on the numeric time key ``field`` (epoch
+    milliseconds); returns ``query``."""
+    add_range(
+        query,
+        field,
+        gte=epoch_ms(since) if since is not None else None,
+        lt=epoch_ms(until) if until is not None else None,
+    )
+    return query
 
 
 def scalar_filter(query: Document, scalar: Sequence[str]) -> Document:
@@ -175,6 +178,7 @@ class Repository:
         *,
         projection: Mapping[str, int],
         server_side: Document,
+        embedded: bool | None = None,
         chunk: int = 1000,
     ) -> int:
         """Give every document that lacks ``missing`` its numeric time keys (documents stored
@@ -184,9 +188,12 @@ class Repository:
         MongoDB computes them itself, in one update: ``server_side`` is the ``$set`` stage of an
         update pipeline (milliseconds of a date by ``$toLong``). The embedded store takes no
         pipeline updates: there each document is read (``projection``) and ``keys(doc)`` written.
+        ``embedded`` says which server it is (asked when None).
         """
         query = {missing: {"$exists": False}}
-        if not await is_embedded_server(self.col.database):
+        if embedded is None:
+            embedded = await is_embedded_server(self.col.database)
+        if not embedded:
             result = await self.col.update_many(query, [{"$set": server_side}])
             return int(result.modified_count)
         # One bulk write per chunk: an update per document cost a round trip each (0.6 ms).

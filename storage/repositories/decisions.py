@@ -17,9 +17,9 @@ from storage.codec import from_doc, to_doc
 from storage.repositories.base import (
     BulkInsertResult,
     Repository,
+    add_ms_range,
     as_datetime,
     epoch_ms,
-    ms_range,
 )
 
 # Numeric time keys (epoch milliseconds) written beside ``decided_at``: the overview's counters
@@ -69,6 +69,7 @@ class DecisionRepository(Repository):
             DECIDED_MS,
             lambda doc: _time_keys(doc.get("decided_at"), doc.get("alert")),
             projection={"decided_at": 1, "alert": 1},
+            embedded=embedded,
             server_side={
                 DECIDED_MS: {"$toLong": "$decided_at"},
                 ALERT_MS: {
@@ -127,10 +128,8 @@ class DecisionRepository(Repository):
     def _ms_range(
         key: str, since: datetime | None, until: datetime | None, tenant: str | None
     ) -> dict[str, Any]:
-        clauses = ms_range(key, since, until)
-        if tenant is not None:
-            clauses.append({"tenant": tenant})
-        return {"$and": clauses} if clauses else {}
+        query: dict[str, Any] = {"tenant": tenant} if tenant is not None else {}
+        return add_ms_range(query, key, since, until)
 
     async def per_minute(
         self, *, since: datetime, until: datetime, tenant: str | None = None

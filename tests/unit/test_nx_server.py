@@ -707,7 +707,7 @@ def test_decision_counts_over_a_period_read_the_numeric_time_key_index(
 ) -> None:
     """The overview's decision counters select on ``decided_ms`` / ``alert_ms``: a numeric
     range the index answers (a range on ``decided_at`` made SQLite parse every decision's date)."""
-    from storage.repositories.base import ms_range
+    from storage.repositories.base import add_ms_range
     from storage.repositories.decisions import ALERT_MS, DECIDED_MS, DecisionRepository
 
     indexes = [dict(m.document) for m in DecisionRepository.embedded_indexes or ()]
@@ -723,7 +723,7 @@ def test_decision_counts_over_a_period_read_the_numeric_time_key_index(
     since, until = t0 + timedelta(minutes=10), t0 + timedelta(minutes=20)
     for key, expected in ((DECIDED_MS, 20), (ALERT_MS, 2)):
         statements.clear()
-        assert _count(handler, {"$and": ms_range(key, since, until)}) == expected
+        assert _count(handler, add_ms_range({}, key, since, until)) == expected
         (select,) = [s for s in statements if "COUNT" in s]
         plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select).fetchall()
         assert any("USING" in str(row) and "INDEX" in str(row) for row in plan), plan
