@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -19,18 +20,34 @@ RESULTS = Path(__file__).parent / "results"
 
 
 @asynccontextmanager
-async def fresh_store(db_name: str, *, ensure_indexes: bool = True) -> AsyncIterator[Store]:
-    """A store on an embedded server of its own in a temporary directory (stopped after)."""
+async def fresh_server_store(
+    db_name: str, *, ensure_indexes: bool = True
+) -> AsyncIterator[tuple[embedded.EmbeddedServer, Store]]:
+    """An embedded server of its own in a temporary directory (stopped after) and a store on
+    it."""
     with tempfile.TemporaryDirectory() as tmp:
         server = embedded.start(Path(tmp))
         store = open_store(server.uri, db_name, timeout_ms=3_600_000)
         try:
             if ensure_indexes:
                 await store.ensure_indexes()
-            yield store
+            yield server, store
         finally:
             await store.close()
             embedded.stop(Path(tmp))
+
+
+@asynccontextmanager
+async def fresh_store(db_name: str, *, ensure_indexes: bool = True) -> AsyncIterator[Store]:
+    """A store on an embedded server of its own in a temporary directory (stopped after)."""
+    async with fresh_server_store(db_name, ensure_indexes=ensure_indexes) as (_, store):
+        yield store
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def timed_ms(loads: int, call: Callable[[], Awaitable[Any]]) -> dict[str, float]:

@@ -36,3 +36,30 @@ def test_report_writes_the_parameters_and_results_under_the_benchmarks_name(
     assert written["params"] == {"loads": 3}
     assert written["timings"] == timings
     assert "one read" in capsys.readouterr().out
+
+
+def test_process_cpu_counts_the_cpu_a_process_has_used() -> None:
+    import os
+    import time
+
+    before = _store.process_cpu_s(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert _store.process_cpu_s(os.getpid()) - before >= 0.03  # clock ticks of 10 ms
+
+
+def test_store_writes_feeds_the_end_to_end_hooks_as_the_ingress_parses_them() -> None:
+    from bench.e2e import TENANT
+    from bench.store_writes import hooks
+
+    records, txs = hooks(40, 3000)
+    assert len(records) == len(txs) == 40
+    assert len({t.id for t in txs}) == 40
+    for record, tx in zip(records, txs, strict=True):
+        assert record.transaction_id == tx.id
+        assert record.dedupe_key == tx.dedupe_key
+        assert tx.tenant == record.tenant == TENANT
+        assert record.body.startswith("{")
+    # The mix's kinds, not one kind forty times.
+    assert len({t.type for t in txs}) > 1
