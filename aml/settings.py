@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     ingest_batch_max: int = Field(default=256, ge=1, le=10_000)
     ingest_batch_wait_ms: float = Field(default=4.0, ge=0.0, le=1000.0)
+    # Group commits written at once; None: 1 on the embedded store, 2 on MongoDB (see
+    # serve.ingress.committer.commits_in_flight).
+    ingest_max_in_flight: int | None = Field(default=None, ge=1, le=64)
     max_amount_major: float = Field(default=1e12, gt=0)
     max_future_seconds: int = Field(default=300, ge=0)
     max_age_days: int = Field(default=5 * 365, ge=1)

@@ -339,6 +339,45 @@ async def test_batches_written_at_once_still_store_a_redelivered_hook_once(
     assert sorted(handoff.ids) == sorted([kept, *(t.id for t in others)])
 
 
+@pytest.mark.parametrize("in_flight", [1, 3])
+async def test_no_more_group_commits_are_written_at_once_than_allowed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_flight: int
+) -> None:
+    """One-event batches submitted together: the store never has more than ``max_in_flight``
+    group commits of them at once (and with room for several, it gets several)."""
+    running = most = 0
+    insert_many = store.transactions.insert_many
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            return await insert_many(*args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(store.transactions, "insert_many", counted)
+    handoff = RecordingHandoff()
+    c = make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=1,
+        batch_wait=0.0,
+        max_in_flight=in_flight,
+        overload_queue=1000,
+        overload_ack=60.0,
+    )
+    await c.start()
+    txs = [make_tx() for _ in range(30)]
+    acks = await c.submit_many([submission(t) for t in txs])
+    await c.close()
+    assert all(a.outcome is IngestOutcome.ACCEPTED and not a.spooled for a in acks)
+    assert await store.transactions.count() == 30
+    assert most == in_flight
+
+
 async def test_slow_acknowledgements_shift_acks_to_the_spool(store: Store, tmp_path: Path) -> None:
     """The overload signal is the wait a sender sees: with a budget no write can meet, the
     first batch is written straight to the store and later ones are acknowledged from the
