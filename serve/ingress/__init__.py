@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,9 +66,32 @@ def ctx_of(request: Request) -> IngressCtx:
     return cast(IngressCtx, request.app.ctx)
 
 
+# Event ids: 64 random bits drawn once per process, then a 32-bit counter (see new_event_id).
+_ids: dict[str, Any] = {"prefix": "", "next": 1 << 32}
+
+
+def _new_id_prefix() -> None:
+    _ids["next"] = 1 << 32  # the next id draws a prefix of its own
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_event_id() -> str:
-    """Id of one received event (its ``ingest_log`` record)."""
-    return uuid.uuid4().hex[:24]
+    """Id of one received event (its ``ingest_log`` record): 24 hex digits.
+
+    As unique as the 96 random bits of a truncated ``uuid4`` it replaces (two processes would
+    need the same 64 random bits), without a ``getrandom`` call per hook: ``uuid4`` was a few
+    percent of the ingress's CPU. A forked child draws its own prefix, and so does a process
+    whose counter ran out.
+    """
+    ids = _ids
+    n = ids["next"]
+    if n >> 32:
+        ids["prefix"] = secrets.token_hex(8)
+        n = 0
+    ids["next"] = n + 1
+    return f"{ids['prefix']}{n:08x}"
 
 
 def received_now() -> datetime:
