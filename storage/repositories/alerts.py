@@ -83,6 +83,12 @@ def _grouped(current: Alert, candidate: Alert) -> Alert:
     )
 
 
+# The queue sorted by deadline reads the numeric key: the ``(status, sla_due_ms)`` index then
+# serves an open queue's filter and order together (the same order: both hold the same
+# instant), where the date's own index left the embedded store sorting every open alert.
+_SORT_FIELD: dict[str, str] = {"sla_due_at": SLA_DUE_MS}
+
+
 class AlertRepository(Repository):
     collection_name = "alerts"
     indexes = (
@@ -100,7 +106,7 @@ class AlertRepository(Repository):
         # matching alert (100,000 alerts: 2 s to a few ms on the embedded store).
         IndexModel([("created_at", DESCENDING)]),
         IndexModel([("score", DESCENDING)]),
-        IndexModel([("sla_due_at", ASCENDING)]),
+        IndexModel([(SLA_DUE_MS, ASCENDING)]),
         IndexModel([(CREATED_MS, ASCENDING)]),
         # The overview's counters, answered from these alone: open alerts per risk level,
         # open alerts past their deadline.
@@ -386,7 +392,7 @@ class AlertRepository(Repository):
         total = await self._count(query)
         cursor = (
             self.col.find(query)
-            .sort([(sort, direction), ("_id", direction)])
+            .sort([(_SORT_FIELD.get(sort, sort), direction), ("_id", direction)])
             .skip(skip)
             .limit(limit)
         )

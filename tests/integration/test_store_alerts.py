@@ -401,3 +401,51 @@ async def test_many_with_two_candidates_of_one_customer_groups_both(store: Store
     assert [a.id for a in out] == [first.id, first.id]
     assert out[1].transaction_ids == ("a", "b")
     assert await store.alerts.attach_or_create_many([]) == []
+
+
+async def test_the_queue_by_deadline_lists_what_is_due_first_across_pages(store: Store) -> None:
+    """Sorted by deadline: earliest first, ties by id, pages that never overlap; an alert
+    stored before the numeric deadline key existed takes its place once backfilled, and a
+    grouped alert whose deadline moved earlier moves up."""
+    from storage.repositories.alerts import SLA_DUE_MS, AlertRepository
+
+    due = [5, 1, 3, 1, 4, 2]  # hours after T0; two alerts due at +1 h
+    alerts = [
+        make_alert(customer_key=f"t|c{i}", sla_due_at=T0 + timedelta(hours=h))
+        for i, h in enumerate(due)
+    ]
+    for a in alerts[:-1]:
+        await store.alerts.create(a)
+    old = AlertRepository._doc(alerts[-1], 0)
+    del old[SLA_DUE_MS]  # written by a version without the key
+    await store.alerts.col.insert_one(old)
+    await store.alerts.ensure_indexes(embedded=await store.is_embedded())
+    closed = make_alert(
+        customer_key="t|closed", sla_due_at=T0, status=AlertStatus.CLOSED_LEGITIMATE
+    )
+    await store.alerts.create(closed)
+
+    def expected(items: list[Alert]) -> list[str]:
+        return [a.id for a in sorted(items, key=lambda a: (a.sla_due_at, a.id))]
+
+    pages = [
+        await store.alerts.list_(
+            statuses=[AlertStatus.OPEN], sort="sla_due_at", descending=False, skip=s, limit=4
+        )
+        for s in (0, 4)
+    ]
+    assert [a.id for page, _ in pages for a in page] == expected(alerts)
+    assert pages[0][1] == pages[1][1] == len(alerts)
+
+    # A transaction grouped onto the alert due last brings its deadline forward.
+    last = max(alerts, key=lambda a: a.sla_due_at)
+    grouped = await store.alerts.attach_or_create(
+        dataclasses.replace(
+            last, id="newer", transaction_ids=("tx-newer",), sla_due_at=T0 - timedelta(hours=1)
+        )
+    )
+    assert grouped.id == last.id
+    page, _ = await store.alerts.list_(
+        statuses=[AlertStatus.OPEN], sort="sla_due_at", descending=False, limit=1
+    )
+    assert [a.id for a in page] == [last.id]

@@ -830,3 +830,36 @@ def test_the_transactions_pages_period_and_account_filters_read_indexes(
             plan = handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select)
             rows = [str(r) for r in plan.fetchall()]
             assert any("USING" in r and "INDEX" in r for r in rows), (select, rows)
+
+
+def test_an_open_queue_by_deadline_is_read_in_an_index_order(
+    handler: NeoSQLiteHandler,
+) -> None:
+    """The queue of open alerts sorted by deadline (what is due first): its filter and its
+    order come from the ``(status, sla_due_ms)`` index, so a page is read without sorting every
+    open alert; sorting on the date itself made SQLite sort them all."""
+    from storage.repositories.alerts import _SORT_FIELD, AlertRepository
+
+    indexes = [dict(m.document) for m in AlertRepository.indexes]
+    body = {"createIndexes": "things", "indexes": indexes, "$db": "aml"}
+    assert handler.handle_command(_msg(body))[1]["ok"] == 1
+    docs = [
+        {"_id": f"a{i:02d}", "status": ["open", "closed"][i % 2], "sla_due_ms": 1_000 * (60 - i)}
+        for i in range(60)
+    ]
+    _insert_plain(handler, docs)
+    statements = _traced(handler, "aml")
+    find = {
+        "find": "things",
+        "filter": {"status": "open"},
+        "sort": {_SORT_FIELD["sla_due_at"]: 1, "_id": 1},
+        "skip": 2,
+        "limit": 3,
+        "$db": "aml",
+    }
+    reply = handler.handle_command(_msg(find))[1]
+    assert [d["_id"] for d in reply["cursor"]["firstBatch"]] == ["a54", "a52", "a50"]
+    (select,) = [s for s in statements if "sla_due_ms" in s and "ORDER BY" in s.upper()]
+    plan = [str(r) for r in handler.get_database("aml").db.execute("EXPLAIN QUERY PLAN " + select)]
+    assert any("USING INDEX idx_things_status_sla_due_ms" in r for r in plan), plan
+    assert not any("TEMP B-TREE FOR ORDER BY" in r for r in plan), plan
