@@ -39,7 +39,11 @@ What one run does, in order:
    (a twelfth of a core at one a second, taken from the stack under test), so it is read every
    ten seconds, and at once whenever the RSS total has grown 64 MiB past its value at the
    last PSS reading: the PSS peak follows every growth.
-7. **Stop.** SIGTERM to ``fineract-aml run``; then no process with the marker may be left.
+7. **CPU.** User + system CPU of every process of the stack, of the load generator and of
+   this harness, from the first scheduled hook to the generator's last answer, in cores and
+   per process name; the stack's CPU per acknowledged hook says what a hook costs the whole
+   product on this machine.
+8. **Stop.** SIGTERM to ``fineract-aml run``; then no process with the marker may be left.
 
 Run: ``.venv/bin/python -m bench e2e --rate 1000 --seconds 60``. Results go to
 ``bench/results/e2e-<date>[-label].json`` and ``.md``.
@@ -82,6 +86,9 @@ RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "AML_BENCH_E2E"
 TENANT = "default"
+# Names of the two processes outside the stack whose CPU is reported beside it.
+LOAD_GENERATOR = "load generator"
+HARNESS = "benchmark harness"
 DB_NAME = "fineract_aml"  # the product's default database: the stack runs unconfigured
 
 # Reporting threshold and structuring band of the shipped XAF rule config
@@ -573,6 +580,38 @@ class MemorySampler(threading.Thread):
             self._stop_event.wait(self.interval)
 
 
+CpuSnapshot = dict[int, tuple[str, float]]  # pid -> (process name, CPU seconds so far)
+
+
+def cpu_snapshot(pids: Mapping[int, str | None]) -> CpuSnapshot:
+    """User + system CPU seconds of each process (``pids``: pid -> fixed name, or None to name
+    it as the memory report does)."""
+    import psutil
+
+    out: CpuSnapshot = {}
+    for pid, name in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            label = name or process_label(proc.cmdline(), proc.name())
+        except psutil.Error:
+            continue  # exited between listing and reading
+        out[pid] = (label, float(times.user + times.system))
+    return out
+
+
+def cpu_during(start: CpuSnapshot, end: CpuSnapshot, seconds: float) -> dict[str, Any]:
+    """Cores used between two snapshots, per process name and in all (a process started in
+    between counts from zero; one that exited in between is left out)."""
+    by_name: dict[str, float] = {}
+    for pid, (name, cpu) in end.items():
+        before = start.get(pid)
+        used = cpu - (before[1] if before and before[0] == name else 0.0)
+        by_name[name] = by_name.get(name, 0.0) + max(used, 0.0)
+    cores = {k: v / seconds for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])}
+    return {"seconds": seconds, "cores_by_name": cores, "cores": sum(cores.values())}
+
+
 # --- the bare Sanic ceiling --------------------------------------------------------------------
 
 
@@ -908,9 +947,17 @@ async def _load_and_verify(
         done = asyncio.Event()
         observer = asyncio.create_task(observe_decisions(store, sample, done))
         sampler.in_load = True
+        # CPU over the load: every process of the stack, the generator and this harness.
+        watched: dict[int, str | None] = dict.fromkeys(sampler.pids())
+        watched.update({gen.pid or -1: LOAD_GENERATOR, os.getpid(): HARNESS})
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu_start, cpu_start_at = cpu_snapshot(watched), time.monotonic()
         load: dict[str, Any] = await asyncio.to_thread(
             load_result, queue, gen, stack, opts.seconds * 10 + 300
         )
+        watched.update(dict.fromkeys(sampler.pids() - set(watched)))
+        watched[gen.pid or -1] = LOAD_GENERATOR
+        cpu = cpu_during(cpu_start, cpu_snapshot(watched), time.monotonic() - cpu_start_at)
         load_end = time.time()
         sampler.in_load = False
         gen.join(timeout=30)
@@ -1023,6 +1070,9 @@ async def _load_and_verify(
         kinds[h.kind] = kinds.get(h.kind, 0) + 1
         if h.planted:
             planted_kinds[h.planted] = planted_kinds.get(h.planted, 0) + 1
+    stack_cores = sum(
+        v for k, v in cpu["cores_by_name"].items() if k not in (LOAD_GENERATOR, HARNESS)
+    )
     return {
         "load": {
             "sent": load["sent"],
@@ -1064,6 +1114,13 @@ async def _load_and_verify(
             else float("nan"),
         },
         "verification": {**asdict(check), "ok": check.ok},
+        "cpu_during_load": {
+            **cpu,
+            "stack_cores": stack_cores,
+            "stack_cpu_us_per_hook": stack_cores * 1e6 / max(acked / load["elapsed_s"], 1e-9)
+            if load["elapsed_s"]
+            else float("nan"),
+        },
         "ingest_log_outcomes": outcomes,
         "ingress_metrics": metrics,
     }
@@ -1172,6 +1229,7 @@ def table(result: Mapping[str, Any]) -> str:
     """The headline numbers as a Markdown table."""
     cfg, ceiling, load = result["config"], result["ceiling"], result["load"]
     check, scoring, mem = result["verification"], result["scoring"], result["memory"]
+    cpu = result["cpu_during_load"]
     observed = result["receive_to_decision_observed_ms"]
     la, stop = result["machine"], result["stack"]["stop"]
     metrics: Mapping[str, float] = result.get("ingress_metrics", {})
@@ -1239,6 +1297,12 @@ def table(result: Mapping[str, Any]) -> str:
             f"({mem['peak_processes']} processes)",
         ),
         (
+            "CPU during the load (cores): stack / load generator / harness",
+            f"{cpu['stack_cores']:.2f} / {cpu['cores_by_name'].get(LOAD_GENERATOR, 0.0):.2f} / "
+            f"{cpu['cores_by_name'].get(HARNESS, 0.0):.2f} "
+            f"({cpu['stack_cpu_us_per_hook']:.0f} µs of stack CPU per acknowledged hook)",
+        ),
+        (
             "load average (1 min): before / load start / load end",
             f"{la['loadavg_before'][0]:.1f} / {la['loadavg_load_start'][0]:.1f} / "
             f"{la['loadavg_load_end'][0]:.1f}",
@@ -1249,6 +1313,11 @@ def table(result: Mapping[str, Any]) -> str:
         ),
     )
     lines = ["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    lines += ["", "CPU during the load per process name (cores):", "", "| process | cores |"]
+    lines += ["|---|---|"]
+    for name, cores in cpu["cores_by_name"].items():
+        if cores >= 0.005:
+            lines.append(f"| {name} | {cores:.2f} |")
     lines += ["", "Peak RSS per process name (MiB):", "", "| process | count | peak RSS |"]
     lines += ["|---|---|---|"]
     for name, value in mem["peak_rss_by_name_mib"].items():

@@ -289,3 +289,34 @@ def test_memory_peaks_take_pss_only_from_samples_that_read_it() -> None:
     assert peaks.peak_rss_total == 350 and peaks.peak_pss_total == 100
     assert peaks.timeline == [(0.0, 150, 100), (1.0, 350, None), (2.0, 170, None)]
     assert peaks.peak_rss_by_name == {"a": 300, "b": 50} and peaks.samples == 3
+
+
+def test_cpu_during_the_load_is_per_process_name_in_cores() -> None:
+    from bench.e2e import cpu_during
+
+    start = {1: ("raylet", 10.0), 2: ("ray::RuleScorer", 5.0), 3: ("gone", 1.0)}
+    end = {
+        1: ("raylet", 11.0),
+        2: ("ray::RuleScorer", 9.0),
+        4: ("ray::RuleScorer", 2.0),  # a replica started during the load counts from zero
+        5: ("load generator", 4.0),
+    }
+    cpu = cpu_during(start, end, seconds=10.0)
+    assert cpu["cores_by_name"] == {
+        "ray::RuleScorer": pytest.approx(0.6),
+        "load generator": pytest.approx(0.4),
+        "raylet": pytest.approx(0.1),
+    }
+    assert list(cpu["cores_by_name"]) == ["ray::RuleScorer", "load generator", "raylet"]
+    assert cpu["cores"] == pytest.approx(1.1)
+
+
+def test_a_cpu_snapshot_names_and_reads_live_processes() -> None:
+    import os
+
+    from bench.e2e import cpu_snapshot
+
+    snap = cpu_snapshot({os.getpid(): "me", 2**22 + 12345: None})  # the second does not exist
+    assert list(snap) == [os.getpid()]
+    name, seconds = snap[os.getpid()]
+    assert name == "me" and seconds > 0
