@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aml.domain import Decision, IngestOutcome, IngestRecord, Transaction
+from aml.domain import Decision, IngestRecord, Transaction
 from bench._store import fresh_server_store, process_cpu_s, write_result
 from bench.e2e import HookMix
 from serve.ingest.events import ParseOptions
 from serve.ingest.fineract import parse_fineract
+from serve.ingress import ingest_record, kept_headers
 
 
 def hooks(n: int, accounts: int) -> tuple[list[IngestRecord], list[Transaction]]:
@@ -65,21 +67,8 @@ def hooks(n: int, accounts: int) -> tuple[list[IngestRecord], list[Transaction]]
         )
         assert event.transaction is not None, event
         txs.append(event.transaction)
-        records.append(
-            IngestRecord(
-                id=f"bench-{i:012d}",
-                tenant=event.tenant,
-                source=event.source,
-                received_at=received,
-                outcome=IngestOutcome.ACCEPTED,
-                entity=event.entity,
-                action=event.action,
-                dedupe_key=event.dedupe_key,
-                transaction_id=event.transaction.id,
-                headers={k.lower(): v for k, v in headers.items()},
-                body=body.decode(),
-            )
-        )
+        record = ingest_record(event, received, kept_headers(headers), body)
+        records.append(dataclasses.replace(record, transaction_id=event.transaction.id))
     return records, txs
 
 

@@ -109,6 +109,26 @@ def stored_body(body: bytes) -> str:
         return "base64:" + base64.b64encode(body).decode()
 
 
+def ingest_record(
+    parsed: ParsedEvent, received_at: datetime, headers: Mapping[str, str], body: bytes
+) -> IngestRecord:
+    """The ``ingest_log`` record of a parsed event (``headers`` as kept, see
+    :func:`kept_headers`); the committer adds the transaction id it was stored under."""
+    return IngestRecord(
+        id=new_event_id(),
+        tenant=parsed.tenant,
+        source=parsed.source,
+        received_at=received_at,
+        outcome=parsed.outcome,
+        entity=parsed.entity,
+        action=parsed.action,
+        dedupe_key=parsed.dedupe_key,
+        error=parsed.note if parsed.outcome is not IngestOutcome.ACCEPTED else None,
+        headers=headers,
+        body=stored_body(body),
+    )
+
+
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Request headers worth keeping with the raw body (credentials dropped)."""
     return {k.lower(): str(v) for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
@@ -199,19 +219,7 @@ async def receive(
         await committer.submit(invalid(err, body[:limit]))
         raise err
 
-    record = IngestRecord(
-        id=new_event_id(),
-        tenant=parsed.tenant,
-        source=parsed.source,
-        received_at=received_at,
-        outcome=parsed.outcome,
-        entity=parsed.entity,
-        action=parsed.action,
-        dedupe_key=parsed.dedupe_key,
-        error=parsed.note if parsed.outcome is not IngestOutcome.ACCEPTED else None,
-        headers=headers,
-        body=stored_body(body),
-    )
+    record = ingest_record(parsed, received_at, headers, body)
     if parsed.outcome in (IngestOutcome.UNSUPPORTED, IngestOutcome.REJECTED_COMMAND):
         log.info(
             "%s %s event %s/%s for tenant %s stored raw%s",

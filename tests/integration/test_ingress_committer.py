@@ -306,6 +306,23 @@ async def test_under_steady_load_events_go_straight_to_the_store_again_after_an_
     assert Spool(tmp_path / "spool").is_empty()
 
 
+def one_event_batches(
+    store: Store, tmp_path: Path, handoff: RecordingHandoff, *, in_flight: int
+) -> Committer:
+    """A committer writing every event in a batch of its own, ``in_flight`` batches at once,
+    always straight to the store (the spool would defer the verdicts)."""
+    return make_committer(
+        store,
+        tmp_path / "spool",
+        handoff,
+        batch_max=1,
+        batch_wait=0.0,
+        max_in_flight=in_flight,
+        overload_queue=1000,
+        overload_ack=60.0,
+    )
+
+
 async def test_batches_written_at_once_still_store_a_redelivered_hook_once(
     store: Store, tmp_path: Path
 ) -> None:
@@ -313,16 +330,7 @@ async def test_batches_written_at_once_still_store_a_redelivered_hook_once(
     own transaction id, as the ingress does) in several of them is stored once (the unique
     index decides), the others are acknowledged as duplicates of it."""
     handoff = RecordingHandoff()
-    c = make_committer(
-        store,
-        tmp_path / "spool",
-        handoff,
-        batch_max=1,
-        batch_wait=0.0,
-        max_in_flight=4,
-        overload_queue=1000,  # straight to the store: the spool would defer the verdict
-        overload_ack=60.0,
-    )
+    c = one_event_batches(store, tmp_path, handoff, in_flight=4)
     await c.start()
     hook = make_tx(dedupe_key="SAVINGSACCOUNT|DEPOSIT|9001")
     copies = [hook.replace(id=f"{hook.id}-{n}") for n in range(8)]
@@ -359,16 +367,7 @@ async def test_no_more_group_commits_are_written_at_once_than_allowed(
 
     monkeypatch.setattr(store.transactions, "insert_many", counted)
     handoff = RecordingHandoff()
-    c = make_committer(
-        store,
-        tmp_path / "spool",
-        handoff,
-        batch_max=1,
-        batch_wait=0.0,
-        max_in_flight=in_flight,
-        overload_queue=1000,
-        overload_ack=60.0,
-    )
+    c = one_event_batches(store, tmp_path, handoff, in_flight=in_flight)
     await c.start()
     txs = [make_tx() for _ in range(30)]
     acks = await c.submit_many([submission(t) for t in txs])
