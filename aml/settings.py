@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Group commits written at once; None: 1 on the embedded store, 2 on MongoDB (see
     # serve.ingress.committer.commits_in_flight).
     ingest_max_in_flight: int | None = Field(default=None, ge=1, le=64)
+    # Acks move to the spool once a group commit's oldest event waited this long for its write.
+    ingest_overload_ack_ms: float = Field(default=500.0, gt=0.0, le=60_000.0)
     max_amount_major: float = Field(default=1e12, gt=0)
     max_future_seconds: int = Field(default=300, ge=0)
     max_age_days: int = Field(default=5 * 365, ge=1)

@@ -130,6 +130,7 @@ def create_app(
             batch_max=settings.ingest_batch_max,
             batch_wait=settings.ingest_batch_wait_ms / 1000.0,
             max_in_flight=commits_in_flight(settings),
+            overload_ack=settings.ingest_overload_ack_ms / 1000.0,
         )
         await c.committer.start()
         if handoff is not None:

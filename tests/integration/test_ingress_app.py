@@ -177,6 +177,30 @@ async def test_old_and_new_secret_both_work_during_rotation(app: IngressApp, sto
     assert await store.transactions.count() == 2
 
 
+@pytest.mark.parametrize(("overload_ms", "overloaded"), [(0.001, True), (500.0, False)])
+async def test_the_overload_threshold_setting_reaches_the_committer(
+    tmp_path: Path,
+    store: Store,
+    handoff: RecordingHandoff,
+    caplog: pytest.LogCaptureFixture,
+    overload_ms: float,
+    overloaded: bool,
+) -> None:
+    """``AML_INGEST_OVERLOAD_ACK_MS``: with a threshold no write can meet the committer reports
+    the store as not keeping up (and moves acks to the spool); with the default it does not.
+    Every hook is stored once either way."""
+    settings = make_settings(tmp_path, ingest_overload_ack_ms=overload_ms)
+    app = make_app(settings, store, handoff)
+    for rid in (921, 922, 923):
+        _, resp = await app.asgi_client.post(HOOK, content=deposit(rid), headers=DEPOSIT_HEADERS)
+        assert resp.status == 200, resp.text
+    assert ("store cannot keep up" in caplog.text) is overloaded
+    deadline = asyncio.get_running_loop().time() + 20  # a spooled hook is stored by the drainer
+    while await store.transactions.count() < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert await store.transactions.count() == 3
+
+
 async def test_health_ready_and_metrics(app: IngressApp) -> None:
     _, health = await app.asgi_client.get("/healthz")
     assert health.status == 200 and health.json == {"status": "ok"}

@@ -100,3 +100,16 @@ def test_group_commits_in_flight_follow_the_store_unless_set(
     monkeypatch.setenv("AML_INGEST_MAX_IN_FLIGHT", "0")
     with pytest.raises(ConfigError, match="AML_INGEST_MAX_IN_FLIGHT"):
         load_settings()
+
+
+def test_the_overload_threshold_of_acknowledgements_is_half_a_second_unless_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AML_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("AML_INGEST_OVERLOAD_ACK_MS", raising=False)
+    assert load_settings().ingest_overload_ack_ms == 500.0
+    monkeypatch.setenv("AML_INGEST_OVERLOAD_ACK_MS", "250")
+    assert load_settings().ingest_overload_ack_ms == 250.0
+    monkeypatch.setenv("AML_INGEST_OVERLOAD_ACK_MS", "0")
+    with pytest.raises(ConfigError, match="AML_INGEST_OVERLOAD_ACK_MS"):
+        load_settings()
