@@ -7,12 +7,13 @@ and the receive flow shared by every source's blueprint.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -67,11 +68,12 @@ def ctx_of(request: Request) -> IngressCtx:
 
 
 # Event ids: 64 random bits drawn once per process, then a 32-bit counter (see new_event_id).
-_ids: dict[str, Any] = {"prefix": "", "next": 1 << 32}
+# The prefix and its counter are replaced together; a counter past 32 bits draws a new prefix.
+_id_state: list[tuple[str, Iterator[int]]] = [("", itertools.count(1 << 32))]
 
 
 def _new_id_prefix() -> None:
-    _ids["next"] = 1 << 32  # the next id draws a prefix of its own
+    _id_state[0] = ("", itertools.count(1 << 32))  # the next id draws a prefix of its own
 
 
 os.register_at_fork(after_in_child=_new_id_prefix)
@@ -85,13 +87,13 @@ def new_event_id() -> str:
     percent of the ingress's CPU. A forked child draws its own prefix, and so does a process
     whose counter ran out.
     """
-    ids = _ids
-    n = ids["next"]
+    prefix, count = _id_state[0]
+    n = next(count)  # atomic: threads never share a number under one prefix
     if n >> 32:
-        ids["prefix"] = secrets.token_hex(8)
-        n = 0
-    ids["next"] = n + 1
-    return f"{ids['prefix']}{n:08x}"
+        prefix, count = secrets.token_hex(8), itertools.count()
+        _id_state[0] = (prefix, count)
+        n = next(count)
+    return f"{prefix}{n:08x}"
 
 
 def received_now() -> datetime:

@@ -238,8 +238,10 @@ class Committer:
         overload_ack: a batch whose oldest event waited longer than this (seconds) for its
             store write to finish means the store cannot keep up; new events are then
             acknowledged from the spool (fsync, a few ms) while the drainer feeds the backlog to
-            the store in large batches. It is the wait the sender sees, so it also catches a
-            store that keeps each write short but falls behind with many of them. Half a second
+            the store in large batches. It is the wait since the event was queued for its
+            commit, not the write's own length, so it also catches a store that keeps each
+            write short but falls behind with many of them (a process that is itself behind
+            delays requests before they are queued: that is not counted). Half a second
             by default: the spool's replays cost the ingress and the store more work, so spooling
             during a burst the store could still take directly decided fewer hooks (offered
             2,000/s on two cores: about 1,860/s decided during the burst with 250 ms, 1,930/s and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -18,8 +19,7 @@ def test_ids_are_24_hex_digits_and_never_repeat() -> None:
 
 
 def test_a_counter_that_runs_out_draws_a_new_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ingress._ids, "next", (1 << 32) - 1)
-    monkeypatch.setitem(ingress._ids, "prefix", "0" * 16)
+    monkeypatch.setattr(ingress, "_id_state", [("0" * 16, itertools.count((1 << 32) - 1))])
     last = new_event_id()
     assert last == "0" * 16 + "ffffffff"
     after = new_event_id()
