@@ -183,6 +183,7 @@ class RuleInput:
         "_agent_float",
         "_loan",
         "_local",
+        "_parties",
         "_same_currency_moves",
         "_since",
         "agent_txs",
@@ -234,6 +235,7 @@ class RuleInput:
         self._local: datetime | None = None
         self._loan: tuple[_LoanView | None] | None = None
         self._agent_float: tuple[float, float, int] | None = None
+        self._parties: tuple[set[str], set[str], set[str], int] | None = None
 
     def since(self, span: timedelta) -> list[Movement]:
         """Prior movements within ``span`` before the transaction (shared: do not modify)."""
@@ -242,6 +244,30 @@ class RuleInput:
             start = self.tx.occurred_at - span
             out = self._since[span] = [m for m in self.moves if m.at >= start]
         return out
+
+    def parties(self) -> tuple[set[str], set[str], set[str], int]:
+        """Counterparties of the prior movements, in one pass shared by the rules that count
+        them: senders, recipients, any direction, and how many outgoing movements name one
+        (shared: do not modify)."""
+        if self._parties is None:
+            senders: set[str] = set()
+            recipients: set[str] = set()
+            every: set[str] = set()
+            n_out = 0
+            inbound, outbound = Direction.IN, Direction.OUT
+            for m in self.moves:
+                cp = m.counterparty
+                if not cp:
+                    continue
+                every.add(cp)
+                direction = m.direction
+                if direction is inbound:
+                    senders.add(cp)
+                elif direction is outbound:
+                    recipients.add(cp)
+                    n_out += 1
+            self._parties = (senders, recipients, every, n_out)
+        return self._parties
 
     def same_currency(self, items: Sequence[Movement]) -> list[Movement]:
         if items is self.moves:
@@ -511,10 +537,9 @@ def new_counterparty(ri: RuleInput) -> Fired | None:
         return None
     if not cur.counterparty or len(ri.moves) < ri.p.new_counterparty_min_prior:
         return None
-    prior_out = [m for m in ri.moves if m.direction is Direction.OUT and m.counterparty]
-    if len(prior_out) < ri.p.new_counterparty_min_prior:
+    _, _, known, prior_out = ri.parties()
+    if prior_out < ri.p.new_counterparty_min_prior:
         return None
-    known = {m.counterparty for m in ri.moves if m.counterparty}
     if cur.counterparty in known:
         return None
     return Fired(
@@ -522,9 +547,9 @@ def new_counterparty(ri: RuleInput) -> Fired | None:
         {
             "counterparty": cur.counterparty,
             "known_counterparties": len(known),
-            "prior_transfers": len(prior_out),
+            "prior_transfers": prior_out,
         },
-        f"first transfer to {cur.counterparty} after {len(prior_out)} transfers to others",
+        f"first transfer to {cur.counterparty} after {prior_out} transfers to others",
     )
 
 
@@ -735,12 +760,17 @@ def scatter_gather(ri: RuleInput) -> Fired | None:
         return None
     if len(ri.moves) < ri.p.scatter_min_senders:
         return None  # not even the whole history is enough
-    inflows = [m for m in ri.same_currency(ri.moves) if m.direction is Direction.IN]
-    senders = _distinct(inflows, Direction.IN)
+    # One pass over the same-currency inflows: their distinct senders and what they brought.
+    senders: set[str] = set()
+    gathered = 0.0
+    inbound = Direction.IN
+    for m in ri.same_currency(ri.moves):
+        if m.direction is inbound and m.counterparty:
+            senders.add(m.counterparty)
+            gathered += m.amount
     n = len(senders)
     if n < ri.p.scatter_min_senders:
         return None
-    gathered = sum([m.amount for m in inflows if m.counterparty])
     if ri.amount < ri.p.scatter_outflow_share * gathered:
         return None
     return Fired(
@@ -758,15 +788,17 @@ def bipartite_layering(ri: RuleInput) -> Fired | None:
     k = ri.p.bipartite_min
     if len(ri.moves) + 1 < 2 * k:
         return None  # k sources and k recipients take 2k movements at least
-    items = [*ri.moves, cur]
-    sources = _distinct(items, Direction.IN)
-    sinks = _distinct(items, Direction.OUT)
-    if len(sources) < k or len(sinks) < k:
+    senders, recipients, _, _ = ri.parties()
+    # The current movement counts too, when it brings a party not seen before.
+    cp, direction = cur.counterparty, cur.direction
+    sources = len(senders) + (direction is Direction.IN and cp not in senders)
+    sinks = len(recipients) + (direction is Direction.OUT and cp not in recipients)
+    if sources < k or sinks < k:
         return None
     return Fired(
         0.9,
-        {"sources": len(sources), "recipients": len(sinks), "threshold": k, "window_days": 7},
-        f"pass-through: {len(sources)} sources and {len(sinks)} recipients within 7 days",
+        {"sources": sources, "recipients": sinks, "threshold": k, "window_days": 7},
+        f"pass-through: {sources} sources and {sinks} recipients within 7 days",
     )
 
 

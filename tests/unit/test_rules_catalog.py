@@ -306,3 +306,94 @@ def test_merchant_collection_account() -> None:
 def test_an_ordinary_daytime_transfer_raises_nothing() -> None:
     tx = out("savings:12", "savings:5", 1_000, 0, actor_type=ActorType.MERCHANT)
     assert hits(tx) == {}
+
+
+def test_rules_sharing_one_pass_over_counterparties_match_their_definitions() -> None:
+    """``new_counterparty``, ``scatter_gather`` and ``bipartite_layering`` read the prior
+    movements' counterparties from one shared pass; on random histories (both directions,
+    movements without a counterparty, two currencies, repeated parties, mirrored legs) they
+    fire exactly when, and with exactly the values, their definitions give."""
+    import random
+
+    from aml.rules.catalog import RuleInput, _money
+
+    rng = random.Random(11)
+    fired = {"new_counterparty": 0, "scatter_gather": 0, "bipartite_layering": 0}
+    for case in range(400):
+        hub = "savings:12"
+        history: list[Transaction] = []
+        for _ in range(rng.randrange(0, 40)):
+            party = f"savings:{rng.randrange(1, 12)}"
+            currency = "XAF" if rng.random() < 0.9 else "EUR"
+            amount = rng.randrange(1_000, 90_000)
+            minutes = -rng.randrange(1, 7 * 24 * 60)
+            kind = rng.random()
+            if kind < 0.4:
+                history.append(out(hub, party, amount, minutes, currency=currency))
+            elif kind < 0.8:
+                history.append(into(hub, party, amount, minutes, currency=currency))
+                if rng.random() < 0.2:  # the payer's own leg, folded into the same movement
+                    history.append(out(party, hub, amount, minutes, currency=currency))
+            else:
+                history.append(
+                    make_tx(
+                        type=TransactionType.DEPOSIT,
+                        direction=Direction.IN,
+                        account_id=hub,
+                        amount_minor=amount,
+                        currency=currency,
+                        occurred_at=at(minutes),
+                    )
+                )
+        party = f"savings:{rng.randrange(1, 15)}"
+        amount = rng.randrange(1_000, 400_000)
+        tx = out(hub, party, amount, 0) if case % 2 else into(hub, party, amount, 0)
+        history.sort(key=lambda t: t.occurred_at)
+        ctx = build_context(tx, history)
+        engine = RuleEngine(with_params(new_counterparty_min_prior=2, scatter_min_senders=3))
+        got = hits(tx, history, engine.config)
+        p = engine.config.params
+        ri = RuleInput(tx, ctx, p, engine.config.thresholds_for(tx.currency))
+        moves, cur = ri.moves, ri.current
+        assert cur is not None
+        # new_counterparty, as defined: outgoing transfers to a payee never seen before.
+        prior_out = [m for m in moves if m.direction is Direction.OUT and m.counterparty]
+        known = {m.counterparty for m in moves if m.counterparty}
+        expected_new = (
+            cur.direction is Direction.OUT
+            and len(moves) >= 2
+            and len(prior_out) >= 2
+            and cur.counterparty not in known
+        )
+        assert ("new_counterparty" in got) is expected_new, case
+        if expected_new:
+            values = got["new_counterparty"].values
+            assert values["prior_transfers"] == len(prior_out)
+            assert values["known_counterparties"] == len(known)
+        # scatter_gather: same-currency inflows from distinct senders, then one large outflow.
+        inflows = [m for m in moves if m.currency == tx.currency and m.direction is Direction.IN]
+        senders = {m.counterparty for m in inflows if m.counterparty}
+        gathered = sum([m.amount for m in inflows if m.counterparty])
+        expected_scatter = (
+            cur.direction is Direction.OUT
+            and len(moves) >= 3
+            and len(senders) >= 3
+            and tx.amount >= p.scatter_outflow_share * gathered
+        )
+        assert ("scatter_gather" in got) is expected_scatter, case
+        if expected_scatter:
+            assert got["scatter_gather"].values["senders"] == len(senders)
+            assert got["scatter_gather"].values["gathered"] == _money(gathered)
+        # bipartite_layering: k sources and k recipients, the current movement included.
+        items = [*moves, cur]
+        sources = {m.counterparty for m in items if m.direction is Direction.IN and m.counterparty}
+        sinks = {m.counterparty for m in items if m.direction is Direction.OUT and m.counterparty}
+        k = p.bipartite_min
+        expected_bipartite = len(moves) + 1 >= 2 * k and len(sources) >= k and len(sinks) >= k
+        assert ("bipartite_layering" in got) is expected_bipartite, case
+        if expected_bipartite:
+            values = got["bipartite_layering"].values
+            assert (values["sources"], values["recipients"]) == (len(sources), len(sinks))
+        for rule in fired:
+            fired[rule] += rule in got
+    assert all(n > 10 for n in fired.values()), fired  # each rule fired on many cases
