@@ -112,6 +112,7 @@ async def generate(
     start = time.perf_counter()
     if start_at is not None:
         start += max(0.0, start_at - time.time())
+    cpu_start = time.process_time()
     for n in range(total):
         scheduled = start + n / rate
         delay = scheduled - time.perf_counter()
@@ -125,6 +126,8 @@ async def generate(
     return {
         "sent": total,
         "elapsed_s": elapsed,
+        # This process's own CPU while it sent (read here: it exits before anyone else could).
+        "cpu_s": time.process_time() - cpu_start,
         "latencies": latencies,
         "sent_at": sent_at,
         "statuses": statuses,

@@ -600,13 +600,17 @@ def cpu_snapshot(pids: Mapping[int, str | None]) -> CpuSnapshot:
     return out
 
 
-def cpu_during(start: CpuSnapshot, end: CpuSnapshot, seconds: float) -> dict[str, Any]:
-    """Cores used between two snapshots, per process name and in all (a process started in
-    between counts from zero; one that exited in between is left out)."""
-    by_name: dict[str, float] = {}
+def cpu_during(
+    start: CpuSnapshot, end: CpuSnapshot, seconds: float, extra: Mapping[str, float] = {}
+) -> dict[str, Any]:
+    """Cores used between two snapshots, per process name (the name at the end: Ray renames a
+    worker that becomes a replica) and in all; a process started in between counts from zero,
+    one that exited in between is left out. ``extra``: CPU seconds of processes that measured
+    themselves (name -> seconds)."""
+    by_name: dict[str, float] = dict(extra)
     for pid, (name, cpu) in end.items():
         before = start.get(pid)
-        used = cpu - (before[1] if before and before[0] == name else 0.0)
+        used = cpu - (before[1] if before else 0.0)
         by_name[name] = by_name.get(name, 0.0) + max(used, 0.0)
     cores = {k: v / seconds for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])}
     return {"seconds": seconds, "cores_by_name": cores, "cores": sum(cores.values())}
@@ -947,17 +951,22 @@ async def _load_and_verify(
         done = asyncio.Event()
         observer = asyncio.create_task(observe_decisions(store, sample, done))
         sampler.in_load = True
-        # CPU over the load: every process of the stack, the generator and this harness.
+        # CPU over the load: every process of the stack and this harness (the generator reports
+        # its own).
         watched: dict[int, str | None] = dict.fromkeys(sampler.pids())
-        watched.update({gen.pid or -1: LOAD_GENERATOR, os.getpid(): HARNESS})
+        watched[os.getpid()] = HARNESS
         await asyncio.sleep(max(0.0, start_at - time.time()))
         cpu_start, cpu_start_at = cpu_snapshot(watched), time.monotonic()
         load: dict[str, Any] = await asyncio.to_thread(
             load_result, queue, gen, stack, opts.seconds * 10 + 300
         )
         watched.update(dict.fromkeys(sampler.pids() - set(watched)))
-        watched[gen.pid or -1] = LOAD_GENERATOR
-        cpu = cpu_during(cpu_start, cpu_snapshot(watched), time.monotonic() - cpu_start_at)
+        cpu = cpu_during(
+            cpu_start,
+            cpu_snapshot(watched),
+            time.monotonic() - cpu_start_at,
+            extra={LOAD_GENERATOR: load["cpu_s"]},
+        )
         load_end = time.time()
         sampler.in_load = False
         gen.join(timeout=30)

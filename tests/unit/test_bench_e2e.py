@@ -294,14 +294,19 @@ def test_memory_peaks_take_pss_only_from_samples_that_read_it() -> None:
 def test_cpu_during_the_load_is_per_process_name_in_cores() -> None:
     from bench.e2e import cpu_during
 
-    start = {1: ("raylet", 10.0), 2: ("ray::RuleScorer", 5.0), 3: ("gone", 1.0)}
+    start = {
+        1: ("raylet", 10.0),
+        2: ("ray::RuleScorer", 5.0),
+        3: ("gone", 1.0),
+        6: ("ray::IDLE", 30.0),
+    }
     end = {
         1: ("raylet", 11.0),
         2: ("ray::RuleScorer", 9.0),
-        4: ("ray::RuleScorer", 2.0),  # a replica started during the load counts from zero
-        5: ("load generator", 4.0),
+        4: ("ray::RuleScorer", 1.0),  # a replica started during the load counts from zero
+        6: ("ray::RuleScorer", 31.0),  # a worker renamed: its CPU during the load, not since
     }
-    cpu = cpu_during(start, end, seconds=10.0)
+    cpu = cpu_during(start, end, seconds=10.0, extra={"load generator": 4.0})
     assert cpu["cores_by_name"] == {
         "ray::RuleScorer": pytest.approx(0.6),
         "load generator": pytest.approx(0.4),
@@ -320,3 +325,33 @@ def test_a_cpu_snapshot_names_and_reads_live_processes() -> None:
     assert list(snap) == [os.getpid()]
     name, seconds = snap[os.getpid()]
     assert name == "me" and seconds > 0
+
+
+def test_the_load_generator_reports_its_answers_and_its_own_cpu() -> None:
+    """Open-loop requests to a loopback server; the result counts the answers and carries the
+    generator's own CPU over the run (the harness cannot read it once the process has exited)."""
+    import asyncio
+
+    from bench._load import generate
+
+    async def run() -> dict[str, object]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        try:
+            return await generate(port, 200.0, 0.5, 4, lambda n: request)
+        finally:
+            server.close()
+
+    result = asyncio.run(run())
+    assert result["sent"] == 100 and result["statuses"] == {"200": 100}
+    cpu, elapsed = result["cpu_s"], result["elapsed_s"]
+    assert isinstance(cpu, float) and isinstance(elapsed, float)
+    assert 0.0 < cpu <= elapsed + 0.05
