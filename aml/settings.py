@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(default=256, ge=1, le=10_000)
     ingest_batch_wait_ms: float = Field(default=4.0, ge=0.0, le=1000.0)
     # Group commits written at once; None: 1 on the embedded store, 2 on MongoDB (see
-    # serve.ingress.committer.commits_in_flight).
+    # serve.ingress.committer.Committer._commits_in_flight).
     ingest_max_in_flight: int | None = Field(default=None, ge=1, le=64)
     # Acks move to the spool once a group commit's oldest event waited this long for its write.
     ingest_overload_ack_ms: float = Field(default=500.0, gt=0.0, le=60_000.0)

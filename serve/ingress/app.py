@@ -35,7 +35,7 @@ from aml.settings import Settings
 from serve.fineract_client import FineractClient
 from serve.ingest.events import ParseOptions
 from serve.ingress import IngressCtx, ctx_of, fineract_bp, generic_bp
-from serve.ingress.committer import Committer, commits_in_flight
+from serve.ingress.committer import Committer
 from serve.ingress.enrich import Enricher
 from serve.ingress.errors import error_response
 from serve.ingress.handoff import HandoffDispatcher, PendingSweeper, ScoringHandoff
@@ -129,7 +129,7 @@ def create_app(
             on_stored=c.enricher.schedule if c.enricher is not None else None,
             batch_max=settings.ingest_batch_max,
             batch_wait=settings.ingest_batch_wait_ms / 1000.0,
-            max_in_flight=commits_in_flight(settings),
+            max_in_flight=settings.ingest_max_in_flight,
             overload_ack=settings.ingest_overload_ack_ms / 1000.0,
         )
         await c.committer.start()

@@ -42,7 +42,6 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from aml.domain import IngestOutcome, IngestRecord, Transaction, TransactionStatus
 from aml.errors import ServiceUnavailable
-from aml.settings import Settings
 from serve.ingress.handoff import HandoffDispatcher
 from serve.ingress.spool import Spool
 from serve.metrics import IngressMetrics
@@ -52,19 +51,6 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 _SPOOL_FORMAT = 2
-
-
-def commits_in_flight(settings: Settings) -> int:
-    """Group commits the ingress writes at once: ``AML_INGEST_MAX_IN_FLIGHT`` when set.
-
-    Otherwise 1 on the embedded store, which runs one write command at a time per database: a
-    second commit in flight only waits there, and it splits what would have been one larger
-    commit, while every commit costs the store about 0.8 ms of CPU whatever its size
-    (``bench/results/store-writes-*.json``). 2 on MongoDB, which writes them side by side.
-    """
-    if settings.ingest_max_in_flight is not None:
-        return settings.ingest_max_in_flight
-    return 1 if settings.mongodb_uri is None else 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +241,8 @@ class Committer:
             memory, at most ``overload_ack``) while the drainer replays the rest, then go
             straight to the store; a batch that waited that long is spooled after all, and the
             next attempt backs off (``retry_initial`` doubling up to ``catch_up_max``).
-        max_in_flight: most group commits written at once.
+        max_in_flight: most group commits written at once (None: chosen at start for the
+            server, see ``_commits_in_flight``).
         replay_lag_budget: while acks come from the spool, a replay batch waits until the
             event loop's lag (:class:`LoopLag`) is within this (seconds).
         replay_max_defer: ... but no longer than this (seconds): decisions keep coming, at
@@ -287,7 +274,7 @@ class Committer:
         replay_max: int = 512,
         replay_timeout: float = 60.0,
         catch_up_bytes: int = 1 << 20,
-        max_in_flight: int = 2,
+        max_in_flight: int | None = None,
         calm_after: float = 10.0,
         catch_up_max: float = 60.0,
         replay_lag_budget: float = 0.05,
@@ -308,7 +295,7 @@ class Committer:
         self._replay_max = replay_max
         self._replay_timeout = max(replay_timeout, write_timeout)
         self._catch_up_bytes = catch_up_bytes
-        self._max_in_flight = max(1, max_in_flight)
+        self._max_in_flight = None if max_in_flight is None else max(1, max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._lock = asyncio.Lock()
@@ -341,7 +328,10 @@ class Committer:
     async def start(self, *, drain_timeout: float = 10.0) -> None:
         """Start the flusher and the drainer; a non-empty spool is drained first (bounded by
         ``drain_timeout``; if the store is still down, acks continue from the spool)."""
-        if not await self._ensure_indexes():
+        reachable = await self._ensure_indexes()
+        if self._max_in_flight is None:
+            self._max_in_flight = await self._commits_in_flight() if reachable else 1
+        if not reachable:
             log.warning("store unreachable at start; acknowledging from the spool")
             self._spool_mode = True
         elif not await asyncio.to_thread(self._spool.is_empty):
@@ -357,6 +347,19 @@ class Committer:
         self._drainer = asyncio.get_running_loop().create_task(self._run_drainer())
         if self._spool_mode:
             self._drain_wanted.set()
+
+    async def _commits_in_flight(self) -> int:
+        """Group commits to write at once when none was configured: 1 on the embedded store,
+        which runs one write command at a time per database (a second commit in flight only
+        waits there, and splits what would have been one larger commit, while each commit costs
+        it about 0.8 ms of CPU whatever its size: ``bench/results/store-writes-*.json``); 2 on
+        MongoDB, which writes them side by side; 1 when the server cannot be asked."""
+        try:
+            with pymongo.timeout(max(self._write_timeout, 5.0)):
+                return 1 if await self._store.is_embedded() else 2
+        except PyMongoError as exc:
+            log.warning("could not tell which store this is (%s); one group commit at a time", exc)
+            return 1
 
     async def close(self) -> None:
         """Flush what is queued, stop the tasks and wait for hand-offs in flight."""
@@ -390,7 +393,7 @@ class Committer:
         # sent while the store works on the previous one, and it gathers whatever arrived
         # meanwhile. Duplicates across batches in flight are still caught by the unique index
         # (the store applies one write command at a time).
-        slots = asyncio.Semaphore(self._max_in_flight)
+        slots = asyncio.Semaphore(self._max_in_flight or 1)  # chosen by start()
         while True:
             first = await self._queue.get()
             await slots.acquire()

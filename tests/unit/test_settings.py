@@ -84,19 +84,14 @@ def test_development_generates_secrets_once(
     assert load_settings().jwt_secret != first.jwt_secret
 
 
-def test_group_commits_in_flight_follow_the_store_unless_set(
+def test_group_commits_in_flight_are_left_to_the_committer_unless_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from serve.ingress.committer import commits_in_flight
-
     monkeypatch.setenv("AML_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("AML_MONGODB_URI", raising=False)
     monkeypatch.delenv("AML_INGEST_MAX_IN_FLIGHT", raising=False)
-    assert commits_in_flight(load_settings()) == 1  # the embedded store: one write at a time
-    monkeypatch.setenv("AML_MONGODB_URI", "mongodb://db.example:27017")
-    assert commits_in_flight(load_settings()) == 2
+    assert load_settings().ingest_max_in_flight is None  # chosen for the server at start
     monkeypatch.setenv("AML_INGEST_MAX_IN_FLIGHT", "3")
-    assert commits_in_flight(load_settings()) == 3
+    assert load_settings().ingest_max_in_flight == 3
     monkeypatch.setenv("AML_INGEST_MAX_IN_FLIGHT", "0")
     with pytest.raises(ConfigError, match="AML_INGEST_MAX_IN_FLIGHT"):
         load_settings()
