@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aml.domain import AlertStatus, Role
+from aml.domain import Role
 from bench._store import fresh_store, report_timings, timed_ms
 from bench.dashboard import make_alerts
 from serve.services import alerts as alert_service
@@ -69,7 +69,6 @@ async def measure(store: Store, loads: int) -> dict[str, dict[str, float]]:
 
     actor = Actor(user=make_user(role=Role.ANALYST))
     now = datetime.now(UTC)
-    open_statuses = [s for s in AlertStatus if s.is_open]
     parts: dict[str, Callable[[], Awaitable[Any]]] = {
         "alerts by status": store.alerts.count_by_status,
         "alerts by risk": store.alerts.count_by_risk_level,
@@ -82,13 +81,7 @@ async def measure(store: Store, loads: int) -> dict[str, dict[str, float]]:
         "alert rate, 24 h": lambda: store.decisions.alert_rate(
             since=now - timedelta(hours=24), until=now
         ),
-        "oldest open alert": lambda: (
-            store.alerts.oldest_open()
-            if hasattr(store.alerts, "oldest_open")  # (absent before; see bench/duplicates.py)
-            else store.alerts.list_(
-                statuses=open_statuses, sort="created_at", descending=False, skip=0, limit=1
-            )
-        ),
+        "oldest open alert": store.alerts.oldest_open,
         "overdue alerts": lambda: store.alerts.count_overdue(now=now),
         "overview (service, all of the above)": lambda: alert_service.overview(store, actor=actor),
     }
