@@ -355,3 +355,52 @@ def test_the_load_generator_reports_its_answers_and_its_own_cpu() -> None:
     cpu, elapsed = result["cpu_s"], result["elapsed_s"]
     assert isinstance(cpu, float) and isinstance(elapsed, float)
     assert 0.0 < cpu <= elapsed + 0.05
+
+
+def test_the_load_generator_fails_lost_and_refused_requests_and_goes_on() -> None:
+    """A connection closed with a request in flight fails that request (transport error), an
+    answer other than 200 fails its request, a garbled answer closes its connection; the other
+    requests are answered over new connections, and every request is accounted for once."""
+    import asyncio
+
+    from bench._load import generate
+
+    seen = 0
+
+    async def run() -> dict[str, object]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal seen
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    n = int(head.split(b"/", 2)[1].split(b" ")[0])
+                    seen += 1
+                    if n % 10 == 3:
+                        writer.close()  # the server drops the connection, no answer
+                        return
+                    if n % 10 == 5:
+                        writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+                    elif n % 10 == 7:
+                        writer.write(b"garbage\r\n\r\n")
+                    else:
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await generate(
+                port, 400.0, 0.25, 3, lambda n: f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+        finally:
+            server.close()
+
+    result = asyncio.run(run())
+    assert result["sent"] == 100 and seen == 100
+    assert result["statuses"] == {"200": 70, "503": 10}
+    assert result["failed"] == sorted(n for n in range(1, 101) if n % 10 in (3, 5, 7))
+    assert len(result["errors"]) == 20  # 10 dropped, 10 garbled
+    latencies, sent_at = result["latencies"], result["sent_at"]
+    assert isinstance(latencies, list) and isinstance(sent_at, list)
+    assert len(latencies) == len(sent_at) == 80
