@@ -72,6 +72,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, n: int, scheduled: float, request: bytes) -> None:
         self.current = (n, scheduled)
+        self._load.send_lags.append(time.perf_counter() - scheduled)
         assert self.transport is not None
         self.transport.write(request)
 
@@ -118,6 +119,7 @@ class _OpenLoop:
         self.finished = 0  # requests answered or failed
         self.closing = False
         self.latencies: list[float] = []
+        self.send_lags: list[float] = []  # send time - scheduled time, every request sent
         self.sent_at: list[float] = []
         self.statuses: dict[str, int] = {}
         self.errors: list[str] = []
@@ -206,7 +208,10 @@ async def generate(
         ``sent``, ``elapsed_s``, ``latencies`` (seconds from the scheduled time, answered
         requests only), ``sent_at`` (each answered request's scheduled time, seconds from the
         start, in the order of ``latencies``), ``statuses`` (count per HTTP status), ``errors``
-        (transport errors) and ``failed`` (the ``n`` of every request not answered 200).
+        (transport errors), ``failed`` (the ``n`` of every request not answered 200) and
+        ``send_lags`` (seconds from each request's scheduled time to its write, in send order:
+        the tick, and the wait for a free connection once every connection has a request in
+        flight, which the latencies include).
     """
     total = int(rate * seconds)
     load = _OpenLoop(port, total, factory)
@@ -243,6 +248,7 @@ async def generate(
         "cpu_s": time.process_time() - cpu_start,
         "latencies": load.latencies,
         "sent_at": load.sent_at,
+        "send_lags": load.send_lags,
         "statuses": load.statuses,
         "errors": load.errors,
         "failed": sorted(load.failed),

@@ -1097,6 +1097,10 @@ async def _load_and_verify(
         "ack_latency_ms": summary([v * 1000 for v in load["latencies"]]),
         "ack_latency_after_warm_up_ms": after_warm_up(load["latencies"], load["sent_at"]),
         "ack_latency_by_window_ms": windowed(load["latencies"], load["sent_at"]),
+        # Part of the ack latency spent in the generator: with every connection waiting for an
+        # answer, a request waits for one (the server's latency times the rate is past the
+        # connection count).
+        "send_lag_ms": summary([v * 1000 for v in load.get("send_lags", ())]),
         "scoring": {
             "decisions": len(decision_ids),
             "scored_per_s_run": len(decision_ids) / max(last_decided - load_start, 1e-9),
@@ -1267,6 +1271,10 @@ def table(result: Mapping[str, Any]) -> str:
         (
             f"ack latency p99 (ms) per {WINDOW_S:.0f} s of load",
             ", ".join(f"{w['p99']:.0f}" for w in result["ack_latency_by_window_ms"]),
+        ),
+        (
+            "of it, waiting in the load generator for a free connection: p50 / p99 (ms)",
+            _ms(result["send_lag_ms"]),
         ),
         ("receive -> decided_at p50 / p99 (ms), all", _ms(result["receive_to_decided_at_ms"])),
         (

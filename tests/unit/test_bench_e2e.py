@@ -352,6 +352,8 @@ def test_the_load_generator_reports_its_answers_and_its_own_cpu() -> None:
 
     result = asyncio.run(run())
     assert result["sent"] == 100 and result["statuses"] == {"200": 100}
+    lags = result["send_lags"]
+    assert isinstance(lags, list) and len(lags) == 100 and min(lags) >= 0.0
     cpu, elapsed = result["cpu_s"], result["elapsed_s"]
     assert isinstance(cpu, float) and isinstance(elapsed, float)
     assert 0.0 < cpu <= elapsed + 0.05
@@ -404,3 +406,36 @@ def test_the_load_generator_fails_lost_and_refused_requests_and_goes_on() -> Non
     latencies, sent_at = result["latencies"], result["sent_at"]
     assert isinstance(latencies, list) and isinstance(sent_at, list)
     assert len(latencies) == len(sent_at) == 80
+
+
+def test_requests_waiting_for_a_busy_connection_are_late_and_their_latency_says_so() -> None:
+    """One connection and a server taking 20 ms per answer carry 50 requests/s: offered 200/s,
+    the later requests leave the generator late (send lag) and their latency, measured from the
+    schedule, includes that wait (no coordinated omission)."""
+    import asyncio
+
+    from bench._load import generate
+
+    async def run() -> dict[str, object]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    await asyncio.sleep(0.02)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await generate(port, 200.0, 0.1, 1, lambda n: b"GET / HTTP/1.1\r\n\r\n")
+        finally:
+            server.close()
+
+    result = asyncio.run(run())
+    lags, latencies = result["send_lags"], result["latencies"]
+    assert isinstance(lags, list) and isinstance(latencies, list)
+    assert result["statuses"] == {"200": 20} and len(lags) == 20
+    assert lags[0] < 0.05 and max(lags) > 0.15  # the 20th waits for 19 answers of 20 ms
+    # Answers come back in send order over one connection: each latency covers its lag.
+    assert all(lat >= lag + 0.015 for lat, lag in zip(latencies, lags, strict=True))
