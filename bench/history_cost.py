@@ -7,7 +7,10 @@ transaction's whole point-in-time history, once per transaction. This measures t
 one process, for an account with ``N`` earlier movements spread over the 7 days before the
 transaction (transfers out to a few hundred counterparties and deposits in): features
 (``aml.features.feature_vector``) and the rule engine (``RuleEngine.evaluate_batch`` over the
-default rule configuration), each with ``time.process_time``.
+default rule configuration), each with ``time.process_time``: once for a history the engine
+meets for the first time, and once for a stream of the account's transactions scored in turn
+(each seeing the ``N`` records before it), where the engine's ``MovementCache`` extends the
+previous transaction's movements instead of building them again.
 
 Run: ``.venv/bin/python -m bench history_cost [--sizes 10,100,1000,5000 --label L]``. Results
 go to ``bench/results/history-cost-<label>.json``.
@@ -88,17 +91,50 @@ def _cpu_us(fn: Callable[[], object], budget_s: float) -> float:
             return spent / calls * 1e6
 
 
-def measure(sizes: Sequence[int], *, budget_s: float = 0.5) -> list[dict[str, float]]:
-    """Per history size: CPU µs per transaction of features and of rules."""
+def measure(
+    sizes: Sequence[int], *, budget_s: float = 0.5, stream: int = 200
+) -> list[dict[str, float]]:
+    """Per history size: CPU µs per transaction of features and of rules.
+
+    ``rules_us`` is a transaction whose history the rule engine meets for the first time (an
+    account's first transaction in a replica); ``stream_rules_us`` and ``stream_features_us``
+    are the account's next ``stream`` transactions scored in turn by one engine, each seeing
+    the ``n`` records before it (the window moving on), as serving scores a busy account.
+    """
     engine = RuleEngine(default_rule_config())
+    cache = engine.movement_cache
     params = FeatureParams()
     rows = []
     for n in sizes:
         tx, history = busy_account(n)
         ctx = HistoryContext(account=history)
+
+        def cold(tx: Transaction = tx, ctx: HistoryContext = ctx) -> object:
+            cache.clear()
+            return engine.evaluate_batch([(tx, ctx)])
+
         features = _cpu_us(lambda: feature_vector(tx, ctx, params=params), budget_s)  # noqa: B023
-        rules = _cpu_us(lambda: engine.evaluate_batch([(tx, ctx)]), budget_s)  # noqa: B023
-        rows.append({"history": n, "features_us": features, "rules_us": rules})
+        rules = _cpu_us(cold, budget_s)
+        records = busy_account(n + stream)[1]
+        pairs = [
+            (records[i], HistoryContext(account=records[i - n : i])) for i in range(n, n + stream)
+        ]
+
+        def stream_rules(pairs: list[tuple[Transaction, HistoryContext]] = pairs) -> object:
+            return [engine.evaluate(t, c) for t, c in pairs]
+
+        def stream_features(pairs: list[tuple[Transaction, HistoryContext]] = pairs) -> object:
+            return [feature_vector(t, c, params=params) for t, c in pairs]
+
+        rows.append(
+            {
+                "history": n,
+                "features_us": features,
+                "rules_us": rules,
+                "stream_features_us": _cpu_us(stream_features, budget_s) / stream,
+                "stream_rules_us": _cpu_us(stream_rules, budget_s) / stream,
+            }
+        )
     return rows
 
 
@@ -106,14 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench history_cost", description=__doc__)
     ap.add_argument("--sizes", default="10,100,1000,5000", help="earlier movements, a,b,...")
     ap.add_argument("--budget", type=float, default=0.5, help="CPU seconds per measurement")
+    ap.add_argument("--stream", type=int, default=200, help="transactions scored in turn")
     ap.add_argument("--label", default="run")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    rows = measure(sizes, budget_s=args.budget)
+    rows = measure(sizes, budget_s=args.budget, stream=args.stream)
     for r in rows:
         print(
             f"history {int(r['history']):6d}: features {r['features_us']:9.1f} µs, "
-            f"rules {r['rules_us']:9.1f} µs per transaction"
+            f"rules {r['rules_us']:9.1f} µs per transaction; in turn: features "
+            f"{r['stream_features_us']:9.1f} µs, rules {r['stream_rules_us']:9.1f} µs"
         )
     out = RESULTS / f"history-cost-{args.label}.json"
     out.write_text(
@@ -121,7 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "benchmark": "history_cost",
                 "at": datetime.now(UTC).isoformat(),
-                "params": {"sizes": sizes, "budget_s": args.budget, "label": args.label},
+                "params": {
+                    "sizes": sizes,
+                    "budget_s": args.budget,
+                    "stream": args.stream,
+                    "label": args.label,
+                },
                 "results": rows,
             },
             indent=1,

@@ -18,6 +18,7 @@ from aml.graph import GraphSearch
 from aml.history import HistoryContext
 from aml.rules.catalog import (
     CATALOG,
+    MovementCache,
     RuleFn,
     RuleInput,
     RuleSpec,
@@ -98,6 +99,8 @@ class RuleEngine:
             config.params, cycles="circular_transfer" in on, chains="stacking" in on
         )
         self._thresholds: dict[str, CurrencyThresholds | None] = {}
+        # Each account's movements, extended from its previous transaction's (busy accounts).
+        self.movement_cache = MovementCache()
         self._params = config.params
         self._version = config.version
         # The evaluation of most transactions: one immutable instance shared by all of them
@@ -161,7 +164,7 @@ class RuleEngine:
             thresholds = self._thresholds[currency]
         except KeyError:
             thresholds = self._thresholds[currency] = self.config.thresholds_for(currency)
-        ri = RuleInput(tx, ctx, self._params, thresholds)
+        ri = RuleInput(tx, ctx, self._params, thresholds, self.movement_cache)
         # traits_of(tx) as a plain tuple (built in C) for the plan look-up, with the history
         # the rules' bounds read.
         cp = tx.counterparty_account_id

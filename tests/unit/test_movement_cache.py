@@ -1,0 +1,221 @@
+"""``MovementCache``: an account's movements extended from its previous call, always equal to
+``movements`` of the history given."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
+from aml.history import build_context
+from aml.rules import RuleEngine, default_rule_config
+from aml.rules.catalog import Movement, MovementCache, movements
+from tests.factories import make_tx
+
+T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
+ACCOUNT = "savings:busy"
+
+
+def _shape(moves: Sequence[Movement]) -> list[tuple[object, ...]]:
+    """Every field, and the transaction by identity (equal copies are not the same answer)."""
+    return [(*m[:5], id(m.tx)) for m in moves]
+
+
+def _record(rng: random.Random, i: int, at: datetime) -> Transaction:
+    """A record touching the busy account (either side), another account, or not scorable."""
+    kind = rng.random()
+    amount = rng.choice([5_000, 10_000, 25_000, rng.randrange(1_000, 900_000)])
+    cp = f"savings:{rng.randrange(6)}"
+    if kind < 0.35:
+        return make_tx(
+            account_id=ACCOUNT,
+            type=TransactionType.TRANSFER,
+            direction=rng.choice([Direction.OUT, Direction.IN]),
+            counterparty_account_id=cp,
+            amount_minor=amount,
+            occurred_at=at,
+        )
+    if kind < 0.55:  # the other side's record of a transfer with the busy account
+        return make_tx(
+            account_id=cp,
+            type=TransactionType.TRANSFER,
+            direction=rng.choice([Direction.OUT, Direction.IN]),
+            counterparty_account_id=ACCOUNT,
+            amount_minor=amount,
+            occurred_at=at,
+        )
+    if kind < 0.8:
+        return make_tx(
+            account_id=ACCOUNT,
+            type=rng.choice([TransactionType.DEPOSIT, TransactionType.WITHDRAWAL]),
+            direction=rng.choice([Direction.IN, Direction.OUT]),
+            amount_minor=amount,
+            currency="XAF" if rng.random() < 0.9 else "EUR",
+            occurred_at=at,
+        )
+    if kind < 0.9:
+        return make_tx(account_id="savings:elsewhere", amount_minor=amount, occurred_at=at)
+    return make_tx(
+        account_id=ACCOUNT,
+        amount_minor=amount,
+        occurred_at=at,
+        status=rng.choice([TransactionStatus.REJECTED, TransactionStatus.CORRECTION]),
+    )
+
+
+def _mirror(o: Transaction) -> Transaction:
+    """The other leg of a transfer record: the same movement seen from the counterparty."""
+    assert o.counterparty_account_id is not None
+    return make_tx(
+        account_id=o.counterparty_account_id,
+        counterparty_account_id=o.account_id,
+        type=o.type,
+        direction=Direction.IN if o.direction is Direction.OUT else Direction.OUT,
+        amount_minor=o.amount_minor,
+        occurred_at=o.occurred_at,
+    )
+
+
+def test_every_answer_equals_movements_of_the_history_given() -> None:
+    """A window that moves on (records appended, the oldest dropped) is extended; late arrivals,
+    copies, mirrored legs, a reloaded window and other accounts' calls in between are built
+    anew or extended correctly; the answer always equals ``movements`` of what was given."""
+    rng = random.Random(13)
+    for trial in range(60):
+        cache = MovementCache(min_items=rng.choice([1, 4, 16]))
+        stream: list[Transaction] = []
+        at = T0
+        start = 0
+        for step in range(80):
+            for _ in range(rng.choice([1, 1, 1, 2, 5])):
+                at += timedelta(seconds=rng.randrange(1, 600))
+                o = _record(rng, step, at)
+                stream.append(o)
+                if o.counterparty_account_id and rng.random() < 0.05:
+                    stream.append(_mirror(o))  # both legs reach the product: folded
+            start += rng.choice([0, 0, 0, 1, 2, 3])  # the window's start moves on
+            start = min(start, len(stream) - 1)
+            history: list[Transaction] = stream[start:]
+            event = rng.random()
+            if event < 0.05 and len(history) > 3:  # a late arrival inside the window
+                late = make_tx(account_id=ACCOUNT, occurred_at=history[1].occurred_at)
+                history = [history[0], late, *history[1:]]
+            elif event < 0.08:  # the window reloaded: equal copies, other objects
+                history = [dataclasses.replace(o) for o in history]
+            elif event < 0.1 and history:  # a redelivered record: a copy next to it
+                j = rng.randrange(len(history))
+                history = [*history[: j + 1], dataclasses.replace(history[j]), *history[j + 1 :]]
+            if rng.random() < 0.2:  # another account's call in between
+                cache.movements("savings:1", stream[-20:])
+            view = "counterparty" if rng.random() < 0.2 else "account"
+            got = cache.movements(ACCOUNT, history, view=view)
+            want = movements(ACCOUNT, history)
+            assert _shape(got) == _shape(want), (trial, step, event)
+        assert cache.extended > 0
+
+
+def test_answers_are_the_callers_own_lists() -> None:
+    """Changing an answer (built anew or extended) changes neither the cache nor the next
+    answer."""
+    cache = MovementCache(min_items=1)
+    history = [make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(minutes=i)) for i in range(5)]
+    for extra in range(3):
+        answer = cache.movements(ACCOUNT, history)
+        assert _shape(answer) == _shape(movements(ACCOUNT, history))
+        answer.clear()
+        history.append(make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(hours=1 + extra)))
+    assert cache.extended == 2
+
+
+def test_a_history_given_as_a_list_and_changed_afterwards_is_not_trusted() -> None:
+    """The cache keeps its own copy of a history (built anew or extended): a caller's list
+    changed in place after the call does not make the next answer wrong."""
+    cache = MovementCache(min_items=1)
+    history = [make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(minutes=i)) for i in range(4)]
+    for step in range(3):
+        cache.movements(ACCOUNT, history)
+        if step == 1:
+            history.append(make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(hours=1)))
+        history[2] = make_tx(
+            account_id=ACCOUNT, amount_minor=77_700 + step, occurred_at=history[2].occurred_at
+        )
+        got = cache.movements(ACCOUNT, history)
+        assert _shape(got) == _shape(movements(ACCOUNT, history))
+
+
+def test_short_histories_are_not_kept_and_the_bounds_hold() -> None:
+    cache = MovementCache(min_items=3, max_accounts=2, max_items=10)
+    short = [make_tx(account_id="savings:a", occurred_at=T0)]
+    cache.movements("savings:a", short)
+    assert len(cache) == 0
+    for name in ("b", "c", "d"):
+        txs = [
+            make_tx(account_id=f"savings:{name}", occurred_at=T0 + timedelta(minutes=i))
+            for i in range(4)
+        ]
+        cache.movements(f"savings:{name}", txs)
+    assert len(cache) == 2 and cache.items == 8  # the least recently used account went
+    big = [make_tx(account_id="savings:e", occurred_at=T0 + timedelta(minutes=i)) for i in range(9)]
+    cache.movements("savings:e", big)
+    assert cache.items <= 10 and len(cache) == 1
+
+
+def test_the_engine_decides_a_busy_account_the_same_with_its_cache() -> None:
+    """A busy account's stream scored transaction after transaction by one engine (its cache
+    extending each history) gets the evaluations of an engine given every history afresh."""
+    rng = random.Random(5)
+    stream: list[Transaction] = []
+    at = T0
+    for i in range(300):
+        at += timedelta(seconds=rng.randrange(30, 900))
+        stream.append(_record(rng, i, at))
+    cached = RuleEngine(default_rule_config())
+    hits = 0
+    for i, tx in enumerate(stream):
+        ctx = build_context(tx, stream[max(0, i - 250) : i])
+        want = RuleEngine(default_rule_config()).evaluate(tx, ctx)
+        got = cached.evaluate(tx, ctx)
+        assert got == want
+        hits += len(got.hits)
+    assert hits > 0
+    assert cached.movement_cache.extended > 100  # the stream did go through the cache
+
+
+def _transfer(minutes: int, **fields: object) -> Transaction:
+    return make_tx(
+        account_id=ACCOUNT,
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        counterparty_account_id="savings:2",
+        occurred_at=T0 + timedelta(minutes=minutes),
+        **fields,
+    )
+
+
+def test_a_record_equal_to_one_dropped_from_the_front_counts_again() -> None:
+    """The dropped record's key leaves the fold: a copy of it later in the history is a
+    movement of its own (it is not folded into a record that is no longer there)."""
+    cache = MovementCache(min_items=1)
+    x, a, b = _transfer(0), _transfer(1), _transfer(2)
+    cache.movements(ACCOUNT, [x, a, b])
+    again = dataclasses.replace(x)
+    got = cache.movements(ACCOUNT, [a, b, again])
+    assert cache.extended == 1
+    assert _shape(got) == _shape(movements(ACCOUNT, [a, b, again]))
+    assert len(got) == 3
+
+
+def test_a_history_that_folds_is_built_anew_after_its_front_moves() -> None:
+    """Two legs of one transfer fold into one movement; once the first leg leaves the window,
+    the second is the movement (an account whose history folded is not extended)."""
+    cache = MovementCache(min_items=1)
+    leg = _transfer(0)
+    other_leg = _mirror(leg)
+    a, b = _transfer(1), _transfer(2)
+    first = cache.movements(ACCOUNT, [leg, other_leg, a])
+    assert len(first) == 2
+    got = cache.movements(ACCOUNT, [other_leg, a, b])
+    assert _shape(got) == _shape(movements(ACCOUNT, [other_leg, a, b]))
+    assert len(got) == 3 and got[0].tx is other_leg
