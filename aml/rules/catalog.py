@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache, partial
 from itertools import islice
 from operator import is_
@@ -301,6 +301,26 @@ def _local_date(at: datetime, zone: str) -> date:
     """Local calendar date of an instant (cached: the same history items are read by every
     transaction of their account, and a time-zone conversion costs more than the look-up)."""
     return at.astimezone(_zone(zone)).date()
+
+
+@lru_cache(maxsize=4096)
+def _local_day(day: date, zone: str) -> tuple[datetime, datetime] | None:
+    """The instants ``[start, end)`` whose local date in ``zone`` is ``day``, when the zone's
+    offset stays the same from the day's start to a few hours past its end; None otherwise (a
+    clock set back soon after midnight brings the date back: each instant is then converted).
+    """
+    z = _zone(zone)
+    offset = datetime.combine(day, time(), tzinfo=z).utcoffset()
+    start = datetime.combine(day, time(), tzinfo=z).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=z).astimezone(UTC)
+    # Past the end by more than any clock change sets a clock back.
+    later = (end + _CLOCK_CHANGE_MAX).astimezone(z).utcoffset()
+    if end.astimezone(z).utcoffset() != offset or later != offset:
+        return None
+    return start, end
+
+
+_CLOCK_CHANGE_MAX = timedelta(hours=3)
 
 
 _UNITS: dict[str, float] = {}
@@ -591,15 +611,27 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
         zone = ri.p.timezone
         day = ri.local.date()
         acct = tx.account_id
-        prior = sum(
-            [
-                m.amount
-                for m in moves
-                if m.tx.account_id == acct
-                and m.tx.type in _CASH_TYPES
-                and _local_date(m.at, zone) == day
-            ]
-        )
+        bounds = _local_day(day, zone)
+        if bounds is not None:
+            # Two comparisons instead of a time-zone look-up per movement.
+            start, end = bounds
+            prior = sum(
+                [
+                    m.amount
+                    for m in moves
+                    if start <= m.at < end and m.tx.account_id == acct and m.tx.type in _CASH_TYPES
+                ]
+            )
+        else:
+            prior = sum(
+                [
+                    m.amount
+                    for m in moves
+                    if m.tx.account_id == acct
+                    and m.tx.type in _CASH_TYPES
+                    and _local_date(m.at, zone) == day
+                ]
+            )
     total = prior + ri.amount
     if ri.amount < limit and not prior < limit <= total:
         return None

@@ -397,3 +397,40 @@ def test_rules_sharing_one_pass_over_counterparties_match_their_definitions() ->
         for rule in fired:
             fired[rule] += rule in got
     assert all(n > 10 for n in fired.values()), fired  # each rule fired on many cases
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        ("Africa/Douala", "2026-11-30"),
+        ("Europe/Paris", "2026-03-29"),  # clocks forward at 02:00
+        ("Europe/Paris", "2026-10-25"),  # clocks back at 03:00
+        ("America/Sao_Paulo", "2018-11-04"),  # midnight does not exist
+        ("America/Sao_Paulo", "2018-11-03"),
+        ("America/St_Johns", "2007-11-03"),  # set back at 00:01 to 23:01 of the day before
+        ("America/St_Johns", "2007-11-04"),
+        ("Pacific/Apia", "2011-12-29"),  # the day before a day that was skipped
+        ("Pacific/Apia", "2011-12-31"),
+        ("Australia/Lord_Howe", "2026-04-05"),  # half an hour back
+    ],
+)
+def test_a_local_day_as_instants_holds_exactly_the_instants_of_that_date(
+    zone: str, day: str
+) -> None:
+    """The day's bounds, when given, hold an instant exactly when its local date is the day,
+    every 7 minutes from a day and a half before to two and a half days after."""
+    from datetime import date
+
+    from aml.rules.catalog import _local_date, _local_day
+
+    d = date.fromisoformat(day)
+    bounds = _local_day(d, zone)
+    if zone == "Africa/Douala":
+        assert bounds is not None
+    if bounds is None:
+        return
+    start, end = bounds
+    at = start - timedelta(hours=36)
+    while at < end + timedelta(hours=60):
+        assert (start <= at < end) == (_local_date(at, zone) == d), at
+        at += timedelta(minutes=7)
