@@ -173,6 +173,24 @@ def _extend(
     return clean
 
 
+def _same_run(prev: Sequence[Transaction], start: int, txs: Sequence[Transaction]) -> int:
+    """How many leading records of ``txs`` are ``prev[start:]``'s, object for object (compared
+    in C, a block at a time)."""
+    limit = min(len(prev) - start, len(txs))
+    if all(map(is_, prev[start : start + limit], txs)):
+        return limit
+    done = 0
+    while done < limit:
+        upto = min(done + 64, limit)
+        if all(map(is_, prev[start + done : start + upto], txs[done:upto])):
+            done = upto
+            continue
+        for k in range(done, upto):
+            if prev[start + k] is not txs[k]:
+                return k
+    return limit
+
+
 class _Extendable:
     """One account's last history and its movements (see :class:`MovementCache`)."""
 
@@ -201,13 +219,19 @@ class MovementCache:
     millisecond of rules per transaction with 1,000 movements in its week; here the objects
     already seen are only compared by identity, in C, and the new ones built.
 
-    The answer is always ``movements(account, txs)``: a history that is not the previous one
-    shifted and extended (late arrivals, a reloaded window, another account's call in between
-    is fine) is built anew, and an account whose history ever folds mirrored records is not
-    kept (dropping its oldest records could then change what the others fold into). Only
-    histories of ``min_items`` or more are kept, for at most ``max_accounts`` accounts and
-    ``max_items`` transactions in all (least recently used first out). Not thread-safe: one per
-    rule engine, which evaluates one transaction at a time.
+    The answer is always ``movements(account, txs)``. Records the previous history has beyond
+    what the new one shares with it (a late arrival inserted among the latest records, a batch
+    scored after a later one) are taken back before the new ones are built; a history that
+    does not start among the previous one's first records (a reloaded window) is built anew;
+    an account whose history ever folds mirrored records is not kept (dropping records could
+    then change what the others fold into).
+
+    Only histories of ``min_items`` or more go through it, for at most ``max_accounts``
+    accounts and ``max_items`` transactions in all (least recently used first out). Below 64
+    records the bookkeeping, and the objects kept alive for the garbage collector to walk, cost
+    about what they save: end to end at 2,000 hooks/s over 3,000 accounts (histories up to
+    about 40), keeping histories from 16 records made ``RuleScorer`` use 0.31 cores instead of
+    0.27. Not thread-safe: one per rule engine, which evaluates one transaction at a time.
     """
 
     # How far into the previous history the new one may start (records dropped off its window
@@ -215,7 +239,7 @@ class MovementCache:
     MAX_DROPPED = 64
 
     def __init__(
-        self, *, min_items: int = 16, max_accounts: int = 8192, max_items: int = 500_000
+        self, *, min_items: int = 64, max_accounts: int = 8192, max_items: int = 500_000
     ) -> None:
         self.min_items = min_items
         self.max_accounts = max_accounts
@@ -257,8 +281,11 @@ class MovementCache:
     def _extended(
         self, last: _Extendable, slot: tuple[str, str], txs: Sequence[Transaction]
     ) -> list[Movement] | None:
-        """The movements of ``txs`` from ``last`` when ``txs`` is its history shifted and
-        extended (None otherwise); ``last`` is consumed either way."""
+        """The movements of ``txs`` from ``last`` when ``txs`` starts inside its first records
+        (None otherwise): the records both share from there on are kept, the ones ``last``
+        has beyond them are taken back (a late arrival inserted among the latest records, or
+        a batch scored after a later one), and the rest of ``txs`` is built. ``last`` is
+        consumed either way."""
         prev = last.txs
         first = txs[0]
         dropped = -1
@@ -266,18 +293,22 @@ class MovementCache:
             if o is first:
                 dropped = i
                 break
-        kept = len(prev) - dropped
-        if dropped < 0 or len(txs) < kept or not all(map(is_, islice(prev, dropped, None), txs)):
+        if dropped < 0:
             return None
-        seen, gone = last.seen, last.keys[:dropped]
-        n_gone = 0
-        for key in gone:
+        same = _same_run(prev, dropped, txs)
+        seen, keys = last.seen, last.keys
+        n_front = n_back = 0
+        for key in keys[:dropped]:
             if key is not None:
                 seen.discard(key)
-                n_gone += 1
-        moves = last.moves[n_gone:]
-        keys = last.keys[dropped:]
-        clean = _extend(slot[1], islice(txs, kept, None), moves, seen, keys)
+                n_front += 1
+        for key in keys[dropped + same :]:
+            if key is not None:
+                seen.discard(key)
+                n_back += 1
+        moves = last.moves[n_front : len(last.moves) - n_back]
+        keys = keys[dropped : dropped + same]
+        clean = _extend(slot[1], txs[same:], moves, seen, keys)
         self.extended += 1
         if clean:
             self._keep(slot, _Extendable(tuple(txs), moves, keys, seen))

@@ -219,3 +219,21 @@ def test_a_history_that_folds_is_built_anew_after_its_front_moves() -> None:
     got = cache.movements(ACCOUNT, [other_leg, a, b])
     assert _shape(got) == _shape(movements(ACCOUNT, [other_leg, a, b]))
     assert len(got) == 3 and got[0].tx is other_leg
+
+
+def test_a_late_arrival_or_an_earlier_batch_takes_back_only_the_records_after_it() -> None:
+    """A record arriving late lands among the latest ones; a batch scored after a later one
+    sees a shorter history: both reuse what they share with the previous history."""
+    cache = MovementCache(min_items=1)
+    records = [_transfer(i, amount_minor=1_000 + i) for i in range(30)]
+    cache.movements(ACCOUNT, records[:20])
+    late = _transfer(17, amount_minor=55_500)  # occurred before records[18]
+    with_late = [*records[:18], late, *records[18:25]]
+    got = cache.movements(ACCOUNT, with_late)
+    assert _shape(got) == _shape(movements(ACCOUNT, with_late))
+    earlier = records[:12]  # the batch before, scored after this one
+    got = cache.movements(ACCOUNT, earlier)
+    assert _shape(got) == _shape(movements(ACCOUNT, earlier))
+    got = cache.movements(ACCOUNT, records[2:30])  # and on again, the window moved
+    assert _shape(got) == _shape(movements(ACCOUNT, records[2:30]))
+    assert cache.extended == 3
