@@ -68,7 +68,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's; both have write() and close().
         self.transport = cast(asyncio.Transport, transport)
-        self._load.ready(self)
+        self._load.opened(self)
 
     def send(self, n: int, scheduled: float, request: bytes) -> None:
         self.current = (n, scheduled)
@@ -103,7 +103,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         current, self.current = self.current, None
-        self._load.lost(current, exc)
+        self._load.lost(self, current, exc)
 
 
 class _OpenLoop:
@@ -118,6 +118,8 @@ class _OpenLoop:
         self.backlog: deque[tuple[int, float]] = deque()
         self.finished = 0  # requests answered or failed
         self.closing = False
+        self.open = 0  # connections open now
+        self.refused: str | None = None  # why the last reconnection failed, until one works
         self.latencies: list[float] = []
         self.send_lags: list[float] = []  # send time - scheduled time, every request sent
         self.sent_at: list[float] = []
@@ -134,8 +136,18 @@ class _OpenLoop:
     def submit(self, n: int, scheduled: float) -> None:
         if self.idle:
             self.idle.pop().send(n, scheduled, self.factory(n))
+        elif self.refused is not None and not self.open:
+            # No connection left and the server refuses new ones: nothing would send it.
+            self.errors.append(self.refused)
+            self.failed.append(n)
+            self._finish_one()
         else:
             self.backlog.append((n, scheduled))
+
+    def opened(self, conn: _Connection) -> None:
+        self.open += 1
+        self.refused = None
+        self.ready(conn)
 
     def ready(self, conn: _Connection) -> None:
         """``conn`` can take a request: the oldest waiting one, or it waits for the next."""
@@ -163,9 +175,14 @@ class _OpenLoop:
         self._finish_one()
         self.ready(conn)
 
-    def lost(self, current: tuple[int, float] | None, exc: Exception | None) -> None:
+    def lost(
+        self, conn: _Connection, current: tuple[int, float] | None, exc: Exception | None
+    ) -> None:
         """A connection closed: its request in flight failed, and a new connection replaces
         it (as a client whose socket broke opens another)."""
+        self.open -= 1
+        if conn in self.idle:  # closed by the server while it waited for a request
+            self.idle.remove(conn)
         if current is not None:
             self.errors.append(type(exc).__name__ if exc else "ConnectionClosed")
             self.failed.append(current[0])
@@ -177,8 +194,12 @@ class _OpenLoop:
     def _reconnected(self, task: asyncio.Future[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        # The server is gone: every request waiting for a connection fails.
-        self.errors.append(type(task.exception()).__name__)
+        # The server is gone: every request waiting for a connection fails, and so will the
+        # next ones while no connection is open.
+        self.refused = type(task.exception()).__name__
+        self.errors.append(self.refused)
+        if self.open:
+            return
         while self.backlog:
             self.failed.append(self.backlog.popleft()[0])
             self._finish_one()

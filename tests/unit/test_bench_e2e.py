@@ -439,3 +439,44 @@ def test_requests_waiting_for_a_busy_connection_are_late_and_their_latency_says_
     assert lags[0] < 0.05 and max(lags) > 0.15  # the 20th waits for 19 answers of 20 ms
     # Answers come back in send order over one connection: each latency covers its lag.
     assert all(lat >= lag + 0.015 for lat, lag in zip(latencies, lags, strict=True))
+
+
+def test_the_load_generator_ends_when_the_server_goes_away() -> None:
+    """A server that stops listening and drops its connections midway: every request after
+    that fails (no connection can be opened), none waits forever, each is counted once."""
+    import asyncio
+
+    from bench._load import generate
+
+    async def run() -> dict[str, object]:
+        answered = 0
+        writers: list[asyncio.StreamWriter] = []
+        server: asyncio.Server | None = None
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal answered
+            writers.append(writer)
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    answered += 1
+                    if answered == 20:  # gone: no more connections, the open ones dropped
+                        assert server is not None
+                        server.close()
+                        for w in writers:
+                            w.close()
+                        return
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        return await asyncio.wait_for(generate(port, 200.0, 0.5, 3, lambda n: request), 20)
+
+    result = asyncio.run(run())
+    statuses, failed = result["statuses"], result["failed"]
+    assert isinstance(statuses, dict) and isinstance(failed, list)
+    assert statuses == {"200": 19}
+    assert len(failed) == 100 - 19 and len(set(failed)) == len(failed)
+    assert result["errors"]
