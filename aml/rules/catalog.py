@@ -246,7 +246,7 @@ class MovementCache:
         self.max_items = max_items
         self.items = 0  # transactions held, over all accounts
         self.extended = 0  # answers built from a previous history (observability, tests)
-        self._last: OrderedDict[tuple[str, str], _Extendable] = OrderedDict()
+        self._last: OrderedDict[tuple[str, str, str], _Extendable] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._last)
@@ -257,14 +257,19 @@ class MovementCache:
         self.items = 0
 
     def movements(
-        self, account: str, txs: Sequence[Transaction], *, view: str = "account"
+        self,
+        account: str,
+        txs: Sequence[Transaction],
+        *,
+        tenant: str = "",
+        view: str = "account",
     ) -> list[Movement]:
         """``movements(account, txs)``; ``view`` names which of the account's histories
         ``txs`` is (its own, or as a transaction's counterparty, with a window of its own), so
-        that each is extended from its own previous call."""
+        that each is extended from its own previous call (and ``tenant`` whose account)."""
         if not txs or len(txs) < self.min_items:
             return movements(account, txs)
-        slot = (view, account)
+        slot = (view, tenant, account)
         last = self._last.pop(slot, None)
         if last is not None:
             self.items -= len(last.txs)
@@ -279,7 +284,7 @@ class MovementCache:
         return list(out)
 
     def _extended(
-        self, last: _Extendable, slot: tuple[str, str], txs: Sequence[Transaction]
+        self, last: _Extendable, slot: tuple[str, str, str], txs: Sequence[Transaction]
     ) -> list[Movement] | None:
         """The movements of ``txs`` from ``last`` when ``txs`` starts inside its first records
         (None otherwise): the records both share from there on are kept, the ones ``last``
@@ -308,13 +313,13 @@ class MovementCache:
                 n_back += 1
         moves = last.moves[n_front : len(last.moves) - n_back]
         keys = keys[dropped : dropped + same]
-        clean = _extend(slot[1], txs[same:], moves, seen, keys)
+        clean = _extend(slot[2], txs[same:], moves, seen, keys)
         self.extended += 1
         if clean:
             self._keep(slot, _Extendable(tuple(txs), moves, keys, seen))
         return list(moves)
 
-    def _keep(self, slot: tuple[str, str], entry: _Extendable) -> None:
+    def _keep(self, slot: tuple[str, str, str], entry: _Extendable) -> None:
         self._last[slot] = entry
         self.items += len(entry.txs)
         while self._last and (len(self._last) > self.max_accounts or self.items > self.max_items):
@@ -419,7 +424,7 @@ class RuleInput:
         if not account:
             self.moves: list[Movement] = []
         elif cache is not None:
-            self.moves = cache.movements(tx.account_id, account)
+            self.moves = cache.movements(tx.account_id, account, tenant=tx.tenant)
         else:
             self.moves = movements(tx.account_id, account)
         # Whether the history holds any loan disbursement, which the loan view needs.
@@ -798,7 +803,9 @@ def _history_of(ri: RuleInput, account: str) -> list[Movement]:
         return ri.moves
     if account == ri.tx.counterparty_account_id:
         if ri.cache is not None:
-            return ri.cache.movements(account, ri.ctx.counterparty, view="counterparty")
+            return ri.cache.movements(
+                account, ri.ctx.counterparty, tenant=ri.tx.tenant, view="counterparty"
+            )
         return movements(account, ri.ctx.counterparty)
     return []
 

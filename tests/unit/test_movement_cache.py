@@ -237,3 +237,22 @@ def test_a_late_arrival_or_an_earlier_batch_takes_back_only_the_records_after_it
     got = cache.movements(ACCOUNT, records[2:30])  # and on again, the window moved
     assert _shape(got) == _shape(movements(ACCOUNT, records[2:30]))
     assert cache.extended == 3
+
+
+def test_two_tenants_with_the_same_account_number_keep_their_own_histories() -> None:
+    """Banks on one deployment number their accounts alike: scored in turn, each tenant's
+    account extends its own previous history instead of replacing the other's."""
+    cache = MovementCache(min_items=1)
+    ours = [
+        make_tx(tenant="a", account_id=ACCOUNT, occurred_at=T0 + timedelta(minutes=i))
+        for i in range(40)
+    ]
+    theirs = [
+        make_tx(tenant="b", account_id=ACCOUNT, occurred_at=T0 + timedelta(minutes=i))
+        for i in range(40)
+    ]
+    for end in range(10, 40, 5):
+        for tenant, records in (("a", ours), ("b", theirs)):
+            got = cache.movements(ACCOUNT, records[:end], tenant=tenant)
+            assert _shape(got) == _shape(movements(ACCOUNT, records[:end]))
+    assert cache.extended == 10 and len(cache) == 2
