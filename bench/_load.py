@@ -37,15 +37,24 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
-    """Read one HTTP/1.1 response with a ``Content-Length`` body; return its status code."""
-    head = await reader.readuntil(b"\r\n\r\n")
+def parse_head(head: bytes) -> tuple[int, int]:
+    """Status code and ``Content-Length`` (0 when absent) of an HTTP/1.1 response head.
+
+    Raises:
+        ValueError, IndexError: not a response head.
+    """
     status = int(head.split(b" ", 2)[1])
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
+    return status, length
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response with a ``Content-Length`` body; return its status code."""
+    status, length = parse_head(await reader.readuntil(b"\r\n\r\n"))
     if length:
         await reader.readexactly(length)
     return status
@@ -82,14 +91,8 @@ class _Connection(asyncio.Protocol):
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = self._buf[:end]
             try:
-                status = int(head.split(b" ", 2)[1])
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value.strip())
+                status, length = parse_head(self._buf[:end])
             except (IndexError, ValueError):
                 assert self.transport is not None
                 self.transport.close()  # connection_lost fails the request in flight

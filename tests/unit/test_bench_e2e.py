@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,30 +330,63 @@ def test_a_cpu_snapshot_names_and_reads_live_processes() -> None:
     assert name == "me" and seconds > 0
 
 
-def test_the_load_generator_reports_its_answers_and_its_own_cpu() -> None:
-    """Open-loop requests to a loopback server; the result counts the answers and carries the
-    generator's own CPU over the run (the harness cannot read it once the process has exited)."""
-    import asyncio
+Reply = Callable[[bytes, asyncio.StreamWriter, Callable[[], None]], Awaitable[bool]]
+_GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
+
+def _load_against(
+    reply: Reply,
+    rate: float,
+    seconds: float,
+    connections: int,
+    request: Callable[[int], bytes] = lambda n: _GET,
+) -> dict[str, Any]:
+    """The load generator's result against a loopback server that answers each request head
+    with ``reply(head, writer, gone)``: False closes that connection, ``gone()`` stops the
+    server and drops every connection."""
     from bench._load import generate
 
-    async def run() -> dict[str, object]:
+    async def run() -> dict[str, Any]:
+        writers: list[asyncio.StreamWriter] = []
+        server: asyncio.Server | None = None
+
+        def gone() -> None:
+            assert server is not None
+            server.close()
+            for w in writers:
+                w.close()
+
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
             try:
-                while await reader.readuntil(b"\r\n\r\n"):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if not await reply(head, writer, gone):
+                        writer.close()
+                        return
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
 
         server = await asyncio.start_server(answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         try:
-            return await generate(port, 200.0, 0.5, 4, lambda n: request)
+            return await asyncio.wait_for(generate(port, rate, seconds, connections, request), 30)
         finally:
             server.close()
 
-    result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_the_load_generator_reports_its_answers_and_its_own_cpu() -> None:
+    """Open-loop requests to a loopback server; the result counts the answers and carries the
+    generator's own CPU over the run (the harness cannot read it once the process has exited)."""
+
+    async def ok(head: bytes, writer: asyncio.StreamWriter, gone: Callable[[], None]) -> bool:
+        writer.write(_OK)
+        return True
+
+    result = _load_against(ok, 200.0, 0.5, 4)
     assert result["sent"] == 100 and result["statuses"] == {"200": 100}
     lags = result["send_lags"]
     assert isinstance(lags, list) and len(lags) == 100 and min(lags) >= 0.0
@@ -363,42 +399,25 @@ def test_the_load_generator_fails_lost_and_refused_requests_and_goes_on() -> Non
     """A connection closed with a request in flight fails that request (transport error), an
     answer other than 200 fails its request, a garbled answer closes its connection; the other
     requests are answered over new connections, and every request is accounted for once."""
-    import asyncio
-
-    from bench._load import generate
-
     seen = 0
 
-    async def run() -> dict[str, object]:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal seen
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    n = int(head.split(b"/", 2)[1].split(b" ")[0])
-                    seen += 1
-                    if n % 10 == 3:
-                        writer.close()  # the server drops the connection, no answer
-                        return
-                    if n % 10 == 5:
-                        writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
-                    elif n % 10 == 7:
-                        writer.write(b"garbage\r\n\r\n")
-                    else:
-                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
+    async def mixed(head: bytes, writer: asyncio.StreamWriter, gone: Callable[[], None]) -> bool:
+        nonlocal seen
+        seen += 1
+        n = int(head.split(b"/", 2)[1].split(b" ")[0])
+        if n % 10 == 3:
+            return False  # the server drops the connection, no answer
+        if n % 10 == 5:
+            writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        elif n % 10 == 7:
+            writer.write(b"garbage\r\n\r\n")
+        else:
+            writer.write(_OK)
+        return True
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return await generate(
-                port, 400.0, 0.25, 3, lambda n: f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-            )
-        finally:
-            server.close()
-
-    result = asyncio.run(run())
+    result = _load_against(
+        mixed, 400.0, 0.25, 3, lambda n: f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
     assert result["sent"] == 100 and seen == 100
     assert result["statuses"] == {"200": 70, "503": 10}
     assert result["failed"] == sorted(n for n in range(1, 101) if n % 10 in (3, 5, 7))
@@ -412,27 +431,13 @@ def test_requests_waiting_for_a_busy_connection_are_late_and_their_latency_says_
     """One connection and a server taking 20 ms per answer carry 50 requests/s: offered 200/s,
     the later requests leave the generator late (send lag) and their latency, measured from the
     schedule, includes that wait (no coordinated omission)."""
-    import asyncio
 
-    from bench._load import generate
+    async def slow(head: bytes, writer: asyncio.StreamWriter, gone: Callable[[], None]) -> bool:
+        await asyncio.sleep(0.02)
+        writer.write(_OK)
+        return True
 
-    async def run() -> dict[str, object]:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while await reader.readuntil(b"\r\n\r\n"):
-                    await asyncio.sleep(0.02)
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
-
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return await generate(port, 200.0, 0.1, 1, lambda n: b"GET / HTTP/1.1\r\n\r\n")
-        finally:
-            server.close()
-
-    result = asyncio.run(run())
+    result = _load_against(slow, 200.0, 0.1, 1)
     lags, latencies = result["send_lags"], result["latencies"]
     assert isinstance(lags, list) and isinstance(latencies, list)
     assert result["statuses"] == {"200": 20} and len(lags) == 20
@@ -444,37 +449,18 @@ def test_requests_waiting_for_a_busy_connection_are_late_and_their_latency_says_
 def test_the_load_generator_ends_when_the_server_goes_away() -> None:
     """A server that stops listening and drops its connections midway: every request after
     that fails (no connection can be opened), none waits forever, each is counted once."""
-    import asyncio
+    answered = 0
 
-    from bench._load import generate
+    async def leaving(head: bytes, writer: asyncio.StreamWriter, gone: Callable[[], None]) -> bool:
+        nonlocal answered
+        answered += 1
+        if answered == 20:  # gone: no more connections, the open ones dropped
+            gone()
+            return False
+        writer.write(_OK)
+        return True
 
-    async def run() -> dict[str, object]:
-        answered = 0
-        writers: list[asyncio.StreamWriter] = []
-        server: asyncio.Server | None = None
-
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal answered
-            writers.append(writer)
-            try:
-                while await reader.readuntil(b"\r\n\r\n"):
-                    answered += 1
-                    if answered == 20:  # gone: no more connections, the open ones dropped
-                        assert server is not None
-                        server.close()
-                        for w in writers:
-                            w.close()
-                        return
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
-
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        return await asyncio.wait_for(generate(port, 200.0, 0.5, 3, lambda n: request), 20)
-
-    result = asyncio.run(run())
+    result = _load_against(leaving, 200.0, 0.5, 3)
     statuses, failed = result["statuses"], result["failed"]
     assert isinstance(statuses, dict) and isinstance(failed, list)
     assert statuses == {"200": 19}
