@@ -231,7 +231,9 @@ class MovementCache:
     records the bookkeeping, and the objects kept alive for the garbage collector to walk, cost
     about what they save: end to end at 2,000 hooks/s over 3,000 accounts (histories up to
     about 40), keeping histories from 16 records made ``RuleScorer`` use 0.31 cores instead of
-    0.27. Not thread-safe: one per rule engine, which evaluates one transaction at a time.
+    0.27. A record kept costs about 310 bytes (its movement, its key, the references): the
+    default 200,000 records, 60 MB, hold 200 accounts of 1,000 records a week. Not
+    thread-safe: one per rule engine, which evaluates one transaction at a time.
     """
 
     # How far into the previous history the new one may start (records dropped off its window
@@ -239,7 +241,7 @@ class MovementCache:
     MAX_DROPPED = 64
 
     def __init__(
-        self, *, min_items: int = 64, max_accounts: int = 8192, max_items: int = 500_000
+        self, *, min_items: int = 64, max_accounts: int = 8192, max_items: int = 200_000
     ) -> None:
         self.min_items = min_items
         self.max_accounts = max_accounts
