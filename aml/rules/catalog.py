@@ -13,13 +13,14 @@ Rule ids are stable: they are stored with decisions, alerts and rule configurati
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache, partial
 from itertools import islice
-from operator import is_
+from operator import attrgetter, is_, le
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -94,6 +95,8 @@ class Movement(NamedTuple):
     at: datetime
     tx: Transaction
 
+
+_AT = attrgetter("at")
 
 # ``Movement(*fields)`` without the named tuple's Python-level ``__new__``.
 _new_movement: Callable[[tuple[Any, ...]], Movement] = partial(tuple.__new__, Movement)  # type: ignore[assignment]
@@ -191,10 +194,72 @@ def _same_run(prev: Sequence[Transaction], start: int, txs: Sequence[Transaction
     return limit
 
 
-class _Extendable:
-    """One account's last history and its movements (see :class:`MovementCache`)."""
+class Tally:
+    """What the rules count over a history's movements, kept up to date as records come and
+    go (see :class:`MovementCache`): movements per currency, counterparties by direction with
+    their number of movements, outgoing movements naming one, loan disbursements among the
+    records, and whether the movements are in time order. Read it before the next call for the
+    same account, which changes it."""
 
-    __slots__ = ("keys", "moves", "seen", "txs")
+    __slots__ = (
+        "currencies",
+        "disbursements",
+        "every",
+        "n_out",
+        "ordered",
+        "recipients",
+        "senders",
+    )
+
+    def __init__(self) -> None:
+        self.currencies: dict[str, int] = {}
+        self.senders: dict[str, int] = {}
+        self.recipients: dict[str, int] = {}
+        self.every: dict[str, int] = {}
+        self.n_out = 0
+        self.disbursements = 0
+        self.ordered = True
+
+    def count(self, moves: Iterable[Movement], records: Iterable[Transaction], sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) ``moves`` and the ``records`` they came from."""
+        currencies, senders, recipients, every = (
+            self.currencies,
+            self.senders,
+            self.recipients,
+            self.every,
+        )
+        inbound, outbound = _IN, _OUT
+        for m in moves:
+            _bump(currencies, m.currency, sign)
+            cp = m.counterparty
+            if not cp:
+                continue
+            _bump(every, cp, sign)
+            if m.direction is inbound:
+                _bump(senders, cp, sign)
+            elif m.direction is outbound:
+                _bump(recipients, cp, sign)
+                self.n_out += sign
+        self.disbursements += sign * [o.type for o in records].count(_DISBURSEMENT)
+
+
+def _bump(counts: dict[str, int], key: str, by: int) -> None:
+    n = counts.get(key, 0) + by
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
+
+
+def _in_time_order(moves: Sequence[Movement]) -> bool:
+    ats = [m.at for m in moves]
+    return all(map(le, ats, ats[1:]))
+
+
+class _Extendable:
+    """One account's last history, its movements and their tally (see :class:`MovementCache`)."""
+
+    __slots__ = ("keys", "moves", "seen", "tally", "txs")
 
     def __init__(
         self,
@@ -202,11 +267,13 @@ class _Extendable:
         moves: list[Movement],
         keys: list[tuple[Any, ...] | None],
         seen: set[tuple[Any, ...]],
+        tally: Tally | None,
     ) -> None:
         self.txs = txs
         self.moves = moves
         self.keys = keys  # per item of txs: its movement's key, None when it adds none
         self.seen = seen  # the keys that are not None (all distinct: nothing was folded)
+        self.tally = tally  # None until the history is first extended
 
 
 class MovementCache:
@@ -269,25 +336,37 @@ class MovementCache:
         """``movements(account, txs)``; ``view`` names which of the account's histories
         ``txs`` is (its own, or as a transaction's counterparty, with a window of its own), so
         that each is extended from its own previous call (and ``tenant`` whose account)."""
+        return self.tallied(account, txs, tenant=tenant, view=view)[0]
+
+    def tallied(
+        self,
+        account: str,
+        txs: Sequence[Transaction],
+        *,
+        tenant: str = "",
+        view: str = "account",
+    ) -> tuple[list[Movement], Tally | None]:
+        """:meth:`movements` and, when the history is kept, its :class:`Tally`."""
         if not txs or len(txs) < self.min_items:
-            return movements(account, txs)
+            return movements(account, txs), None
         slot = (view, tenant, account)
         last = self._last.pop(slot, None)
         if last is not None:
             self.items -= len(last.txs)
-            moves = self._extended(last, slot, txs)
-            if moves is not None:
-                return moves
+            answer = self._extended(last, slot, txs)
+            if answer is not None:
+                return answer
         out: list[Movement] = []
         keys: list[tuple[Any, ...] | None] = []
         seen: set[tuple[Any, ...]] = set()
         if _extend(account, txs, out, seen, keys):
-            self._keep(slot, _Extendable(tuple(txs), out, keys, seen))
-        return list(out)
+            # Tallied when the history is first extended: many are never met again.
+            self._keep(slot, _Extendable(tuple(txs), out, keys, seen, None))
+        return list(out), None
 
     def _extended(
         self, last: _Extendable, slot: tuple[str, str, str], txs: Sequence[Transaction]
-    ) -> list[Movement] | None:
+    ) -> tuple[list[Movement], Tally | None] | None:
         """The movements of ``txs`` from ``last`` when ``txs`` starts inside its first records
         (None otherwise): the records both share from there on are kept, the ones ``last``
         has beyond them are taken back (a late arrival inserted among the latest records, or
@@ -313,13 +392,30 @@ class MovementCache:
             if key is not None:
                 seen.discard(key)
                 n_back += 1
-        moves = last.moves[n_front : len(last.moves) - n_back]
+        kept = len(last.moves) - n_back
+        moves = last.moves[n_front:kept]
         keys = keys[dropped : dropped + same]
-        clean = _extend(slot[2], txs[same:], moves, seen, keys)
+        added = txs[same:]
+        clean = _extend(slot[2], added, moves, seen, keys)
         self.extended += 1
-        if clean:
-            self._keep(slot, _Extendable(tuple(txs), moves, keys, seen))
-        return list(moves)
+        if not clean:
+            return moves, None
+        tally = last.tally
+        if tally is None:
+            tally = Tally()
+            tally.count(moves, txs, 1)
+            tally.ordered = _in_time_order(moves)
+        else:
+            tally.count(last.moves[:n_front], prev[:dropped], -1)
+            tally.count(last.moves[kept:], prev[dropped + same :], -1)
+            new = moves[kept - n_front :]
+            tally.count(new, added, 1)
+            if tally.ordered and new:
+                before = kept - n_front - 1
+                ordered = before < 0 or moves[before].at <= new[0].at
+                tally.ordered = ordered and _in_time_order(new)
+        self._keep(slot, _Extendable(tuple(txs), moves, keys, seen, tally))
+        return list(moves), tally
 
     def _keep(self, slot: tuple[str, str, str], entry: _Extendable) -> None:
         self._last[slot] = entry
@@ -402,6 +498,7 @@ class RuleInput:
         "edge",
         "moves",
         "p",
+        "tally",
         "th",
         "tx",
     )
@@ -423,15 +520,21 @@ class RuleInput:
         self.amount = amount = tx.amount
         # Prior movements of the transaction's account (7 days, time-ordered).
         account = ctx.account
+        # Counts over the movements the cache keeps up to date for a busy account (None:
+        # counted here from the movements when a rule asks).
+        self.tally: Tally | None = None
         if not account:
             self.moves: list[Movement] = []
         elif cache is not None:
-            self.moves = cache.movements(tx.account_id, account, tenant=tx.tenant)
+            self.moves, self.tally = cache.tallied(tx.account_id, account, tenant=tx.tenant)
         else:
             self.moves = movements(tx.account_id, account)
         # Whether the history holds any loan disbursement, which the loan view needs.
         client = ctx.client
-        self.disbursed: bool = bool(account) and _DISBURSEMENT in [o.type for o in account]
+        if self.tally is not None:
+            self.disbursed: bool = self.tally.disbursements > 0
+        else:
+            self.disbursed = bool(account) and _DISBURSEMENT in [o.type for o in account]
         if client and not self.disbursed:
             self.disbursed = _DISBURSEMENT in [o.type for o in client]
         # The transaction is on its own account: _movement(tx.account_id, tx), built directly.
@@ -458,13 +561,21 @@ class RuleInput:
         out = self._since.get(span)
         if out is None:
             start = self.tx.occurred_at - span
-            out = self._since[span] = [m for m in self.moves if m.at >= start]
+            moves = self.moves
+            if self.tally is not None and self.tally.ordered:
+                out = moves[bisect_left(moves, start, key=_AT) :]
+            else:
+                out = [m for m in moves if m.at >= start]
+            self._since[span] = out
         return out
 
     def parties(self) -> tuple[set[str], set[str], set[str], int]:
         """Counterparties of the prior movements, in one pass shared by the rules that count
         them: senders, recipients, any direction, and how many outgoing movements name one
         (shared: do not modify)."""
+        if self._parties is None and self.tally is not None:
+            t = self.tally
+            self._parties = (set(t.senders), set(t.recipients), set(t.every), t.n_out)
         if self._parties is None:
             senders: set[str] = set()
             recipients: set[str] = set()
@@ -489,7 +600,11 @@ class RuleInput:
         if items is self.moves:
             if self._same_currency_moves is None:
                 currency = self.tx.currency
-                self._same_currency_moves = [m for m in items if m.currency == currency]
+                tally = self.tally
+                if tally is not None and tally.currencies.get(currency, 0) == len(items):
+                    self._same_currency_moves = self.moves  # all of them
+                else:
+                    self._same_currency_moves = [m for m in items if m.currency == currency]
             return self._same_currency_moves
         currency = self.tx.currency
         return [m for m in items if m.currency == currency]

@@ -256,3 +256,78 @@ def test_two_tenants_with_the_same_account_number_keep_their_own_histories() -> 
             got = cache.movements(ACCOUNT, records[:end], tenant=tenant)
             assert _shape(got) == _shape(movements(ACCOUNT, records[:end]))
     assert cache.extended == 10 and len(cache) == 2
+
+
+def test_what_the_rules_count_from_the_tally_equals_what_they_count_from_the_movements() -> None:
+    """Scored in turn, a busy account's rule input reads its counterparties, same-currency
+    movements, time windows and disbursement flag from the cache's tally; each equals what the
+    input counts from the movements without a cache, whatever came and went (moving window,
+    late arrivals out of time order, loan disbursements, mirror legs, other currencies)."""
+    from aml.history import HistoryContext
+    from aml.rules.catalog import RuleInput
+
+    config = default_rule_config()
+    rng = random.Random(21)
+    cache = MovementCache(min_items=8)
+    stream: list[Transaction] = []
+    at = T0
+    start = 0
+    tallied = 0
+    for step in range(400):
+        at += timedelta(seconds=rng.randrange(60, 3600))
+        o = _record(rng, step, at)
+        if rng.random() < 0.05:
+            o = make_tx(account_id=ACCOUNT, type=TransactionType.LOAN_DISBURSEMENT, occurred_at=at)
+        stream.append(o)
+        if o.counterparty_account_id and rng.random() < 0.03:
+            stream.append(_mirror(o))
+        start = min(start + rng.choice([0, 0, 1, 2]), len(stream) - 1)
+        window = stream[start:]
+        if rng.random() < 0.1 and len(window) > 4:  # late: out of time order
+            window = [
+                *window[:-2],
+                make_tx(account_id=ACCOUNT, occurred_at=window[-4].occurred_at),
+                *window[-2:],
+            ]
+        tx = make_tx(
+            account_id=ACCOUNT,
+            occurred_at=at + timedelta(seconds=1),
+            currency=rng.choice(["XAF", "XAF", "EUR"]),
+        )
+        ctx = HistoryContext(account=window)
+        th = config.thresholds_for(tx.currency)
+        cached = RuleInput(tx, ctx, config.params, th, cache)
+        plain = RuleInput(tx, ctx, config.params, th)
+        tallied += cached.tally is not None
+        assert _shape(cached.moves) == _shape(plain.moves)
+        assert cached.disbursed == plain.disbursed
+        assert cached.parties() == plain.parties()
+        assert _shape(cached.same_currency(cached.moves)) == _shape(
+            plain.same_currency(plain.moves)
+        )
+        for hours in (1, 24, 24 * 7):
+            span = timedelta(hours=hours)
+            assert _shape(cached.since(span)) == _shape(plain.since(span)), (step, hours)
+    assert tallied > 200
+
+
+def test_a_history_out_of_time_order_is_never_cut_by_time_as_if_sorted() -> None:
+    """The time windows cut a kept history by bisection only when its movements are in time
+    order; a history kept out of order is filtered record by record."""
+    from aml.history import HistoryContext
+    from aml.rules.catalog import RuleInput
+
+    config = default_rule_config()
+    records = [_transfer(i * 30) for i in range(12)]
+    shuffled = [*records[6:11], *records[:6]]  # the last hours first
+    cache = MovementCache(min_items=1)
+    span = timedelta(hours=3)
+    for history in (shuffled, [*shuffled, records[11]]):  # built, then extended and tallied
+        tx = _transfer(12 * 30)
+        ctx = HistoryContext(account=history)
+        th = config.thresholds_for(tx.currency)
+        cached = RuleInput(tx, ctx, config.params, th, cache)
+        plain = RuleInput(tx, ctx, config.params, th)
+        assert _shape(cached.since(span)) == _shape(plain.since(span))
+    assert cached.tally is not None and not cached.tally.ordered
+    assert len(plain.since(span)) == 6
