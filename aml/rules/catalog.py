@@ -298,8 +298,8 @@ class MovementCache:
     records the bookkeeping, and the objects kept alive for the garbage collector to walk, cost
     about what they save: end to end at 2,000 hooks/s over 3,000 accounts (histories up to
     about 40), keeping histories from 16 records made ``RuleScorer`` use 0.31 cores instead of
-    0.27. A record kept costs about 350 bytes (its movement, its key, the references, its
-    share of the tally): the default 200,000 records, 70 MB, hold 200 accounts of 1,000
+    0.27. A record kept costs about 320 bytes (its movement, its key, the references, its
+    share of the tally): the default 200,000 records, 65 MB, hold 200 accounts of 1,000
     records a week. Not
     thread-safe: one per rule engine, which evaluates one transaction at a time.
     """
