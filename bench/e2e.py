@@ -1274,7 +1274,8 @@ def table(result: Mapping[str, Any]) -> str:
         ),
         (
             "of it, waiting in the load generator for a free connection: p50 / p99 (ms)",
-            _ms(result["send_lag_ms"]),
+            # (not measured before 249697f: results of earlier runs re-rendered with "report")
+            _ms(result["send_lag_ms"]) if "send_lag_ms" in result else "not measured",
         ),
         ("receive -> decided_at p50 / p99 (ms), all", _ms(result["receive_to_decided_at_ms"])),
         (
@@ -1346,7 +1347,13 @@ NOTES = """\
 How to read it:
 
 * Ack latency is measured by the load generator from each request's *scheduled* send time
-  (open loop), so a stack that falls behind shows it as latency.
+  (open loop), so a stack that falls behind shows it as latency. The part of it a request
+  spent in the generator waiting for a free connection (every connection with a request in
+  flight: the stack's own latency times the rate is past `--connections`) is reported beside
+  it as the send lag.
+* `--accounts` sets how many savings accounts the hooks spread over: the fewer, the longer
+  each account's history grows during the run, and features and rules cost more per
+  transaction with it.
 * `receive -> decided_at` covers every transaction: the stored `received_at` to the decision's
   `decided_at`, which the scoring pipeline stamps when the batch starts scoring. It is a lower
   bound of receive -> decision stored (scoring and the write are left out).
@@ -1364,7 +1371,10 @@ def write(result: Mapping[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     cfg = result["config"]
-    cmd = f"`.venv/bin/python -m bench e2e --rate {cfg['rate']:.0f} --seconds {cfg['seconds']:.0f}`"
+    cmd = (
+        f"`.venv/bin/python -m bench e2e --rate {cfg['rate']:.0f} --seconds {cfg['seconds']:.0f}"
+        f" --accounts {cfg.get('accounts', '?')} --connections {cfg.get('connections', '?')}`"
+    )
     text = (
         f"# End-to-end benchmark {result['date']}\n\n{cmd} on {result['machine']['cpus']} CPUs "
         f"(shared machine; load averages below).\n\n{table(result)}\n\n{NOTES}"

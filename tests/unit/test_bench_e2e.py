@@ -466,3 +466,21 @@ def test_the_load_generator_ends_when_the_server_goes_away() -> None:
     assert statuses == {"200": 19}
     assert len(failed) == 100 - 19 and len(set(failed)) == len(failed)
     assert result["errors"]
+
+
+def test_a_report_names_the_account_mix_and_renders_runs_before_the_send_lag(
+    tmp_path: Path,
+) -> None:
+    """The Markdown names the accounts and connections of the run (they change what it
+    measures), and a result recorded before the send lag existed still renders."""
+    import json
+
+    from bench.e2e import write
+
+    old = Path(__file__).parents[2] / "bench/results/e2e-2026-11-29-s12-review-rate1000.json"
+    result = json.loads(old.read_text())
+    assert "send_lag_ms" not in result
+    write(result, tmp_path / "old.json")
+    text = (tmp_path / "old.md").read_text()
+    assert "--accounts 3000 --connections 256" in text
+    assert "free connection: p50 / p99 (ms) | not measured |" in text
