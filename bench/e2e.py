@@ -1100,7 +1100,7 @@ async def _load_and_verify(
         # Part of the ack latency spent in the generator: with every connection waiting for an
         # answer, a request waits for one (the server's latency times the rate is past the
         # connection count).
-        "send_lag_ms": summary([v * 1000 for v in load.get("send_lags", ())]),
+        "send_lag_ms": summary([v * 1000 for v in load["send_lags"]]),
         "scoring": {
             "decisions": len(decision_ids),
             "scored_per_s_run": len(decision_ids) / max(last_decided - load_start, 1e-9),

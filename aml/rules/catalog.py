@@ -326,19 +326,6 @@ class MovementCache:
         self._last.clear()
         self.items = 0
 
-    def movements(
-        self,
-        account: str,
-        txs: Sequence[Transaction],
-        *,
-        tenant: str = "",
-        view: str = "account",
-    ) -> list[Movement]:
-        """``movements(account, txs)``; ``view`` names which of the account's histories
-        ``txs`` is (its own, or as a transaction's counterparty, with a window of its own), so
-        that each is extended from its own previous call (and ``tenant`` whose account)."""
-        return self.tallied(account, txs, tenant=tenant, view=view)[0]
-
     def tallied(
         self,
         account: str,
@@ -347,7 +334,10 @@ class MovementCache:
         tenant: str = "",
         view: str = "account",
     ) -> tuple[list[Movement], Tally | None]:
-        """:meth:`movements` and, when the history is kept, its :class:`Tally`."""
+        """``movements(account, txs)`` and, when the history was kept and extended, its
+        :class:`Tally` (None otherwise). ``view`` names which of the account's histories
+        ``txs`` is (its own, or as a transaction's counterparty, with a window of its own), so
+        that each is extended from its own previous call (and ``tenant`` whose account)."""
         if not txs or len(txs) < self.min_items:
             return movements(account, txs), None
         slot = (view, tenant, account)
@@ -360,9 +350,10 @@ class MovementCache:
         out: list[Movement] = []
         keys: list[tuple[Any, ...] | None] = []
         seen: set[tuple[Any, ...]] = set()
-        if _extend(account, txs, out, seen, keys):
-            # Tallied when the history is first extended: many are never met again.
-            self._keep(slot, _Extendable(tuple(txs), out, keys, seen, None))
+        if not _extend(account, txs, out, seen, keys):
+            return out, None  # folded: not kept
+        # Tallied when the history is first extended: many are never met again.
+        self._keep(slot, _Extendable(tuple(txs), out, keys, seen, None))
         return list(out), None
 
     def _extended(
@@ -445,8 +436,9 @@ def _local_day(day: date, zone: str) -> tuple[datetime, datetime] | None:
     clock set back soon after midnight brings the date back: each instant is then converted).
     """
     z = _zone(zone)
-    offset = datetime.combine(day, time(), tzinfo=z).utcoffset()
-    start = datetime.combine(day, time(), tzinfo=z).astimezone(UTC)
+    midnight = datetime.combine(day, time(), tzinfo=z)
+    offset = midnight.utcoffset()
+    start = midnight.astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=z).astimezone(UTC)
     # Past the end by more than any clock change sets a clock back.
     later = (end + _CLOCK_CHANGE_MAX).astimezone(z).utcoffset()
@@ -921,9 +913,9 @@ def _history_of(ri: RuleInput, account: str) -> list[Movement]:
         return ri.moves
     if account == ri.tx.counterparty_account_id:
         if ri.cache is not None:
-            return ri.cache.movements(
+            return ri.cache.tallied(
                 account, ri.ctx.counterparty, tenant=ri.tx.tenant, view="counterparty"
-            )
+            )[0]
         return movements(account, ri.ctx.counterparty)
     return []
 
