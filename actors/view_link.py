@@ -44,8 +44,12 @@ from typing import Any
 
 from aml.domain import Transaction
 
-# Slots a shard keeps per link (and the caller holds as objects, per shard).
-DEFAULT_LINK_CAPACITY = 50_000
+# Slots a shard keeps per link (and the caller holds as objects, per shard). About a minute of
+# 2,000 transactions/s over two shards (each transaction takes a slot on every shard it is
+# observed on): a view naming a transaction whose slot was dropped sends it again, and with
+# 50,000 a busy account's minute-old records crossed the link again and again (see
+# docs/operating.md).
+DEFAULT_LINK_CAPACITY = 150_000
 # Links a shard keeps (one per caller: rule replicas, and each one's restarts).
 MAX_LINKS = 8
 
