@@ -205,6 +205,9 @@ def _contexts(
 _new_context = fast_init(HistoryContext)
 
 
+_ROLE_INDEX = {role: i for i, role in enumerate(Role)}
+
+
 class CustomerState:
     """Exact sliding window of the transactions touching one account (or of one agent or
     client).
@@ -449,6 +452,24 @@ class ShardState:
         """:meth:`answer` from ``(role, kind, tenant, name, tx)`` entries: what in-process
         callers pass directly (no item or key objects per transaction; a key is built only for a
         new window, windows are looked up by their key's strings, see ``_lru``)."""
+        return self._observe(entries)[0]
+
+    def observe_keyed(
+        self, entries: Sequence[tuple[Role, str, str, str, Transaction]]
+    ) -> tuple[list[tuple[Transaction, ...]], list[int]]:
+        """:meth:`observe_local`, and each view's *view key*: the same number for views
+        answered in the same role from the same window object (a window rebuilt from the store
+        is a new object). Consecutive views of one key usually continue each other (see
+        ``actors.view_link``); a number may come back for another window once this one is
+        gone, so it names a likely continuation, never a certain one."""
+        views, wins = self._observe(entries)
+        # Windows are 16-byte aligned objects: their address plus the role's index is unique.
+        index = _ROLE_INDEX
+        return views, [id(w) + index[e[0]] for e, w in zip(entries, wins, strict=True)]
+
+    def _observe(
+        self, entries: Sequence[tuple[Role, str, str, str, Transaction]]
+    ) -> tuple[list[tuple[Transaction, ...]], list[CustomerState]]:
         wins: list[CustomerState] = []
         lru = self._lru
         newest = self.newest
@@ -466,7 +487,7 @@ class ShardState:
             if newest is None or tx.occurred_at > newest:
                 newest = tx.occurred_at
         self.newest = newest
-        return self._views([(e[0], e[4]) for e in entries], wins)
+        return self._views([(e[0], e[4]) for e in entries], wins), wins
 
     def _views(
         self, asks: Sequence[tuple[Role, Transaction]], wins: Sequence[CustomerState]

@@ -145,7 +145,10 @@ class StateShard:
         need = self.state.missing(items)
         if need and self._uri is not None:
             install(self.state, need, self._on_store_loop(_read_for(self, need)))
-        return self._links.encode(link, self.state.answer(items), own_transactions(items))
+        views, keys = self.state.observe_keyed(
+            [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
+        )
+        return self._links.encode(link, views, own_transactions(items), keys)
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
+from operator import is_
 
 from aml.domain import Transaction, fast_pickle
 
@@ -129,3 +131,42 @@ def build_context(
     return HistoryContext(
         account=acct, counterparty=cp, agent=agent, edges=pit_edges, client=client
     )
+
+
+def continuation(
+    prev: Sequence[object], new: Sequence[object], max_dropped: int
+) -> tuple[int, int] | None:
+    """Where ``new`` picks up from ``prev``, object for object: ``(dropped, same)`` when
+    ``new[0]`` is ``prev[dropped]`` with ``dropped < max_dropped`` and the ``same`` records from
+    there are the same objects in both; None when ``new`` does not start among ``prev``'s first
+    ``max_dropped`` records (or either is empty).
+
+    A window moving on drops a few records at its front and appends at its end: consecutive
+    histories of one account (or views of one window) share everything from ``dropped`` on, and
+    a late arrival among the latest records ends ``same`` early. Compared by identity in C.
+    """
+    if not prev or not new:
+        return None
+    first = new[0]
+    for dropped, o in enumerate(islice(prev, max_dropped)):
+        if o is first:
+            return dropped, _same_run(prev, dropped, new)
+    return None
+
+
+def _same_run(prev: Sequence[object], start: int, new: Sequence[object]) -> int:
+    """How many leading records of ``new`` are ``prev[start:]``'s, object for object (compared
+    in C, a block at a time)."""
+    limit = min(len(prev) - start, len(new))
+    if all(map(is_, prev[start : start + limit], new)):
+        return limit
+    done = 0
+    while done < limit:
+        upto = min(done + 64, limit)
+        if all(map(is_, prev[start + done : start + upto], new[done:upto])):
+            done = upto
+            continue
+        for k in range(done, upto):
+            if prev[start + k] is not new[k]:
+                return k
+    return limit

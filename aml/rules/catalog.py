@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache, partial
-from itertools import islice
-from operator import attrgetter, is_, le
+from operator import attrgetter, le
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -34,7 +33,7 @@ from aml.domain import (
 )
 from aml.features import in_zone
 from aml.graph import GraphSearch, find_chains, find_cycles
-from aml.history import HistoryContext, TransferEdge
+from aml.history import HistoryContext, TransferEdge, continuation
 from aml.money import exponent
 from aml.rules.config import CurrencyThresholds, RuleParams
 
@@ -174,24 +173,6 @@ def _extend(
         unit = units.get(currency) or _unit(currency)
         out.append(new((direction, cp, o.amount_minor / unit, currency, at, o)))
     return clean
-
-
-def _same_run(prev: Sequence[Transaction], start: int, txs: Sequence[Transaction]) -> int:
-    """How many leading records of ``txs`` are ``prev[start:]``'s, object for object (compared
-    in C, a block at a time)."""
-    limit = min(len(prev) - start, len(txs))
-    if all(map(is_, prev[start : start + limit], txs)):
-        return limit
-    done = 0
-    while done < limit:
-        upto = min(done + 64, limit)
-        if all(map(is_, prev[start + done : start + upto], txs[done:upto])):
-            done = upto
-            continue
-        for k in range(done, upto):
-            if prev[start + k] is not txs[k]:
-                return k
-    return limit
 
 
 class Tally:
@@ -365,15 +346,10 @@ class MovementCache:
         a batch scored after a later one), and the rest of ``txs`` is built. ``last`` is
         consumed either way."""
         prev = last.txs
-        first = txs[0]
-        dropped = -1
-        for i, o in enumerate(islice(prev, self.MAX_DROPPED)):
-            if o is first:
-                dropped = i
-                break
-        if dropped < 0:
+        run = continuation(prev, txs, self.MAX_DROPPED)
+        if run is None:
             return None
-        same = _same_run(prev, dropped, txs)
+        dropped, same = run
         seen, keys = last.seen, last.keys
         n_front = n_back = 0
         for key in keys[:dropped]:

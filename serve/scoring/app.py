@@ -31,7 +31,8 @@ class ScoringAppArgs(BaseModel):
             recently used are dropped and rebuilt from the store when next needed.
         state_link_capacity: transactions a shard sends one rule replica once and then names by
             slot (``actors.view_link``); the replica holds that many per shard as objects
-            (about 1 KB each), so memory per rule replica grows with it times the shard count.
+            (about 1 KB each), and up to as many records in the windows' last views it
+            continues, so memory per rule replica grows with it times the shard count.
         graph_hops: longest path the transfer graph's cycle and chain searches walk back from a
             transfer, in earlier transfers (a cycle or chain of n transfers needs n - 1); the
             rules' own bounds apply within it.

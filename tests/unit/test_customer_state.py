@@ -12,6 +12,7 @@ from actors.customer_state import (
     ClientWindow,
     CustomerState,
     LocalContextBuilder,
+    RebuildRequest,
     Role,
     ShardState,
     TransferGraph,
@@ -102,6 +103,29 @@ def test_unknown_and_evicted_windows_are_requested_from_the_store() -> None:
     assert len(shard.windows) == 2
     again = shard.missing(route([make_tx(account_id="savings:0", client_id=None)], 1)[0])
     assert [r.key.name for r in again] == ["savings:0"]
+
+
+def _entries(txs: Sequence[Transaction]) -> list[tuple[Role, str, str, str, Transaction]]:
+    return [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in route(txs, 1)[0]]
+
+
+def test_view_keys_name_one_role_of_one_window_object() -> None:
+    shard = ShardState(cold_start_complete=True)
+    a1 = make_tx(account_id="savings:1", counterparty_account_id="savings:2", client_id=None)
+    a2 = make_tx(account_id="savings:2", counterparty_account_id="savings:1", client_id=None)
+    _, keys = shard.observe_keyed(_entries([a1]))
+    _, keys2 = shard.observe_keyed(_entries([a2]))
+    assert len(keys) == 2 and len(set(keys)) == 2
+    # savings:2's window answered in the counterparty role, then in the account role.
+    assert keys[1] != keys2[0] and keys[0] != keys2[1]
+    later = make_tx(account_id="savings:1", counterparty_account_id="savings:2", client_id=None)
+    views, keys3 = shard.observe_keyed(_entries([later]))
+    assert keys3 == keys
+    assert views == shard.observe_local(_entries([later]))  # the views observe_local answers
+    # A window rebuilt from the store is another object: another key.
+    key = WindowKey(kind="account", tenant=a1.tenant, name="savings:1")
+    shard.load(RebuildRequest(key, T0 - MAX_LOOKBACK), [a1, a2])
+    assert shard.observe_keyed(_entries([a1]))[1][0] != keys[0]
 
 
 def test_late_event_beyond_memory_triggers_a_rebuild_of_its_window() -> None:

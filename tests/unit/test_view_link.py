@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from actors.view_link import LinkBroken, LinkedViews, StaleReply, ViewLink, ViewSender
+from actors.view_link import (
+    MAX_DROPPED,
+    LinkBroken,
+    LinkedViews,
+    StaleReply,
+    ViewLink,
+    ViewSender,
+)
 from aml.domain import Transaction
 from tests.factories import make_tx
 
@@ -39,6 +46,16 @@ def _same(got: Sequence[tuple[Transaction, ...]], want: Views) -> None:
 def _ask(sender: ViewSender, link: ViewLink, views: Views) -> tuple[object, LinkedViews]:
     ticket, link_id = link.request()
     return ticket, _wire(sender.encode(link_id, views))
+
+
+async def _keyed(
+    sender: ViewSender, link: ViewLink, views: Sequence[tuple[Transaction, ...]], keys: list[int]
+) -> LinkedViews:
+    ticket, link_id = link.request()
+    reply = _wire(sender.encode(link_id, views, (), keys))
+    got = await link.receive(ticket, reply)  # type: ignore[arg-type]
+    _same(got, views)
+    return reply
 
 
 async def _round(sender: ViewSender, link: ViewLink, views: Views) -> LinkedViews:
@@ -178,6 +195,87 @@ async def test_capacity_bounds_what_both_sides_hold() -> None:
     assert sender.stats()["slots"] <= 50 + 20
 
 
+async def test_a_moving_window_names_only_what_it_gained() -> None:
+    txs = _txs(300)
+    sender, link = ViewSender(), ViewLink()
+    first = await _keyed(sender, link, [tuple(txs[0:100])], [7])
+    assert len(first.slots) == 100
+    # The window moves on: three records out at the front, five in at the end.
+    reply = await _keyed(sender, link, [tuple(txs[3:105])], [7])
+    assert list(reply.slots) == list(range(100, 105))  # only the five, sent once each
+    assert list(reply.heads) == [0, 3, 97, 5]
+    # Another key over the same window keeps its own previous view.
+    reply = await _keyed(sender, link, [tuple(txs[3:105]), tuple(txs[5:106])], [8, 7])
+    assert len(reply.slots) == 102 + 1
+
+
+async def test_two_views_of_one_key_in_a_reply_continue_each_other() -> None:
+    txs = _txs(60)
+    sender, link = ViewSender(), ViewLink()
+    reply = await _keyed(
+        sender, link, [tuple(txs[:40]), tuple(txs[:41]), tuple(txs[2:45])], [1] * 3
+    )
+    assert len(reply.slots) == 40 + 1 + 4
+
+
+async def test_a_view_that_does_not_continue_the_last_is_named_again() -> None:
+    txs = _txs(200)
+    sender, link = ViewSender(), ViewLink()
+    await _keyed(sender, link, [tuple(txs[:40])], [1])
+    # A late arrival among the latest records: the shared run ends there.
+    late = (*txs[:30], txs[70], *txs[30:41])
+    reply = await _keyed(sender, link, [late], [1])
+    assert list(reply.heads)[1:] == [0, 30, 12]
+    # A window rebuilt from the store: other objects, nothing continues.
+    reloaded = tuple(t.replace(description="from the store") for t in late)
+    reply = await _keyed(sender, link, [reloaded], [1])
+    assert list(reply.heads)[1:] == [0, 0, 42] and len(reply.new) == 42
+    # Starting further into the last view than a window drops between two views: in full.
+    long = tuple(txs[: MAX_DROPPED + 20])
+    await _keyed(sender, link, [long], [2])
+    reply = await _keyed(sender, link, [long[MAX_DROPPED + 1 :]], [2])
+    assert list(reply.heads)[1:] == [0, 0, 19]
+    # An earlier transaction's view of the same window: a shorter run, nothing named.
+    reply = await _keyed(sender, link, [long[MAX_DROPPED + 1 : -1]], [2])
+    assert list(reply.heads)[1:] == [0, 18, 0]
+
+
+async def test_view_numbers_shared_by_different_windows_stay_exact() -> None:
+    # A number names a likely continuation only (a window's number may come back for
+    # another): the identity check decides.
+    a, b = _txs(40), [make_tx(id=f"b{i}", dedupe_key=f"b{i}") for i in range(40)]
+    sender, link = ViewSender(), ViewLink()
+    for step in range(6):
+        await _keyed(sender, link, [tuple(a[step : 20 + step]), tuple(b[step : 20 + step])], [5, 5])
+
+
+async def test_kept_views_are_bounded_on_both_sides() -> None:
+    txs = _txs(400)
+    rng = random.Random(5)
+    sender, link = ViewSender(capacity=60), ViewLink()
+    for step in range(200):
+        keys = rng.sample(range(30), 4)
+        views = [tuple(txs[k * 10 + step % 7 : k * 10 + step % 7 + 9]) for k in keys]
+        await _keyed(sender, link, views, keys)
+        kept = link._gen.mirrors[sender.epoch].kept  # type: ignore[attr-defined]
+        assert sender.stats()["views"] == len(kept)
+        assert sum(len(v) + 1 for v in kept.values()) <= 60
+
+
+async def test_a_reply_keeping_what_the_caller_lacks_breaks_the_link() -> None:
+    txs = _txs(30)
+    sender, link = ViewSender(), ViewLink()
+    await _keyed(sender, link, [tuple(txs[:20])], [1])
+    ticket, link_id = link.request()
+    reply = _wire(sender.encode(link_id, [tuple(txs[1:21])], (), [1]))
+    ticket.mirrors[reply.epoch].kept.clear()  # type: ignore[attr-defined]
+    with pytest.raises(LinkBroken):
+        await link.receive(ticket, reply)  # type: ignore[arg-type]
+    # A new link: everything named again, nothing kept from the old one.
+    reply = await _keyed(sender, link, [tuple(txs[2:22])], [1])
+    assert len(reply.slots) == 20 and len(reply.new) == 20
+
+
 @dataclass
 class _Call:
     ticket: object
@@ -189,15 +287,56 @@ class _Call:
     task: asyncio.Task[list[tuple[Transaction, ...]]] | None = field(default=None)
 
 
+def _window_views(
+    rng: random.Random, windows: dict[int, list[str]], current: dict[str, Transaction]
+) -> tuple[list[tuple[Transaction, ...]], list[int]]:
+    """Views as shards answer them: each a run of one window's records (ids in ``windows``,
+    objects as ``current`` holds them now), from a moving start to the window's end or a little
+    before it; keys mostly the window's, sometimes another window's (a number come back)."""
+    views, keys = [], []
+    for _ in range(rng.randrange(1, 6)):
+        key = rng.choice(list(windows))
+        ids = windows[key]
+        lo = rng.randrange(0, max(1, len(ids) // 3))
+        hi = len(ids) - (rng.randrange(0, 3) if rng.random() < 0.2 else 0)
+        views.append(tuple(current[i] for i in ids[lo:hi]))
+        keys.append(key if rng.random() < 0.9 else rng.choice(list(windows)))
+    return views, keys
+
+
+def _move_windows(
+    rng: random.Random, windows: dict[int, list[str]], new_ids: Sequence[str], all_ids: list[str]
+) -> None:
+    """Records join windows (mostly at the end, sometimes late, among the latest), and the
+    oldest leave."""
+    for tx_id in (*new_ids, *rng.sample(all_ids, min(2, len(all_ids)))):
+        ids = windows[rng.choice(list(windows))]
+        if tx_id in ids:
+            continue
+        if ids and rng.random() < 0.1:
+            ids.insert(len(ids) - rng.randrange(0, min(4, len(ids)) + 1), tx_id)
+        else:
+            ids.append(tx_id)
+    for ids in windows.values():
+        if len(ids) > 30 and rng.random() < 0.5:
+            del ids[: rng.randrange(1, 4)]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["slots", "keyed"])
 @pytest.mark.parametrize("seed", range(8))
-async def test_random_interleavings_give_exact_views(seed: int) -> None:
+async def test_random_interleavings_give_exact_views(seed: int, keyed: bool) -> None:
     """Replies delivered in any order, some lost, the shard restarting, windows reloaded as
     new copies, and a small capacity so slots are forgotten all the time: every reply resolves
-    exactly, or fails only when a loss or restart happened while it was in flight."""
+    exactly, or fails only when a loss or restart happened while it was in flight. ``keyed``:
+    views are moving windows continuing earlier ones (with late arrivals, shorter views and
+    numbers that name another window), as the shards answer them."""
     rng = random.Random(seed)
     current = {t.id: t for t in _txs(80)}
+    windows: dict[int, list[str]] = {k: [] for k in range(6)}
+    _move_windows(rng, windows, list(current), list(current))
     made = 0
     sender, link = ViewSender(capacity=rng.choice([10, 40, 1_000])), ViewLink()
+    continued = 0
     calls: list[_Call] = []
     undelivered: list[_Call] = []
     for step in range(800):
@@ -213,12 +352,18 @@ async def test_random_interleavings_give_exact_views(seed: int) -> None:
             observed = [pickle.loads(pickle.dumps(t)) for t in own]
             current.update((t.id, t) for t in observed)
             ids = list(current)
-            views = [
-                tuple(current[i] for i in rng.sample(ids, rng.randrange(0, 8)))
-                for _ in range(rng.randrange(1, 6))
-            ]
+            keys: list[int] | None = None
+            if keyed:
+                _move_windows(rng, windows, [t.id for t in observed], ids)
+                views, keys = _window_views(rng, windows, current)
+            else:
+                views = [
+                    tuple(current[i] for i in rng.sample(ids, rng.randrange(0, 8)))
+                    for _ in range(rng.randrange(1, 6))
+                ]
             ticket, link_id = link.request()
-            reply = _wire(sender.encode(link_id, views, observed))
+            reply = _wire(sender.encode(link_id, views, observed, keys))
+            continued += sum(reply.heads[2::4])
             call = _Call(ticket, reply, views, own)
             calls.append(call)
             undelivered.append(call)
@@ -261,3 +406,5 @@ async def test_random_interleavings_give_exact_views(seed: int) -> None:
         _same(got, call.views)
         exact += 1
     assert exact >= 10  # not vacuous: many resolve despite the trouble
+    if keyed:
+        assert continued > 1_000  # records kept from earlier views rather than named
