@@ -55,6 +55,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -410,6 +411,48 @@ def windowed(latencies_s: Sequence[float], sent_at_s: Sequence[float]) -> list[d
     for latency, at in zip(latencies_s, sent_at_s, strict=True):
         by_window.setdefault(int(at // WINDOW_S), []).append(latency * 1000)
     return [{"from_s": w * WINDOW_S, **summary(v)} for w, v in sorted(by_window.items())]
+
+
+def decisions_by_window(
+    received: Mapping[str, datetime],
+    decided: Mapping[str, datetime],
+    start_s: float,
+    end_s: float,
+) -> list[dict[str, float]]:
+    """Per ``WINDOW_S`` of the load (from ``start_s``, up to ``end_s``, epoch seconds): the
+    decisions made in it per second, and receive -> decided (ms) of the hooks received in it.
+
+    Whether decisions keep pace is read here: a pipeline that keeps up decides at the offered
+    rate in every window and its latency stays flat, one falling behind decides less and less
+    of what arrives while the latency of each window grows. "Decided during the load" alone
+    cannot tell them apart: both leave the last second's hooks to be decided after it.
+    """
+    nan = float("nan")
+    n = max(1, math.ceil((end_s - start_s) / WINDOW_S - 1e-9))
+    counts = [0] * n
+    lags: list[list[float]] = [[] for _ in range(n)]
+    for tx_id, at in decided.items():
+        t = at.timestamp()
+        w = int((t - start_s) // WINDOW_S)
+        if 0 <= w < n and t <= end_s:
+            counts[w] += 1
+        got = received.get(tx_id)
+        if got is None:
+            continue
+        w = int((got.timestamp() - start_s) // WINDOW_S)
+        if 0 <= w < n:
+            lags[w].append((at - got).total_seconds() * 1000)
+    out = []
+    for w in range(n):
+        span = min(WINDOW_S, end_s - (start_s + w * WINDOW_S))
+        out.append(
+            {
+                "from_s": w * WINDOW_S,
+                "decided_per_s": counts[w] / span if span > 0 else nan,
+                "receive_to_decided_p99_ms": percentile(lags[w], 0.99) if lags[w] else nan,
+            }
+        )
+    return out
 
 
 def after_warm_up(latencies_s: Sequence[float], sent_at_s: Sequence[float]) -> dict[str, float]:
@@ -1114,6 +1157,7 @@ async def _load_and_verify(
             "alerting_not_planted": len(set(alerting) - planted_ids),
             "rules_of_alerting_not_planted": rules_not_planted,
         },
+        "decisions_by_window": decisions_by_window(received, decided, start_at, load_end),
         "receive_to_decided_at_ms": summary(lower_all),
         "receive_to_decided_at_after_warm_up_ms": summary(lower_settled),
         "receive_to_decision_observed_ms": {
@@ -1238,6 +1282,14 @@ def _ms(values: Mapping[str, float]) -> str:
     return f"{values['p50']:.0f} / {values['p99']:.0f}"
 
 
+def _windows(result: Mapping[str, Any], key: str) -> str:
+    # (not measured before the fourteenth series: earlier results re-rendered with "report")
+    windows = result.get("decisions_by_window")
+    if windows is None:
+        return "not measured"
+    return ", ".join(f"{w[key]:,.0f}" for w in windows)
+
+
 def table(result: Mapping[str, Any]) -> str:
     """The headline numbers as a Markdown table."""
     cfg, ceiling, load = result["config"], result["ceiling"], result["load"]
@@ -1276,6 +1328,14 @@ def table(result: Mapping[str, Any]) -> str:
             "of it, waiting in the load generator for a free connection: p50 / p99 (ms)",
             # (not measured before 249697f: results of earlier runs re-rendered with "report")
             _ms(result["send_lag_ms"]) if "send_lag_ms" in result else "not measured",
+        ),
+        (
+            f"decided/s per {WINDOW_S:.0f} s of load",
+            _windows(result, "decided_per_s"),
+        ),
+        (
+            f"receive -> decided_at p99 (ms) per {WINDOW_S:.0f} s of load, by receive time",
+            _windows(result, "receive_to_decided_p99_ms"),
         ),
         ("receive -> decided_at p50 / p99 (ms), all", _ms(result["receive_to_decided_at_ms"])),
         (

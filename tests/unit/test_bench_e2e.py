@@ -222,6 +222,38 @@ def test_ack_latencies_are_summarised_per_window_and_after_warm_up() -> None:
     assert steady["n"] == 3 and steady["max"] == 30.0
 
 
+def test_decisions_are_counted_per_window_with_their_latency_by_receive_time() -> None:
+    import math
+
+    from bench.e2e import WINDOW_S, decisions_by_window
+
+    t0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    start = t0.timestamp()
+    received, decided = {}, {}
+    # Window 0: 20 hooks decided 0.1 s after arriving; window 1: 10 hooks received, decided
+    # 2 s later (the last one after the load ends at 2 windows); window 2 was never reached.
+    for i in range(20):
+        received[f"a{i}"] = t0 + timedelta(seconds=i * 0.4)
+        decided[f"a{i}"] = received[f"a{i}"] + timedelta(seconds=0.1)
+    for i in range(10):
+        received[f"b{i}"] = t0 + timedelta(seconds=WINDOW_S + i * 0.9)
+        decided[f"b{i}"] = received[f"b{i}"] + timedelta(seconds=2)
+    decided["unknown"] = t0 + timedelta(seconds=1)  # decided, its receipt not read: counted
+    windows = decisions_by_window(received, decided, start, start + 2 * WINDOW_S)
+    assert [w["from_s"] for w in windows] == [0.0, WINDOW_S]
+    assert windows[0]["decided_per_s"] == 21 / WINDOW_S
+    # b0..b8 are decided within window 1 (b9 after the end); none of the a's is.
+    assert windows[1]["decided_per_s"] == 9 / WINDOW_S
+    assert round(windows[0]["receive_to_decided_p99_ms"]) == 100
+    assert round(windows[1]["receive_to_decided_p99_ms"]) == 2000
+    # A load that ended mid-window: its last window's rate is over the part that ran.
+    short = decisions_by_window(received, decided, start, start + 1.5 * WINDOW_S)
+    assert short[1]["decided_per_s"] == 4 / (0.5 * WINDOW_S)  # b0..b3 decided by then
+    assert math.isnan(
+        decisions_by_window({}, {}, start, start + WINDOW_S)[0]["receive_to_decided_p99_ms"]
+    )
+
+
 class _Generator:
     """What ``load_result`` asks of the generator's process."""
 
