@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -428,23 +427,26 @@ def decisions_by_window(
     cannot tell them apart: both leave the last second's hooks to be decided after it.
     """
     nan = float("nan")
-    n = max(1, math.ceil((end_s - start_s) / WINDOW_S - 1e-9))
+    # Whole windows; the last one also takes what the load ran past them (a load of 60 s ends
+    # a few milliseconds late).
+    n = max(1, int((end_s - start_s) / WINDOW_S + 0.5))
     counts = [0] * n
     lags: list[list[float]] = [[] for _ in range(n)]
     for tx_id, at in decided.items():
         t = at.timestamp()
-        w = int((t - start_s) // WINDOW_S)
-        if 0 <= w < n and t <= end_s:
+        w = min(int((t - start_s) // WINDOW_S), n - 1)
+        if w >= 0 and t <= end_s:
             counts[w] += 1
         got = received.get(tx_id)
         if got is None:
             continue
-        w = int((got.timestamp() - start_s) // WINDOW_S)
-        if 0 <= w < n:
+        w = min(int((got.timestamp() - start_s) // WINDOW_S), n - 1)
+        if w >= 0:
             lags[w].append((at - got).total_seconds() * 1000)
     out = []
     for w in range(n):
-        span = min(WINDOW_S, end_s - (start_s + w * WINDOW_S))
+        until = end_s if w == n - 1 else start_s + (w + 1) * WINDOW_S
+        span = until - (start_s + w * WINDOW_S)
         out.append(
             {
                 "from_s": w * WINDOW_S,

@@ -247,8 +247,11 @@ def test_decisions_are_counted_per_window_with_their_latency_by_receive_time() -
     assert round(windows[0]["receive_to_decided_p99_ms"]) == 100
     assert round(windows[1]["receive_to_decided_p99_ms"]) == 2000
     # A load that ended mid-window: its last window's rate is over the part that ran.
-    short = decisions_by_window(received, decided, start, start + 1.5 * WINDOW_S)
-    assert short[1]["decided_per_s"] == 4 / (0.5 * WINDOW_S)  # b0..b3 decided by then
+    short = decisions_by_window(received, decided, start, start + 1.6 * WINDOW_S)
+    assert short[1]["decided_per_s"] == pytest.approx(5 / (0.6 * WINDOW_S))  # b0..b4 by then
+    # One that ran a little past its last window: that window takes the rest.
+    late = decisions_by_window(received, decided, start, start + 2.03 * WINDOW_S)
+    assert len(late) == 2 and late[1]["decided_per_s"] == pytest.approx(10 / (1.03 * WINDOW_S))
     assert math.isnan(
         decisions_by_window({}, {}, start, start + WINDOW_S)[0]["receive_to_decided_p99_ms"]
     )
