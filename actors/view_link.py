@@ -64,9 +64,6 @@ MAX_LINKS = 8
 # How far into a key's previous view the next one may start (records its window dropped at the
 # front since): further, the view is named by slots alone.
 MAX_DROPPED = 64
-# Views shorter than this are named by slots alone: looking for where they continue the
-# previous view costs more than the few slots it saves.
-SHORT_VIEW = 8
 # Numbers per item in ``LinkedViews.heads``: view number, records of the previous view dropped,
 # records kept, slots that follow.
 _HEAD = 4
@@ -165,7 +162,7 @@ class _Sender:
         self._order: deque[int] = deque()  # the same ids, oldest first
         # view key -> (view number, the last view sent under it), least recently used first (a
         # plain dict: a key used is popped and put back at the end, cheaper than an OrderedDict)
-        self._views: dict[Hashable, tuple[int, Sequence[Transaction]]] = {}
+        self._views: dict[Hashable, tuple[int, tuple[Transaction, ...]]] = {}
         self._view_records = 0  # records in the kept views (plus one per view)
         self._next_view = 0
 
@@ -221,11 +218,12 @@ class _Sender:
                 else:
                     number, prev = last
                     records -= len(prev) + 1
-                    if len(view) >= SHORT_VIEW:
-                        run = continuation(prev, view, MAX_DROPPED)
-                        if run is not None:
-                            dropped, same = run
-                kept[view_key] = (number, view)
+                    run = continuation(prev, view, MAX_DROPPED)
+                    if run is not None:
+                        dropped, same = run
+                # Kept as a tuple: a view the caller changed afterwards would no longer be what
+                # the other side holds.
+                kept[view_key] = (number, view if type(view) is tuple else tuple(view))
                 records += len(view) + 1
             rest = view[same:] if same else view
             if not rest:

@@ -49,7 +49,7 @@ def _ask(sender: ViewSender, link: ViewLink, views: Views) -> tuple[object, Link
 
 
 async def _keyed(
-    sender: ViewSender, link: ViewLink, views: Sequence[tuple[Transaction, ...]], keys: list[int]
+    sender: ViewSender, link: ViewLink, views: Sequence[Sequence[Transaction]], keys: list[int]
 ) -> LinkedViews:
     ticket, link_id = link.request()
     reply = _wire(sender.encode(link_id, views, (), keys))
@@ -207,6 +207,15 @@ async def test_a_moving_window_names_only_what_it_gained() -> None:
     # Another key over the same window keeps its own previous view.
     reply = await _keyed(sender, link, [tuple(txs[3:105]), tuple(txs[5:106])], [8, 7])
     assert len(reply.slots) == 102 + 1
+
+
+async def test_a_view_list_changed_after_it_was_sent_does_not_change_what_was_sent() -> None:
+    txs = _txs(40)
+    sender, link = ViewSender(), ViewLink()
+    window = list(txs[:20])
+    await _keyed(sender, link, [window], [3])
+    window[5] = txs[30]  # the list, reused: the caller still holds the record it was sent
+    await _keyed(sender, link, [(*window, txs[20])], [3])
 
 
 async def test_two_views_of_one_key_in_a_reply_continue_each_other() -> None:
