@@ -46,7 +46,7 @@ import time
 import uuid
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,8 @@ from aml.history import continuation
 DEFAULT_LINK_CAPACITY = 150_000
 # Links a shard keeps (one per caller: rule replicas, and each one's restarts).
 MAX_LINKS = 8
+# Seconds a link may go unused before the shard drops it (its caller is gone, or idle).
+IDLE_LINK_S = 600.0
 # How far into a key's previous view the next one may start (records its window dropped at the
 # front since): further, the view is named by slots alone.
 MAX_DROPPED = 64
@@ -268,16 +270,31 @@ class _Sender:
 
 
 class ViewSender:
-    """The shard's side of every link to it (bounded: the least recently used links go)."""
+    """The shard's side of every link to it (bounded: the least recently used links go, and
+    links unused for ``idle_s``).
+
+    A link's slots and kept views keep their transactions alive in the shard. Rule replicas
+    come and go (autoscaling, restarts), and each new one opens a link: an idle link is
+    dropped rather than held until eight newer ones push it out. A caller that comes back over
+    a dropped link gets a reply it cannot place, drops the link and retries on a new one.
+    """
 
     def __init__(
-        self, *, capacity: int = DEFAULT_LINK_CAPACITY, max_links: int = MAX_LINKS
+        self,
+        *,
+        capacity: int = DEFAULT_LINK_CAPACITY,
+        max_links: int = MAX_LINKS,
+        idle_s: float = IDLE_LINK_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Incarnations order by start time (a restart is seconds after its predecessor's start).
         self.epoch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self.capacity = capacity
         self.max_links = max_links
+        self.idle_s = idle_s
+        self._clock = clock
         self._links: OrderedDict[str, _Sender] = OrderedDict()
+        self._used: dict[str, float] = {}  # link -> when it was last used
 
     def encode(
         self,
@@ -295,13 +312,20 @@ class ViewSender:
         key (the role and window it was answered from); a view continues its key's previous
         one over the link. Without keys every view is named by slots alone.
         """
+        now = self._clock()
         sender = self._links.get(link)
         if sender is None:
             sender = self._links[link] = _Sender(self.capacity)
-            while len(self._links) > self.max_links:
-                self._links.popitem(last=False)
         else:
             self._links.move_to_end(link)
+        self._used[link] = now
+        # Least recently used first: the idle ones, then any beyond the bound.
+        for old in list(self._links):
+            if old == link or (
+                len(self._links) <= self.max_links and now - self._used[old] <= self.idle_s
+            ):
+                break
+            del self._links[old], self._used[old]
         return sender.encode(self.epoch, views, own, keys)
 
     def stats(self) -> dict[str, int]:

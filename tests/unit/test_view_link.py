@@ -185,6 +185,32 @@ async def test_a_slot_never_received_breaks_the_link() -> None:
     assert len((await _round(sender, link, [tuple(txs)])).new) == 3
 
 
+async def test_idle_links_and_links_beyond_the_bound_go_and_their_callers_recover() -> None:
+    txs = _txs(6)
+    now = [0.0]
+    sender = ViewSender(max_links=3, idle_s=600.0, clock=lambda: now[0])
+    gone, busy = ViewLink(), ViewLink()
+    await _round(sender, gone, [tuple(txs)])
+    for step in range(1, 8):
+        now[0] = 100.0 * step
+        await _round(sender, busy, [tuple(txs[:step])])
+    assert sender.stats()["links"] == 1  # the first caller's link went idle at 700 s
+    # It comes back: its reply cannot be placed, and the next link starts over.
+    ticket, reply = _ask(sender, gone, [tuple(txs)])
+    with pytest.raises(LinkBroken):
+        await gone.receive(ticket, reply)  # type: ignore[arg-type]
+    assert len((await _round(sender, gone, [tuple(txs)])).new) == 6
+    # No more than three links, the least recently used out first.
+    others = [ViewLink() for _ in range(3)]
+    for link in others:
+        await _round(sender, link, [tuple(txs[:2])])
+    assert sender.stats()["links"] == 3
+    ticket, reply = _ask(sender, busy, [tuple(txs[:2])])  # its link was among the dropped
+    with pytest.raises(LinkBroken):
+        await busy.receive(ticket, reply)  # type: ignore[arg-type]
+    assert len((await _round(sender, busy, [tuple(txs[:2])])).new) == 2
+
+
 async def test_capacity_bounds_what_both_sides_hold() -> None:
     txs = _txs(500)
     rng = random.Random(3)
