@@ -208,6 +208,12 @@ _new_context = fast_init(HistoryContext)
 _ROLE_INDEX = {role: i for i, role in enumerate(Role)}
 
 
+def _entries(items: Sequence[ShardItem]) -> list[tuple[Role, str, str, str, Transaction]]:
+    """``(role, kind, tenant, name, tx)`` per item: what :meth:`ShardState.observe_local`
+    takes."""
+    return [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
+
+
 class CustomerState:
     """Exact sliding window of the transactions touching one account (or of one agent or
     client).
@@ -442,9 +448,13 @@ class ShardState:
         Observing first means transactions of the same batch see each other in time order,
         exactly as :func:`aml.history.build_context` over the whole stream would.
         """
-        return self.observe_local(
-            [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
-        )
+        return self._observe(_entries(items))[0]
+
+    def answer_keyed(
+        self, items: Sequence[ShardItem]
+    ) -> tuple[list[tuple[Transaction, ...]], list[int]]:
+        """:meth:`answer`, and each view's view key (see :meth:`observe_keyed`)."""
+        return self.observe_keyed(_entries(items))
 
     def observe_local(
         self, entries: Sequence[tuple[Role, str, str, str, Transaction]]

@@ -145,9 +145,7 @@ class StateShard:
         need = self.state.missing(items)
         if need and self._uri is not None:
             install(self.state, need, self._on_store_loop(_read_for(self, need)))
-        views, keys = self.state.observe_keyed(
-            [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
-        )
+        views, keys = self.state.answer_keyed(items)
         return self._links.encode(link, views, own_transactions(items), keys)
 
     def stats(self) -> dict[str, Any]:

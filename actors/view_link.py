@@ -63,9 +63,6 @@ DEFAULT_LINK_CAPACITY = 150_000
 MAX_LINKS = 8
 # Seconds a link may go unused before the shard drops it (its caller is gone, or idle).
 IDLE_LINK_S = 600.0
-# How far into a key's previous view the next one may start (records its window dropped at the
-# front since): further, the view is named by slots alone.
-MAX_DROPPED = 64
 # Numbers per item in ``LinkedViews.heads``: view number, records of the previous view dropped,
 # records kept, slots that follow.
 _HEAD = 4
@@ -220,7 +217,7 @@ class _Sender:
                 else:
                     number, prev = last
                     records -= len(prev) + 1
-                    run = continuation(prev, view, MAX_DROPPED)
+                    run = continuation(prev, view)  # None beyond MAX_DROPPED: named by slots
                     if run is not None:
                         dropped, same = run
                 # Kept as a tuple: a view the caller changed afterwards would no longer be what

@@ -133,8 +133,13 @@ def build_context(
     )
 
 
+# How far into the previous history (or view) the next one may start: records its window
+# dropped at the front since. Further, callers build it anew.
+MAX_DROPPED = 64
+
+
 def continuation(
-    prev: Sequence[object], new: Sequence[object], max_dropped: int
+    prev: Sequence[object], new: Sequence[object], max_dropped: int = MAX_DROPPED
 ) -> tuple[int, int] | None:
     """Where ``new`` picks up from ``prev``, object for object: ``(dropped, same)`` when
     ``new[0]`` is ``prev[dropped]`` with ``dropped < max_dropped`` and the ``same`` records from

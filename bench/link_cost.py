@@ -57,9 +57,8 @@ async def measure(
     for start, chunk in zip(range(0, len(txs), batch), _batches(txs, batch), strict=True):
         measured = start >= half
         for shard, items in sorted(route(chunk, shards).items()):
-            entries = [(i.role, i.key.kind, i.key.tenant, i.key.name, i.tx) for i in items]
             t0 = time.process_time()
-            views, keys = states[shard].observe_keyed(entries)
+            views, keys = states[shard].answer_keyed(items)
             t1 = time.process_time()
             ticket, link_id = links[shard].request()
             own = own_transactions(items)

@@ -281,13 +281,9 @@ class MovementCache:
     about 40), keeping histories from 16 records made ``RuleScorer`` use 0.31 cores instead of
     0.27. A record kept costs about 320 bytes (its movement, its key, the references, its
     share of the tally): the default 200,000 records, 65 MB, hold 200 accounts of 1,000
-    records a week. Not
-    thread-safe: one per rule engine, which evaluates one transaction at a time.
+    records a week. Not thread-safe: one per rule engine, which evaluates one transaction at a
+    time.
     """
-
-    # How far into the previous history the new one may start (records dropped off its window
-    # since the previous transaction); further, it is built anew.
-    MAX_DROPPED = 64
 
     def __init__(
         self, *, min_items: int = 64, max_accounts: int = 8192, max_items: int = 200_000
@@ -346,7 +342,7 @@ class MovementCache:
         a batch scored after a later one), and the rest of ``txs`` is built. ``last`` is
         consumed either way."""
         prev = last.txs
-        run = continuation(prev, txs, self.MAX_DROPPED)
+        run = continuation(prev, txs)  # None: starts beyond MAX_DROPPED, built anew
         if run is None:
             return None
         dropped, same = run

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from actors.view_link import (
-    MAX_DROPPED,
     LinkBroken,
     LinkedViews,
     StaleReply,
@@ -21,6 +20,7 @@ from actors.view_link import (
     ViewSender,
 )
 from aml.domain import Transaction
+from aml.history import MAX_DROPPED
 from tests.factories import make_tx
 
 Views = Sequence[Sequence[Transaction]]
