@@ -724,36 +724,24 @@ def cash_threshold_report(ri: RuleInput) -> Fired | None:
         return None
     limit = _th(ri).ctr_threshold
     moves = ri.same_currency(ri.moves)
+    day = ri.local.date()
     prior: float = 0  # sum() of nothing, as below
     if moves:
         zone = ri.p.timezone
-        day = ri.local.date()
-        acct = tx.account_id
         bounds = _local_day(day, zone)
         if bounds is not None:
             # Two comparisons instead of a time-zone look-up per movement.
             start, end = bounds
-            prior = sum(
-                [
-                    m.amount
-                    for m in moves
-                    if start <= m.at < end and m.tx.account_id == acct and m.tx.type in _CASH_TYPES
-                ]
-            )
+            on_day = [m for m in moves if start <= m.at < end]
         else:
-            prior = sum(
-                [
-                    m.amount
-                    for m in moves
-                    if m.tx.account_id == acct
-                    and m.tx.type in _CASH_TYPES
-                    and _local_date(m.at, zone) == day
-                ]
-            )
+            on_day = [m for m in moves if _local_date(m.at, zone) == day]
+        acct = tx.account_id
+        prior = sum(
+            [m.amount for m in on_day if m.tx.account_id == acct and m.tx.type in _CASH_TYPES]
+        )
     total = prior + ri.amount
     if ri.amount < limit and not prior < limit <= total:
         return None
-    day = ri.local.date()
     return Fired(
         0.1,
         {"amount": ri.amount, "day_total": _money(total), "threshold": limit, "day": str(day)},

@@ -123,6 +123,28 @@ def test_cash_aggregate_resets_on_the_local_day() -> None:
     assert "cash_threshold_report" not in hits(today, [yesterday])
 
 
+def test_cash_aggregate_follows_the_local_date_on_a_day_the_clocks_change() -> None:
+    """Paris sets its clocks back at 03:00 on 2026-10-25: that day's bounds are not two fixed
+    instants, and each movement's local date decides."""
+    from datetime import date
+
+    from aml.rules.catalog import _local_day
+
+    assert _local_day(date(2026, 10, 25), "Europe/Paris") is None
+    paris = with_params(timezone="Europe/Paris")
+    day_before = make_tx(  # 23:30 on the 24th, local
+        amount_minor=4_000_000, occurred_at=datetime(2026, 10, 24, 21, 30, tzinfo=UTC)
+    )
+    early = make_tx(  # 00:30 on the 25th, local (UTC+2 until 03:00)
+        amount_minor=2_000_000, occurred_at=datetime(2026, 10, 24, 22, 30, tzinfo=UTC)
+    )
+    crossing = make_tx(  # 23:00 on the 25th, local (UTC+1 by then)
+        amount_minor=3_100_000, occurred_at=datetime(2026, 10, 25, 22, 0, tzinfo=UTC)
+    )
+    hit = hits(crossing, [day_before, early], config=paris)["cash_threshold_report"]
+    assert hit.values["day_total"] == 5_100_000 and hit.values["day"] == "2026-10-25"
+
+
 def test_high_value_anonymous_payment() -> None:
     anon = make_tx(type=TransactionType.PAYMENT, direction=Direction.OUT, amount_minor=100_000)
     assert "high_value_anonymous_payment" in hits(anon)
