@@ -1422,7 +1422,11 @@ How to read it:
 * `receive -> decision stored (sample)`: every sampled transaction's decision was polled for in
   the store while the load ran; its write happened after the last poll that missed it (lower
   bound) and before the end of the poll that found it (upper bound).
-* scored/s during load counts the decisions whose `decided_at` falls before the load ended.
+* scored/s during load counts the decisions whose `decided_at` falls before the load ended:
+  a pipeline that keeps pace with a second of latency also leaves the last second's hooks
+  after the end. The per-10 s rows tell the two apart: decisions made in each window, and the
+  receive -> decided p99 of the hooks received in it; keeping pace means the offered rate in
+  every window and a flat latency, falling behind a latency that grows window after window.
 * RSS counts shared pages (Ray's object store, shared libraries) once per process; PSS splits
   them, so the PSS total is the better measure of the stack's footprint.
 """
