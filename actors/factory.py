@@ -40,11 +40,12 @@ from actors.customer_state import (
     route,
     tenant_edges,
 )
+from actors.ordering import ORDER_WAIT_S, BatchOrder, OrderGate, admitted
 from actors.view_link import DEFAULT_LINK_CAPACITY, LinkedViews, ViewLink, ViewSender
 from aml.domain import SealedBatch, Transaction, sealed
 from aml.gc_tuning import collect_rarely
 from aml.graph import GraphSearch
-from aml.history import HistoryContext
+from aml.history import HistoryContext, TransferEdge
 from storage.store import Store, open_store
 
 NAMESPACE = "fineract-aml"
@@ -104,6 +105,7 @@ class StateShard:
         self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links = ViewSender(capacity=link_capacity)
+        self._gate = OrderGate()
         collect_rarely()
 
     def _get_store(self) -> Store:
@@ -123,11 +125,20 @@ class StateShard:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def observe_transactions(
-        self, txs: Sequence[Transaction], shard: int, shards: int, link: str
-    ) -> LinkedViews:
+        self,
+        txs: Sequence[Transaction],
+        shard: int,
+        shards: int,
+        link: str,
+        order: BatchOrder | None = None,
+        insist: bool = False,
+    ) -> LinkedViews | None:
         """Observe this shard's items among ``txs`` and answer each one's view (see
         ``ShardState.answer``) over the caller's link, after rebuilding from the store the
         windows they need (as :func:`actors.customer_state.observe_with_rebuild` does).
+
+        ``None`` when ``order`` says the batch comes after one of its sender's not yet seen
+        here (see :mod:`actors.ordering`): nothing is observed, the caller asks again.
 
         The caller sends the whole batch (as the bytes it received it in, see
         :class:`~aml.domain.SealedBatch`) rather than this shard's items: a transaction with
@@ -140,13 +151,21 @@ class StateShard:
             shards: the number of shards the caller routes to.
             link: the caller's link id (see :mod:`actors.view_link`): each transaction is sent
                 to that caller once and named by slot afterwards.
+            order: the batch's place in its sender's sequence (``None``: unordered).
+            insist: observe it even if an earlier batch of the sender has not come.
         """
+        if not self._gate.admit(order, insist=insist):
+            return None
         items = route(txs, shards, only=shard).get(shard, [])
         need = self.state.missing(items)
         if need and self._uri is not None:
             install(self.state, need, self._on_store_loop(_read_for(self, need)))
         views, keys = self.state.answer_keyed(items)
         return self._links.encode(link, views, own_transactions(items), keys)
+
+    def turn(self, order: BatchOrder) -> bool:
+        """Whether a batch answered "not yet" would be observed now (it is not sent along)."""
+        return self._gate.ready(order)
 
     def stats(self) -> dict[str, Any]:
         """Windows held, entries held, rebuilds done and the process id (health pages, tests)."""
@@ -156,6 +175,7 @@ class StateShard:
             "entries": sum(len(w) for w in self.state.windows.values()),
             "rebuilds": self.state.rebuilds,
             **self._links.stats(),
+            **self._gate.stats(),
             "newest": self.state.newest.isoformat() if self.state.newest else None,
         }
 
@@ -177,7 +197,28 @@ class TransferGraphActor(TransferGraph):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._gate = OrderGate()
         collect_rarely()
+
+    def observe_edges_in_order(
+        self,
+        edges: Sequence[tuple[str, TransferEdge] | None],
+        search: GraphSearch | None,
+        order: BatchOrder | None,
+        insist: bool = False,
+    ) -> list[list[TransferEdge]] | None:
+        """:meth:`observe_edges` once the batch's turn has come (``None``: not yet, see
+        :mod:`actors.ordering`)."""
+        if not self._gate.admit(order, insist=insist):
+            return None
+        return self.observe_edges(edges, search)
+
+    def turn(self, order: BatchOrder) -> bool:
+        """Whether a batch answered "not yet" would be observed now."""
+        return self._gate.ready(order)
+
+    def order_stats(self) -> dict[str, int]:
+        return self._gate.stats()
 
 
 GraphActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(TransferGraphActor)
@@ -251,44 +292,83 @@ class ShardedState:
     :class:`~actors.view_link.ViewLink` per shard): see :mod:`actors.view_link`.
     """
 
-    def __init__(self, shards: Sequence[Any], graph: Any | None = None) -> None:
+    def __init__(
+        self, shards: Sequence[Any], graph: Any | None = None, *, order_wait_s: float = ORDER_WAIT_S
+    ) -> None:
+        """Args:
+        shards, graph: the actors' handles.
+        order_wait_s: longest a batch waits for its sender's previous one (see
+            :mod:`actors.ordering`).
+        """
         self.shards = list(shards)
         self.graph = graph
         self.links = [ViewLink() for _ in self.shards]
+        self.order_wait_s = order_wait_s
 
     async def observe_and_context(
-        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+        self,
+        batch: Sequence[Transaction],
+        search: GraphSearch | None = None,
+        order: BatchOrder | None = None,
     ) -> list[HistoryContext]:
         """Observe ``batch`` and return each transaction's point-in-time context (``search``:
-        what the graph rules look for, see ``TransferGraph.observe_and_edges``)."""
+        what the graph rules look for, see ``TransferGraph.observe_and_edges``).
+
+        ``order``: the batch's place in its sender's sequence; each actor then observes it
+        after the sender's earlier batches (see :mod:`actors.ordering`), and every shard is
+        called, with or without items, so that each knows the batch has passed.
+        """
         if not batch:
             return []
         batch = sealed(batch)
         plan = route(batch, len(self.shards))
-        order = list(plan.items())
-        calls = [self._linked(batch, s, items) for s, items in order]
+        if order is not None:
+            for s in range(len(self.shards)):
+                plan.setdefault(s, [])
+        parts = list(plan.items())
+        calls = [self._linked(batch, s, items, order) for s, items in parts]
         if self.graph is not None:
-            calls.append(self.graph.observe_edges.remote(tenant_edges(batch), search))
+            edges = tenant_edges(batch)
+            graph = self.graph
+            calls.append(
+                admitted(
+                    lambda insist: graph.observe_edges_in_order.remote(
+                        edges, search, order, insist
+                    ),
+                    lambda: graph.turn.remote(order),
+                    wait_s=self.order_wait_s,
+                )
+            )
         results = await asyncio.gather(*calls)
-        edges = results.pop() if self.graph is not None else None
-        answers = [(items, res) for (_, items), res in zip(order, results, strict=True)]
-        return merge_views(batch, answers, edges)
+        found = results.pop() if self.graph is not None else None
+        answers = [(items, res) for (_, items), res in zip(parts, results, strict=True)]
+        return merge_views(batch, answers, found)
 
     async def _linked(
-        self, batch: SealedBatch[Transaction], shard: int, items: Sequence[ShardItem]
+        self,
+        batch: SealedBatch[Transaction],
+        shard: int,
+        items: Sequence[ShardItem],
+        order: BatchOrder | None,
     ) -> Any:
         """One shard's views over this caller's link (applied as soon as the reply is in,
         whatever happens to the rest of the batch)."""
         link = self.links[shard]
         own = own_transactions(items)  # what the shard keeps of the batch, as it lists them
         ticket, link_id = link.request()
+        actor = self.shards[shard]
+        count = len(self.shards)
         delivered = False
         try:
-            # The whole batch, as the bytes it arrived in; the shard picks its own items.
-            call = self.shards[shard].observe_transactions.remote(
-                batch, shard, len(self.shards), link_id
+            # The whole batch, as the bytes it arrived in; the shard picks its own items. A
+            # "not yet" answer observed nothing and touched no link.
+            reply = await admitted(
+                lambda insist: actor.observe_transactions.remote(
+                    batch, shard, count, link_id, order, insist
+                ),
+                lambda: actor.turn.remote(order),
+                wait_s=self.order_wait_s,
             )
-            reply = await call
             delivered = True
         finally:
             if not delivered:  # failed or cancelled: later replies must not wait for it

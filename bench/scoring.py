@@ -5,8 +5,10 @@ the same configuration: rules, a fitted Isolation Forest (fitted on the head of 
 the policy. The in-process path runs :class:`serve.scoring.pipeline.ScoringCore` over in-memory
 shards; the Serve path deploys ``deploy/serve_config.yaml`` on a local Ray (memory-only state,
 no store: this measures scoring, not persistence) and sends batches through the pipeline handle
-with a few calls in flight. Reported: transactions/s of each, Ray overhead
-(``1 - serve / in-process``), and the peak resident memory of all Ray worker processes.
+with a few calls in flight. The pipeline returns each batch's counts (``score_summary``), as
+the ingress gets counts from ``score_and_store``, not the decisions. Reported: transactions/s of
+each, Ray overhead (``1 - serve / in-process``), whether both paths came to the same counts, and
+the peak resident memory of all Ray worker processes.
 
 Targets: >= 20,000 tx/s batched through Serve and <= 25 % Ray overhead.
 
@@ -28,8 +30,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from actors.ordering import OrderStamp
 from aml.domain import (
     ActorType,
     Direction,
@@ -39,6 +42,7 @@ from aml.domain import (
     stable_id,
 )
 from serve.scoring.client import DEFAULT_BATCH
+from serve.scoring.pipeline import DecisionSummary
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "deploy" / "serve_config.yaml"
@@ -121,7 +125,7 @@ def fit_model(train: list[Transaction], out_dir: Path) -> str:
     return str(path)
 
 
-def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[str, float]:
+def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[str, Any]:
     """Score every batch in this process with in-memory shards."""
     from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
     from aml.gc_tuning import collect_rarely
@@ -133,13 +137,16 @@ def run_in_process(txs: Sequence[Transaction], batch: int, model: str) -> dict[s
     collect_rarely()
     start = time.perf_counter()
     cpu_start = time.process_time()
-    n = 0
+    outcome = DecisionSummary.empty()
     for b in _batches(txs, batch):
-        decisions = core.score(b, state.contexts(b), decided_at=T0)
-        n += len(decisions)
+        outcome += DecisionSummary.of(core.score(b, state.contexts(b), decided_at=T0))
     cpu = time.process_time() - cpu_start
     elapsed = time.perf_counter() - start
-    return _rates(n, elapsed, cpu)
+    return {**_rates(outcome.decided, elapsed, cpu), "outcome": _outcome(outcome)}
+
+
+def _outcome(summary: DecisionSummary) -> dict[str, Any]:
+    return {"decided": summary.decided, "alerts": summary.alerts, "by_risk": dict(summary.by_risk)}
 
 
 def _rates(n: int, elapsed: float, cpu: float) -> dict[str, float]:
@@ -283,29 +290,38 @@ def run_serve(
         warm = [t.replace(id="warm" + t.id, tenant="warm") for t in batches[0]]
         handle.score.remote(warm).result()
 
-        async def drive() -> int:
+        async def drive() -> DecisionSummary:
             sem = asyncio.Semaphore(in_flight)
-            done = 0
+            orders = OrderStamp()
 
-            async def one(b: list[Transaction]) -> None:
-                nonlocal done
+            async def one(b: list[Transaction]) -> DecisionSummary:
                 async with sem:
-                    # Sealed as ``ServeScoring`` sends it (one pickled blob, see SealedBatch).
-                    decisions = await handle.score.remote(sealed(b))
-                done += len(decisions)
+                    # Sealed and numbered as ``ServeScoring`` sends it (one pickled blob, see
+                    # SealedBatch; actors.ordering); counts come back, as the ingress gets
+                    # counts from ``score_and_store``.
+                    order = orders.next()
+                    try:
+                        summary: DecisionSummary = await handle.score_summary.remote(
+                            sealed(b), order
+                        )
+                    finally:
+                        orders.done(order)
+                    return summary
 
-            await asyncio.gather(*(one(b) for b in batches))
-            return done
+            summaries = await asyncio.gather(*(one(b) for b in batches))
+            return sum(summaries, DecisionSummary.empty())
 
         with _PeakSampler() as sampler:
             cpu_start = _cpu_by_process()
             start = time.perf_counter()
-            n = asyncio.run(drive())
+            outcome = asyncio.run(drive())
+            n = outcome.decided
             elapsed = time.perf_counter() - start
             cpu_end = _cpu_by_process()
         by_process = {
             name: 1e6 * (cpu_end[name] - cpu_start.get(name, 0.0)) / n for name in cpu_end
         }
+        ordering = _order_stats(shards)
         cpu = sum(by_process.values()) * n / 1e6
         # CPU of all processes of the run (driver, replicas, actors, Ray's own daemons): on a
         # loaded machine this is the comparable number, wall-clock throughput is not.
@@ -313,10 +329,34 @@ def run_serve(
             **_rates(n, elapsed, cpu),
             "cpu_us_per_tx_by_process": dict(sorted(by_process.items(), key=lambda kv: -kv[1])),
             "peak_ray_workers_rss_mb": sampler.peak / 2**20,
+            "outcome": _outcome(outcome),
+            # Batches answered "not yet" (awaiting an earlier batch) and let past a gap, by
+            # state actor (see actors.ordering).
+            "ordering": ordering,
         }
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+
+
+def _order_stats(shards: int) -> dict[str, dict[str, int]]:
+    """The ordering gates' counters of the benchmark's state actors."""
+    import ray
+
+    from actors.factory import GRAPH_NAME, NAMESPACE, SHARD_NAME
+
+    names = [SHARD_NAME.format(group="bench", index=i, count=shards) for i in range(shards)]
+    out: dict[str, dict[str, int]] = {}
+    for name in names:
+        stats = cast(
+            "dict[str, Any]", ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote())
+        )
+        out[name] = {k: v for k, v in stats.items() if k.startswith("order_")}
+    graph = ray.get_actor(GRAPH_NAME.format(group="bench"), namespace=NAMESPACE)
+    out[GRAPH_NAME.format(group="bench")] = cast(
+        "dict[str, int]", ray.get(graph.order_stats.remote())
+    )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in_process": local,
         "serve": remote,
         "ray_overhead": overhead,
+        # Both paths decide the same stream in the same batch order: the same counts.
+        "same_outcome": local["outcome"] == remote["outcome"],
         # The same comparison by CPU spent per transaction (includes the sampler's /proc reads
         # and Ray's background daemons): less sensitive to other work on the machine.
         "ray_overhead_cpu": cpu_overhead,
@@ -377,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = RESULTS / f"scoring-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print(
-        f"ray overhead {overhead:+.1%}; peak Ray workers RSS "
+        f"ray overhead {overhead:+.1%}; same outcome: {result['same_outcome']}; "
+        f"peak Ray workers RSS "
         f"{remote['peak_ray_workers_rss_mb']:,.0f} MB; written to {out}"
     )
     return 0

@@ -23,6 +23,7 @@ from actors.customer_state import (
     ShardState,
     TransferGraph,
 )
+from actors.ordering import OrderStamp
 from aml.domain import Decision, Transaction, sealed
 from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
@@ -103,6 +104,9 @@ class ServeScoring:
         self._queued = 0
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Calls in flight together may reach the state actors in any order; numbered, they
+        # are observed in the order they were handed over (see actors.ordering).
+        self._orders = OrderStamp()
 
     @classmethod
     def connect(cls, app_name: str = "scoring", **kwargs: Any) -> ServeScoring:
@@ -168,13 +172,15 @@ class ServeScoring:
         # The same transaction submitted twice (a sweep beside a fresh hand-off) is scored once.
         batch = list({t.id: t for part, _ in parts for t in part}.values())
         wanted = any(waiter.wants_decisions for _, waiter in parts)
+        order = self._orders.next()
         try:
-            decisions, _ = await self.handle.score_and_store.remote(sealed(batch), wanted)
+            decisions, _ = await self.handle.score_and_store.remote(sealed(batch), wanted, order)
         except Exception as exc:
             for _, waiter in parts:
                 waiter.fail(exc)
             return
         finally:
+            self._orders.done(order)
             self._in_flight -= 1
             self._dispatch()
         by_id = {d.transaction_id: d for d in decisions or ()}

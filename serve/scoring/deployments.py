@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.customer_state import DEFAULT_GRAPH_HOPS, DEFAULT_MAX_KEYS
 from actors.factory import ShardedState, create_graph, create_state_shards
+from actors.ordering import BatchOrder
 from actors.view_link import DEFAULT_LINK_CAPACITY
 from aml.domain import Decision, PackedList, ScorerResult, Transaction, sealed, utcnow
 from aml.features import FeatureParams
@@ -39,6 +40,7 @@ from aml.rules.engine import RuleEngine, RuleEvaluation
 from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
 from serve.scoring.pipeline import (
+    DecisionSummary,
     ModelScorer,
     PersistResult,
     ScorerBreaker,
@@ -109,13 +111,18 @@ class RuleScorer:
         log.info("rule configuration version %s active", self._engine.version)
 
     async def score(
-        self, batch: Sequence[Transaction], features: FeatureParams
+        self,
+        batch: Sequence[Transaction],
+        features: FeatureParams,
+        order: BatchOrder | None = None,
     ) -> tuple[list[RuleEvaluation], Matrix, float]:
         """Observe the batch in the state actors and evaluate it.
 
         Args:
             batch: stored transactions, in order.
             features: the feature parameters (the pipeline's ``features`` user_config).
+            order: the batch's place in its sender's sequence: the state actors observe it
+                after the sender's earlier batches (see :mod:`actors.ordering`).
 
         Returns:
             The rule evaluations, the feature matrix (one row per transaction) and the seconds
@@ -124,7 +131,7 @@ class RuleScorer:
         if self._state is None:
             self._state = _sharded_state(self._state_args)
         started = time.perf_counter()
-        contexts = await self._state.observe_and_context(batch, self._engine.graph_search)
+        contexts = await self._state.observe_and_context(batch, self._engine.graph_search, order)
         state_s = time.perf_counter() - started
         evaluations, x = rules_and_features(self._engine, batch, contexts, features)
         return PackedList(evaluations), x, state_s
@@ -296,8 +303,14 @@ class ScoringPipeline:
         breaker.success()
         return result
 
-    async def score(self, batch: Sequence[Transaction]) -> list[Decision]:
+    async def score(
+        self, batch: Sequence[Transaction], order: BatchOrder | None = None
+    ) -> list[Decision]:
         """Decide a batch (transactions must already be stored: crashes rebuild from there).
+
+        ``order``: the batch's place in its sender's sequence (see :mod:`actors.ordering`);
+        with it, the batch is observed after the sender's earlier batches however the calls
+        race on the way.
 
         Raises:
             Exception: ``RuleScorer`` (state, features, rules) failed after its retries: no
@@ -310,7 +323,7 @@ class ScoringPipeline:
         started = time.perf_counter()
         self._metrics.watch_state(self._shards)
         rules, x, state_s = await self._metrics.timed(
-            "rules", self._call(self._rules, batch, self._features)
+            "rules", self._call(self._rules, batch, self._features, order)
         )
         self._metrics.observe_stage("state", state_s)
         (anomaly, shadow_a), (xgb, shadow_x) = await asyncio.gather(
@@ -329,6 +342,16 @@ class ScoringPipeline:
         self._metrics.record_batch(decisions, started)
         return PackedList(decisions)
 
+    async def score_summary(
+        self, batch: Sequence[Transaction], order: BatchOrder | None = None
+    ) -> DecisionSummary:
+        """Decide a batch and return only what the decisions came to (counts), not the
+        decisions: nothing is written, and the decisions, the largest objects of scoring, do not
+        cross back to the caller (as with :meth:`score_and_store`). For dry runs and for
+        measuring the scoring path alone.
+        """
+        return DecisionSummary.of(await self.score(batch, order))
+
     def _get_store(self) -> Store:
         if self._store is None:
             if self._store_uri is None:
@@ -343,7 +366,10 @@ class ScoringPipeline:
         return self._store
 
     async def score_and_store(
-        self, batch: Sequence[Transaction], return_decisions: bool = False
+        self,
+        batch: Sequence[Transaction],
+        return_decisions: bool = False,
+        order: BatchOrder | None = None,
     ) -> tuple[list[Decision] | None, PersistResult]:
         """Decide a batch and write the outcome: decisions, alerts (grouped per customer) and
         the transactions marked scored (see :func:`serve.scoring.pipeline.persist`).
@@ -357,7 +383,7 @@ class ScoringPipeline:
             Exception: scoring or a write failed; what was not marked scored stays pending for
                 the ingress's sweeper, and a retry is idempotent.
         """
-        decisions = await self.score(batch)
+        decisions = await self.score(batch, order)
         if not decisions:
             return ([] if return_decisions else None), PersistResult(0, (), 0)
         result = await self._metrics.timed(

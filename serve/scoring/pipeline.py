@@ -250,6 +250,37 @@ class ScoringCore:
         )
 
 
+@dataclass(frozen=True)
+class DecisionSummary:
+    """What a batch's decisions came to, without the decisions: the number decided, the number
+    alerting and the count per risk level (every level present, zero when none)."""
+
+    decided: int
+    alerts: int
+    by_risk: Mapping[str, int]
+
+    @classmethod
+    def of(cls, decisions: Sequence[Decision]) -> DecisionSummary:
+        by_risk = dict.fromkeys([level.value for level in RiskLevel], 0)
+        alerts = 0
+        for d in decisions:
+            by_risk[d.risk_level.value] += 1
+            alerts += d.alert
+        return cls(len(decisions), alerts, by_risk)
+
+    @classmethod
+    def empty(cls) -> DecisionSummary:
+        return cls.of(())
+
+    def __add__(self, other: DecisionSummary) -> DecisionSummary:
+        mine, theirs = self.by_risk, other.by_risk
+        return DecisionSummary(
+            self.decided + other.decided,
+            self.alerts + other.alerts,
+            {k: mine.get(k, 0) + theirs.get(k, 0) for k in dict.fromkeys([*mine, *theirs])},
+        )
+
+
 def scorable(txs: Sequence[Transaction]) -> list[Transaction]:
     """Drop attempts and corrections (recorded, never scored) and repeats within the batch."""
     seen: set[str] = set()

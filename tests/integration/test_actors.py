@@ -11,7 +11,8 @@ import pytest
 import ray
 
 from actors.customer_state import WindowKey, shard_of
-from actors.factory import ShardedState, create_state_shards
+from actors.factory import ShardedState, create_graph, create_state_shards
+from actors.ordering import OrderStamp
 from aml.domain import Direction, Transaction, TransactionType
 from aml.history import build_context
 from aml.rules import RuleEngine, default_rule_config
@@ -195,3 +196,75 @@ async def test_concurrent_batches_get_exact_contexts_and_transactions_cross_once
     assert named > 20 * len(stream)
     assert crossed and set(crossed) <= first_group
     assert len(crossed) <= 8 * len(first_group)
+
+
+async def _interleaved(
+    state: ShardedState, first: list[Transaction], second: list[Transaction], ordered: bool
+) -> tuple[list[Any], bool]:
+    """Observe ``second`` while ``first`` (handed over before it) is still on its way: the
+    race Serve's router lets happen between calls in flight together."""
+    # Started first: the race is between the calls, not the actors' start-up.
+    await asyncio.gather(*(s.ping.remote() for s in state.shards), state.graph.order_stats.remote())
+    stamp = OrderStamp()
+    o1, o2 = stamp.next(), stamp.next()
+    late = asyncio.create_task(state.observe_and_context(second, order=o2 if ordered else None))
+    await asyncio.sleep(0.3)
+    held = not late.done()
+    await state.observe_and_context(first, order=o1 if ordered else None)
+    return await late, held
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_a_senders_batches_are_observed_in_hand_over_order(ordered: bool) -> None:
+    group = f"order-{ordered}-{random.randrange(10**9)}"
+    shards = create_state_shards(2, mongo_uri=None, db_name="unused", group=group, detached=False)
+    state = ShardedState(shards, create_graph(group=group, detached=False))
+    stream = _stream(40)
+    # A transfer out and, later, the transfer back closing the cycle, across the two batches.
+    out = make_tx(
+        account_id="savings:100",
+        counterparty_account_id="savings:101",
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        amount_minor=5_000_000,
+        occurred_at=stream[19].occurred_at,
+    )
+    back = make_tx(
+        account_id="savings:101",
+        counterparty_account_id="savings:100",
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        amount_minor=5_000_000,
+        occurred_at=stream[20].occurred_at,
+    )
+    first, second = [*stream[:20], out], [back, *stream[20:]]
+    contexts, held = await _interleaved(state, first, second, ordered)
+    everything = first + second
+    complete = [build_context(tx, everything).account for tx in second]
+    got = [ctx.account for ctx in contexts]
+    if ordered:
+        # Held until the earlier batch was observed, then answered with it in the history.
+        assert held
+        assert got == complete
+        assert [e.src for e in contexts[0].edges] == ["savings:100"]
+        stats = [await s.stats.remote() for s in shards]  # type: ignore[attr-defined]
+        assert all(s["order_held"] >= 1 and s["order_skipped"] == 0 for s in stats)
+    else:
+        # Unordered, the later batch is answered first, without the earlier one.
+        assert not held
+        assert got != complete
+        assert not contexts[0].edges
+
+
+async def test_a_batch_waits_for_a_lost_predecessor_only_so_long() -> None:
+    group = f"order-gap-{random.randrange(10**9)}"
+    shards = create_state_shards(2, mongo_uri=None, db_name="unused", group=group, detached=False)
+    state = ShardedState(shards, create_graph(group=group, detached=False), order_wait_s=0.2)
+    stamp = OrderStamp()
+    stream = _stream(20)
+    assert await state.observe_and_context(stream[:10], order=stamp.next())
+    stamp.next()  # handed over and lost on the way (never reaches the actors)
+    contexts = await state.observe_and_context(stream[10:], order=stamp.next())
+    assert [c.account for c in contexts] == [build_context(t, stream).account for t in stream[10:]]
+    stats = [await s.stats.remote() for s in shards]  # type: ignore[attr-defined]
+    assert [s["order_skipped"] for s in stats] == [1, 1]

@@ -18,7 +18,8 @@ import ray
 from ray import serve
 
 from actors.factory import NAMESPACE, SHARD_NAME
-from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
+from actors.ordering import BatchOrder
+from aml.domain import Direction, Transaction, TransactionStatus, TransactionType, sealed
 from aml.rules.config import default_rule_config
 from serve.ingress.handoff import ScoringHandoff
 from serve.scoring.client import ServeScoring, in_process_scoring
@@ -352,3 +353,61 @@ async def test_serve_and_in_process_scoring_make_the_same_decisions(
     assert [dataclasses.replace(d, decided_at=T0) for d in served] == [
         dataclasses.replace(d, decided_at=T0) for d in in_process
     ]
+
+
+async def test_batches_in_flight_together_are_decided_as_if_handed_over_in_turn(
+    module_store: Store, store: Store, config: dict[str, Any]
+) -> None:
+    """Small batches of one busy account with four calls in flight: each is observed after
+    the batches handed over before it (however the calls race through Serve), so the
+    decisions are those of scoring the batches one after another in process."""
+    tenant = f"order-{uuid.uuid4().hex[:8]}"
+    account = "savings:1"
+    stream = [
+        make_tx(
+            tenant=tenant,
+            account_id=account,
+            amount_minor=20_000 + 1_000 * (i % 7),
+            occurred_at=T0 + timedelta(seconds=30 * i),
+        )
+        for i in range(49)
+    ]
+    parts = [stream[:1]] + [stream[i : i + 4] for i in range(1, len(stream), 4)]
+    pipeline_config = next(
+        d["user_config"]
+        for d in config["applications"][0]["deployments"]
+        if d["name"] == "ScoringPipeline"
+    )
+    local = in_process_scoring(store, shards=SHARDS, pipeline=pipeline_config)
+    await _stored(module_store, stream)
+    await _stored(store, stream)
+    handoff = ServeScoring.connect(APP, batch_size=4, max_in_flight=4)
+
+    # The first alone, so the account's window is in memory (a window loaded from the store
+    # would hold the whole stream whatever the order), then the rest all at once.
+    served = list(await handoff.score_and_store(parts[0]))
+    for decisions in await asyncio.gather(*(handoff.score_and_store(p) for p in parts[1:])):
+        served.extend(decisions)
+    in_process = [d for part in parts for d in await local.score_and_store(part)]
+
+    assert handoff.calls == len(parts)
+    # Every shard followed this hand-off's sequence to its end: the next batch it expects
+    # from it is the one after the last (an unknown sender's would be its first).
+    sender = handoff._orders.sender
+    for i in range(SHARDS):
+        shard = ray.get_actor(
+            SHARD_NAME.format(group=module_store.db.name, index=i, count=SHARDS),
+            namespace=NAMESPACE,
+        )
+        assert await shard.turn.remote(BatchOrder(sender, len(parts), 0))
+        assert not await shard.turn.remote(BatchOrder(sender, len(parts) + 1, 0))
+    assert {h.rule_id for d in served for h in d.rule_hits} >= {"rapid_transactions"}
+    assert [dataclasses.replace(d, decided_at=T0) for d in served] == [
+        dataclasses.replace(d, decided_at=T0) for d in in_process
+    ]
+    # What the decisions came to, without shipping them (a dry run: nothing is written).
+    again = [t.replace(id=f"dry-{t.id}", tenant=f"{tenant}-dry") for t in stream[:8]]
+    summary = await serve.get_app_handle(APP).score_summary.remote(sealed(again))
+    assert summary.decided == 8
+    assert sum(summary.by_risk.values()) == 8
+    assert await module_store.decisions.list_for_transactions([t.id for t in again]) == []
