@@ -29,12 +29,21 @@ from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
 
 # Most transactions per pipeline call. A call costs several Ray calls (pipeline, RuleScorer,
-# each state actor, both model scorers) whatever its size; the scoring benchmark spent 415, 357,
-# 304 and 279 us of CPU per transaction in all processes at 512, 1,024, 2,048 and 4,096
-# (bench/results/scoring-2026-11-29-batch-*.json). Past 2,048 little is left to gain for twice
-# the latency of a full batch. Batches only grow this large while calls are already running,
-# so the latency at low rates is unchanged.
-DEFAULT_BATCH = 2048
+# each state actor, both model scorers) whatever its size: about 70 ms of CPU in all processes,
+# measured as the difference between batch sizes in the scoring benchmark (117 us of CPU per
+# transaction at 2,048, 96 at 4,096: bench/results/scoring-2026-11-30-s15-*.json; 415, 357, 304
+# and 279 us at 512 to 4,096 before the per-transaction costs came down,
+# scoring-2026-11-29-batch-*.json).
+DEFAULT_BATCH = 4096
+# Queued transactions that start another call while one is running. Below it the queue waits
+# for the running call; above it calls run side by side (each takes up to DEFAULT_BATCH), so
+# consecutive batches overlap in different processes (the rule replica scores one while the
+# pipeline writes the other), and the state actors still observe them in hand-over order
+# (actors.ordering). At 2,000 hooks/s over 3,000 accounts, whose histories make each call
+# slower as the minute goes on, the receive -> decided p99 of the last 10 s was 1.6 s at 2,048,
+# 0.9 s at 1,024, 0.6-0.7 s at 512 and 0.5 s at 256, whose extra calls slowed acknowledgements
+# to a p99 of 1 s (bench/results/e2e-2026-11-30-s15.md). At 1,000/s the queue stays below it.
+DEFAULT_OVERLAP = 512
 DEFAULT_IN_FLIGHT = 4
 
 __all__ = ["InProcessScoring", "ServeScoring", "in_process_scoring"]
@@ -74,8 +83,8 @@ class ServeScoring:
     A pipeline call costs milliseconds of CPU in several processes whatever its size, so the
     transactions of all ``submit`` calls are queued and sent in batches of up to ``batch_size``
     with at most ``max_in_flight`` calls running. When no call is running the queue is sent at
-    once (low latency at low rates); while calls run, it grows until a batch is full or a call
-    returns. The pipeline replica decides each batch and writes its outcome to the store
+    once (low latency at low rates); while calls run, it grows until ``overlap_at`` are queued
+    or a call returns. The pipeline replica decides each batch and writes its outcome to the store
     (``ScoringPipeline.score_and_store``); each ``submit`` returns when its own transactions are
     decided and stored, and raises if any of their batches failed, which leaves those
     transactions pending.
@@ -87,18 +96,22 @@ class ServeScoring:
         *,
         batch_size: int = DEFAULT_BATCH,
         max_in_flight: int = DEFAULT_IN_FLIGHT,
+        overlap_at: int | None = None,
     ) -> None:
         """Args:
         handle: ``DeploymentHandle`` of the ``ScoringPipeline`` (``serve.get_app_handle``);
             the application must be deployed with the store's URI (it writes the decisions).
         batch_size: most transactions per pipeline call.
         max_in_flight: pipeline calls running at once per hand-off.
+        overlap_at: transactions queued that start another call while one is running
+            (default: :data:`DEFAULT_OVERLAP`, at most ``batch_size``).
         """
-        if batch_size < 1 or max_in_flight < 1:
-            raise ValueError("batch_size and max_in_flight must be at least 1")
+        if batch_size < 1 or max_in_flight < 1 or (overlap_at is not None and overlap_at < 1):
+            raise ValueError("batch_size, max_in_flight and overlap_at must be at least 1")
         self.handle = handle
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
+        self.overlap_at = min(batch_size, overlap_at or DEFAULT_OVERLAP)
         self.calls = 0  # pipeline calls made (observability, tests)
         self._queue: deque[tuple[list[Transaction], _Waiter]] = deque()
         self._queued = 0
@@ -144,7 +157,7 @@ class ServeScoring:
     def _dispatch(self) -> None:
         """Start pipeline calls while the rules above allow one."""
         while self._queued and self._in_flight < self.max_in_flight:
-            if self._in_flight and self._queued < self.batch_size:
+            if self._in_flight and self._queued < self.overlap_at:
                 return  # a call is running: let the queue grow until it returns
             self._in_flight += 1
             self.calls += 1
