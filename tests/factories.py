@@ -68,6 +68,18 @@ def make_tx(**overrides: Any) -> Transaction:
     return Transaction(**fields)
 
 
+def make_transfer(src: str, dst: str, at: datetime, **overrides: Any) -> Transaction:
+    """A transfer out of ``src`` into ``dst`` at ``at`` (any other field overridable)."""
+    return make_tx(
+        account_id=src,
+        counterparty_account_id=dst,
+        type=TransactionType.TRANSFER,
+        direction=Direction.OUT,
+        occurred_at=at,
+        **overrides,
+    )
+
+
 def make_decision(**overrides: Any) -> Decision:
     """A decision with every nested type filled (scorers, contributions, rule hits)."""
     n = next(_seq)

@@ -17,7 +17,7 @@ from aml.domain import Direction, Transaction, TransactionType
 from aml.history import build_context
 from aml.rules import RuleEngine, default_rule_config
 from storage.store import Store
-from tests.factories import T0, make_tx
+from tests.factories import T0, make_transfer, make_tx
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
@@ -214,29 +214,20 @@ async def _interleaved(
     return await late, held
 
 
+def _memory_state(**kwargs: Any) -> tuple[list[Any], ShardedState]:
+    """Two memory-only shards and a graph of their own (no store: nothing is rebuilt)."""
+    group = f"order-{random.randrange(10**9)}"
+    shards = create_state_shards(2, mongo_uri=None, db_name="unused", group=group, detached=False)
+    return shards, ShardedState(shards, create_graph(group=group, detached=False), **kwargs)
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 async def test_a_senders_batches_are_observed_in_hand_over_order(ordered: bool) -> None:
-    group = f"order-{ordered}-{random.randrange(10**9)}"
-    shards = create_state_shards(2, mongo_uri=None, db_name="unused", group=group, detached=False)
-    state = ShardedState(shards, create_graph(group=group, detached=False))
+    shards, state = _memory_state()
     stream = _stream(40)
     # A transfer out and, later, the transfer back closing the cycle, across the two batches.
-    out = make_tx(
-        account_id="savings:100",
-        counterparty_account_id="savings:101",
-        type=TransactionType.TRANSFER,
-        direction=Direction.OUT,
-        amount_minor=5_000_000,
-        occurred_at=stream[19].occurred_at,
-    )
-    back = make_tx(
-        account_id="savings:101",
-        counterparty_account_id="savings:100",
-        type=TransactionType.TRANSFER,
-        direction=Direction.OUT,
-        amount_minor=5_000_000,
-        occurred_at=stream[20].occurred_at,
-    )
+    out = make_transfer("savings:100", "savings:101", stream[19].occurred_at, amount_minor=10**6)
+    back = make_transfer("savings:101", "savings:100", stream[20].occurred_at, amount_minor=10**6)
     first, second = [*stream[:20], out], [back, *stream[20:]]
     contexts, held = await _interleaved(state, first, second, ordered)
     everything = first + second
@@ -257,9 +248,7 @@ async def test_a_senders_batches_are_observed_in_hand_over_order(ordered: bool) 
 
 
 async def test_a_batch_waits_for_a_lost_predecessor_only_so_long() -> None:
-    group = f"order-gap-{random.randrange(10**9)}"
-    shards = create_state_shards(2, mongo_uri=None, db_name="unused", group=group, detached=False)
-    state = ShardedState(shards, create_graph(group=group, detached=False), order_wait_s=0.2)
+    shards, state = _memory_state(order_wait_s=0.2)
     stamp = OrderStamp()
     stream = _stream(20)
     assert await state.observe_and_context(stream[:10], order=stamp.next())

@@ -63,6 +63,16 @@ def _account() -> str:
     return f"savings:{uuid.uuid4().hex[:8]}"
 
 
+def _in_process_like(config: dict[str, Any], store: Store) -> Any:
+    """In-process scoring over ``store`` with the deployed pipeline's configuration."""
+    pipeline_config = next(
+        d["user_config"]
+        for d in config["applications"][0]["deployments"]
+        if d["name"] == "ScoringPipeline"
+    )
+    return in_process_scoring(store, shards=SHARDS, pipeline=pipeline_config)
+
+
 async def _stored(store: Store, txs: list[Transaction]) -> list[Transaction]:
     await store.transactions.insert_many(txs)
     return txs
@@ -331,12 +341,7 @@ async def test_serve_and_in_process_scoring_make_the_same_decisions(
             for i in range(3)
         ),
     ]
-    pipeline_config = next(
-        d["user_config"]
-        for d in config["applications"][0]["deployments"]
-        if d["name"] == "ScoringPipeline"
-    )
-    local = in_process_scoring(store, shards=SHARDS, pipeline=pipeline_config)
+    local = _in_process_like(config, store)
     await _stored(module_store, stream)
     await _stored(store, stream)
 
@@ -373,12 +378,7 @@ async def test_batches_in_flight_together_are_decided_as_if_handed_over_in_turn(
         for i in range(49)
     ]
     parts = [stream[:1]] + [stream[i : i + 4] for i in range(1, len(stream), 4)]
-    pipeline_config = next(
-        d["user_config"]
-        for d in config["applications"][0]["deployments"]
-        if d["name"] == "ScoringPipeline"
-    )
-    local = in_process_scoring(store, shards=SHARDS, pipeline=pipeline_config)
+    local = _in_process_like(config, store)
     await _stored(module_store, stream)
     await _stored(store, stream)
     handoff = ServeScoring.connect(APP, batch_size=4, max_in_flight=4)

@@ -23,7 +23,7 @@ from actors.customer_state import (
 )
 from aml.domain import Direction, Transaction, TransactionType
 from aml.history import MAX_LOOKBACK, build_context
-from tests.factories import T0, make_tx
+from tests.factories import T0, make_transfer, make_tx
 
 ACCOUNTS = [f"savings:{i}" for i in range(6)]
 AGENTS = ["ag1", "ag2", None]
@@ -164,13 +164,7 @@ def test_shard_assignment_is_stable_and_spreads_keys() -> None:
 
 def test_graph_gives_point_in_time_neighbourhood_across_accounts() -> None:
     def transfer(src: str, dst: str, minute: int) -> Transaction:
-        return make_tx(
-            account_id=src,
-            counterparty_account_id=dst,
-            type=TransactionType.TRANSFER,
-            direction=Direction.OUT,
-            occurred_at=T0 + timedelta(minutes=minute),
-        )
+        return make_transfer(src, dst, T0 + timedelta(minutes=minute))
 
     a_b, b_c, c_a = transfer("A", "B", 1), transfer("B", "C", 2), transfer("C", "A", 3)
     builder = LocalContextBuilder(

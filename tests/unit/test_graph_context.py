@@ -8,18 +8,11 @@ from datetime import timedelta
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
 from aml.domain import Direction, Transaction, TransactionType
 from aml.rules import RuleEngine, default_rule_config
-from tests.factories import T0, make_tx
+from tests.factories import T0, make_transfer, make_tx
 
 
 def _transfer(src: str, dst: str, minute: int) -> Transaction:
-    return make_tx(
-        account_id=src,
-        counterparty_account_id=dst,
-        type=TransactionType.TRANSFER,
-        direction=Direction.OUT,
-        amount_minor=300_000,
-        occurred_at=T0 + timedelta(minutes=minute),
-    )
+    return make_transfer(src, dst, T0 + timedelta(minutes=minute), amount_minor=300_000)
 
 
 def test_only_transfers_get_the_neighbourhood_and_a_cycle_is_still_caught() -> None:
