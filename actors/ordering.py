@@ -15,7 +15,9 @@ stay pending for the sweeper) holds the batches after it for :data:`ORDER_WAIT_S
 then the caller insists and the gate moves past the gap. A batch sent again (a retry after the
 actor already observed it) is admitted at once: observing is idempotent. Each batch also says
 which of its sender's batches were still unfinished when it was handed over, so an actor that
-restarted (or never saw the sender) picks the sequence up where it stands, without waiting.
+restarted (or never saw the sender) knows where the sequence stood then; only a batch whose
+predecessor was observed by the previous incarnation and finished meanwhile (it is not sent
+again) waits out :data:`ORDER_WAIT_S`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ ORDER_WAIT_S = 1.0
 # First pause before asking again, doubled up to the cap.
 FIRST_RETRY_S = 0.002
 MAX_RETRY_S = 0.05
-# Senders remembered per actor (least recently seen forgotten: their next batch is admitted).
+# Senders remembered per actor (the least recently seen is forgotten: its next batch is then
+# taken as a new sender's).
 DEFAULT_MAX_SENDERS = 1024
 
 

@@ -29,11 +29,11 @@ from serve.scoring.pipeline import InProcessScoring, ScoringCore, scorable
 from storage.store import Store
 
 # Most transactions per pipeline call. A call costs several Ray calls (pipeline, RuleScorer,
-# each state actor, both model scorers) whatever its size: about 70 ms of CPU in all processes,
-# measured as the difference between batch sizes in the scoring benchmark (117 us of CPU per
-# transaction at 2,048, 96 at 4,096: bench/results/scoring-2026-11-30-s15-*.json; 415, 357, 304
-# and 279 us at 512 to 4,096 before the per-transaction costs came down,
-# scoring-2026-11-29-batch-*.json).
+# each state actor, both model scorers) whatever its size, tens of milliseconds of CPU in all
+# processes: in the scoring benchmark 96 us of CPU per transaction at 4,096 against 117 at
+# 2,048 in the first runs, 105-127 against 113-133 in later alternating ones
+# (bench/results/scoring-2026-11-30-s15-*.json; 415, 357, 304 and 279 us at 512 to 4,096
+# before the per-transaction costs came down, scoring-2026-11-29-batch-*.json).
 DEFAULT_BATCH = 4096
 # Queued transactions that start another call while one is running. Below it the queue waits
 # for the running call; above it calls run side by side (each takes up to DEFAULT_BATCH), so

@@ -18,6 +18,10 @@ node the replica runs on, on that node's ``--metrics-export-port``, with Ray's `
 * ``ray_aml_state_windows{shard}`` / ``ray_aml_state_entries{shard}``: windows and transactions
   held in memory per shard (the bytes behind them are Ray's own ``ray_component_uss_mb`` of the
   ``ray::StateShard`` processes)
+* ``ray_aml_state_order_held{shard}`` / ``ray_aml_state_order_skipped{shard}``: batches a shard
+  answered "not yet" (an earlier batch of their sender had not come) and batches it observed
+  past a gap (the earlier one never came within the wait), since the shard started (see
+  ``actors.ordering``)
 
 :class:`ServeStatusProbe` answers the ingress's ``/readyz`` question "is Ray connected and is the
 scoring application RUNNING?" from ``serve.status()``, cached for a few seconds because every
@@ -84,6 +88,16 @@ class ScoringMetrics:
             "Transactions held in memory by a state shard",
             tag_keys=("shard",),
         )
+        self.state_order_held = Gauge(
+            "aml_state_order_held",
+            "Batches a state shard answered 'not yet' to, awaiting their sender's earlier batch",
+            tag_keys=("shard",),
+        )
+        self.state_order_skipped = Gauge(
+            "aml_state_order_skipped",
+            "Batches a state shard observed past a gap in their sender's sequence",
+            tag_keys=("shard",),
+        )
         self._state_poll_s = state_poll_s
         self._watcher: asyncio.Task[None] | None = None
 
@@ -127,6 +141,8 @@ class ScoringMetrics:
             alive += 1
             self.state_windows.set(float(res["windows"]), tags={"shard": str(i)})
             self.state_entries.set(float(res["entries"]), tags={"shard": str(i)})
+            self.state_order_held.set(float(res["order_held"]), tags={"shard": str(i)})
+            self.state_order_skipped.set(float(res["order_skipped"]), tags={"shard": str(i)})
         self.state_alive.set(float(alive))
         return alive
 

@@ -106,6 +106,7 @@ async def test_decisions_alerts_latency_and_state_are_exported(
             series_sum(text, "ray_aml_scoring_decisions_total", application=APP) >= len(txs)
             and series_sum(text, "ray_aml_state_actors_alive", application=APP) >= 2
             and series_sum(text, "ray_aml_state_entries", application=APP) >= len(txs)
+            and "ray_aml_state_order_skipped{" in text
         )
 
     text = await wait_for_metrics(complete)
@@ -121,5 +122,9 @@ async def test_decisions_alerts_latency_and_state_are_exported(
             == 1
         ), stage
     assert series_sum(text, "ray_aml_state_actors_alive", application=APP) == 2
+    # Exported per shard; one batch: nothing waited for an earlier one, nothing passed over.
+    assert text.count("ray_aml_state_order_held{") >= 2
+    assert series_sum(text, "ray_aml_state_order_skipped", application=APP) == 0
+    assert series_sum(text, "ray_aml_state_order_held", application=APP) == 0
     # Each transaction is held by its own account's window on one of the two shards.
     assert series_sum(text, "ray_aml_state_entries", application=APP) >= len(txs)
