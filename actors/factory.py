@@ -154,8 +154,11 @@ class StateShard:
             order: the batch's place in its sender's sequence (``None``: unordered).
             insist: observe it even if an earlier batch of the sender has not come.
         """
-        if not self._gate.admit(order, insist=insist):
-            return None
+        return self._gate.run(order, insist, lambda: self._observe(txs, shard, shards, link))
+
+    def _observe(
+        self, txs: Sequence[Transaction], shard: int, shards: int, link: str
+    ) -> LinkedViews:
         items = route(txs, shards, only=shard).get(shard, [])
         need = self.state.missing(items)
         if need and self._uri is not None:
@@ -209,9 +212,7 @@ class TransferGraphActor(TransferGraph):
     ) -> list[list[TransferEdge]] | None:
         """:meth:`observe_edges` once the batch's turn has come (``None``: not yet, see
         :mod:`actors.ordering`)."""
-        if not self._gate.admit(order, insist=insist):
-            return None
-        return self.observe_edges(edges, search)
+        return self._gate.run(order, insist, lambda: self.observe_edges(edges, search))
 
     def turn(self, order: BatchOrder) -> bool:
         """Whether a batch answered "not yet" would be observed now."""

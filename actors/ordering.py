@@ -111,6 +111,26 @@ class OrderGate:
             self._next.popitem(last=False)
         return True
 
+    def run(self, order: BatchOrder | None, insist: bool, work: Callable[[], _T]) -> _T | None:
+        """``work()`` (the observation) once the batch is admitted, ``None`` when it is not.
+
+        A ``work`` that raises puts the sender back where it was: the batch was not observed
+        after all (a store read failed, say), and the sender's later batches wait for its
+        retry as they waited for this call.
+        """
+        position = self._next.get(order.sender) if order is not None else None
+        if not self.admit(order, insist=insist):
+            return None
+        try:
+            return work()
+        except BaseException:
+            if order is not None:
+                if position is None:
+                    self._next.pop(order.sender, None)
+                else:
+                    self._next[order.sender] = position
+            raise
+
     def ready(self, order: BatchOrder | None) -> bool:
         """Whether :meth:`admit` would admit the batch now (nothing changes)."""
         return order is None or order.seq <= self._expected(order)

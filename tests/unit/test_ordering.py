@@ -170,3 +170,44 @@ def test_state_shard_observes_an_early_batch_only_in_its_turn() -> None:
 async def _receive(link: ViewLink, replies: list[tuple[object, list[object]]]) -> list[object]:
     ticket, _ = link.request()
     return [await link.receive(ticket, reply, own) for reply, own in replies]  # type: ignore[arg-type]
+
+
+def test_a_batch_whose_observation_failed_is_waited_for_again() -> None:
+    """The gate counts a batch as observed only once its call succeeded: the batches after a
+    failed one wait for its retry, not just for its first attempt."""
+    shard = StateShard(None, "unused")
+    _, link_id = ViewLink().request()
+    stamp = OrderStamp()
+    first_order, second_order = stamp.next(), stamp.next()
+    earlier = make_tx(account_id="savings:1", occurred_at=T0)
+
+    def broken(items: object) -> object:
+        raise OSError("store unreachable")
+
+    shard.state.answer_keyed = broken  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        shard.observe_transactions([earlier], 0, 1, link_id, first_order)
+    assert not shard.turn(second_order)
+    del shard.state.answer_keyed  # the retry finds the store back
+    assert shard.observe_transactions([earlier], 0, 1, link_id, first_order) is not None
+    assert shard.turn(second_order)
+
+
+def test_gate_runs_the_observation_in_turn_and_forgets_a_failed_one() -> None:
+    gate = OrderGate()
+    stamp = OrderStamp("s")
+    zero, one = stamp.next(), stamp.next()
+    assert gate.run(one, False, lambda: "views") is None  # not its turn: not run
+
+    def fail() -> str:
+        raise OSError("store unreachable")
+
+    with pytest.raises(OSError):
+        gate.run(zero, False, fail)
+    assert not gate.ready(one)  # the sender is where it was: "zero" is awaited again
+    assert gate.run(zero, False, lambda: "views") == "views"
+    assert gate.ready(one)
+    with pytest.raises(OSError):
+        gate.run(one, False, fail)
+    assert gate.run(one, False, lambda: "again") == "again"
+    assert gate.run(None, False, lambda: "unordered") == "unordered"
