@@ -150,7 +150,7 @@ class OrderGate:
 
 async def admitted(
     call: Callable[[bool], Awaitable[_T | None]],
-    ready: Callable[[], Awaitable[bool]] | None = None,
+    ready: Callable[[], Awaitable[bool]],
     *,
     wait_s: float = ORDER_WAIT_S,
     clock: Callable[[], float] = time.monotonic,
@@ -171,7 +171,7 @@ async def admitted(
         await asyncio.sleep(pause)
         pause = min(2 * pause, MAX_RETRY_S)
         insist = clock() >= deadline
-        if insist or ready is None or await ready():
+        if insist or await ready():
             reply = await call(insist)
             if reply is not None:
                 return reply

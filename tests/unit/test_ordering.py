@@ -141,8 +141,11 @@ async def test_admitted_raises_when_an_insisting_call_is_refused() -> None:
     async def refuse(insist: bool) -> None:
         return None
 
+    async def never() -> bool:
+        return False
+
     with pytest.raises(RuntimeError, match="refused"):
-        await admitted(refuse, wait_s=0.0)
+        await admitted(refuse, never, wait_s=0.0)
 
 
 def test_state_shard_observes_an_early_batch_only_in_its_turn() -> None:
