@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aml.calibration import QuantileCalibrator
-from aml.domain import FeatureContribution, ScorerResult
+from aml.domain import FeatureContribution, ScorerResult, fast_init
 from aml.errors import ConfigError
 from aml.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from serve.scoring.forest import score_samples_of
@@ -41,6 +41,11 @@ TOP_K = 3
 
 Matrix = npt.NDArray[np.float64]
 ModelSpec = str | Path | Mapping[str, Any]
+
+# Every scored transaction gets a result and a few contributions from each model: built with
+# the fast constructors (a frozen dataclass's own ``__init__`` cost more than the model).
+_new_contribution = fast_init(FeatureContribution)
+_new_result = fast_init(ScorerResult)
 
 
 class ModelFeatureMismatch(ConfigError):
@@ -92,7 +97,7 @@ def _top_contributions(
     top_weights = weights[rows, top].tolist()
     return [
         tuple(
-            FeatureContribution(feature=names[i], value=v, contribution=w)
+            _new_contribution(feature=names[i], value=v, contribution=w)
             for i, v, w in zip(idx, vs, ws, strict=True)
             if w != 0.0
         )
@@ -144,7 +149,7 @@ class AnomalyModel:
         z = (x - np.asarray(self.center)) / np.asarray(self.scale)
         explained = _top_contributions(self.features, x, z)
         return [
-            ScorerResult(
+            _new_result(
                 scorer=ANOMALY,
                 available=True,
                 score=s,
@@ -176,7 +181,7 @@ class XGBoostModel:
         contribs = np.asarray(self.booster.predict(dm, pred_contribs=True))[:, :-1]
         explained = _top_contributions(self.features, x, contribs)
         return [
-            ScorerResult(
+            _new_result(
                 scorer=XGBOOST,
                 available=True,
                 score=p,
@@ -191,8 +196,12 @@ LoadedModel = AnomalyModel | XGBoostModel
 
 
 def no_model(scorer: str, count: int, reason: str = "no model") -> list[ScorerResult]:
-    """The results of a scorer that cannot score (never a score of 0)."""
-    return [ScorerResult(scorer=scorer, available=False, reason=reason) for _ in range(count)]
+    """The results of a scorer that cannot score (never a score of 0).
+
+    One immutable result ``count`` times: pickled once per batch (pickle keeps one copy of an
+    object named many times), where a result per transaction crossed to the pipeline one by one.
+    """
+    return [_new_result(scorer=scorer, available=False, reason=reason)] * count
 
 
 def _baseline(estimator: Any, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
