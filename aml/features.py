@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -258,7 +258,7 @@ def _take_mirror(legs: list[datetime], at: datetime) -> bool:
 
 # Aggregates of the account's history as the account sees it (see the module notes), as one
 # tuple: built for every transaction scored, where a 23-field object cost more than its reading.
-_History = tuple[
+AccountSummary = tuple[
     int,  # count_1h
     int,  # count_24h
     int,  # count_7d
@@ -274,42 +274,52 @@ _History = tuple[
     float,  # outflow_24h
     datetime | None,  # last_at
     datetime | None,  # loan_at
-    set[str],  # cps_24h
-    set[str],  # cps_7d
-    set[str],  # senders
-    set[str],  # receivers
-    set[str],  # ips_24h
-    set[str],  # ips_7d
-    set[str],  # devices_7d
-    dict[str, int],  # countries
+    Collection[str],  # cps_24h
+    Collection[str],  # cps_7d
+    Collection[str],  # senders
+    Collection[str],  # receivers
+    Collection[str],  # ips_24h
+    Collection[str],  # ips_7d
+    Collection[str],  # devices_7d
+    Mapping[str, int],  # countries
 ]
 
 
 _FLOAT_UNITS: dict[str, float] = {}
 
 
+def float_unit(currency: str) -> float:
+    """``10 ** exponent`` of ``currency`` as a float (cached), the divisor of minor units."""
+    unit = _FLOAT_UNITS.get(currency)
+    if unit is None:
+        unit = _FLOAT_UNITS[currency] = float(10 ** exponent(currency))
+    return unit
+
+
 def _no_sets() -> tuple[set[str], set[str], set[str], set[str], set[str], set[str], set[str]]:
     return set(), set(), set(), set(), set(), set(), set()
 
 
-def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
-    """One pass over the history; hot in training (a few dozen items x every row)."""
+def summarise(tx: Transaction, history: Sequence[Transaction]) -> AccountSummary:
+    """One pass over the history; hot in training (a few dozen items x every row).
+
+    Money is summed in minor units, exactly, and divided once: the same totals whatever order
+    they are added or taken away in.
+    """
     if not history:
         # What the pass below returns for no history (many new or quiet accounts).
         return (0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, 0, 0.0, 0.0, None, None, *_no_sets(), {})
     acct = tx.account_id
     currency = tx.currency
     tx_type = tx.type
-    unit = _FLOAT_UNITS.get(currency)
-    if unit is None:
-        unit = _FLOAT_UNITS[currency] = float(10 ** exponent(currency))
     t = tx.occurred_at
     week_start, day_start, hour_start = t - _WEEK, t - _DAY, t - _HOUR
     mirrors: dict[tuple[str, int, str, Direction], list[datetime]] | None = None
     not_money, reversal, loan = _NOT_MONEY_STATUSES, TransactionType.REVERSAL, _LOAN
     inbound, outbound = Direction.IN, Direction.OUT
     count_1h = count_24h = count_7d = n_amount_24h = n_amount_7d = same_type_24h = 0
-    total_1h = total_24h = total_7d = max_24h = max_7d = inflow_24h = outflow_24h = 0.0
+    # Minor units (ints): exact sums.
+    total_1h = total_24h = total_7d = max_24h = max_7d = inflow_24h = outflow_24h = 0
     last_at: datetime | None = None
     loan_at: datetime | None = None
     cps_24h: set[str] = set()
@@ -344,15 +354,15 @@ def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
         else:
             continue  # does not touch this account: not part of its history
 
-        amount = o.amount_minor / unit if o.currency == currency else None
+        minor = o.amount_minor if o.currency == currency else None
         count_7d += 1
         if last_at is None or at > last_at:
             last_at = at
-        if amount is not None:
+        if minor is not None:
             n_amount_7d += 1
-            total_7d += amount
-            if amount > max_7d:
-                max_7d = amount
+            total_7d += minor
+            if minor > max_7d:
+                max_7d = minor
         if other:
             cps_7d.add(other)
             if direction is inbound:
@@ -378,34 +388,35 @@ def _summarise(tx: Transaction, history: Sequence[Transaction]) -> _History:
             cps_24h.add(other)
         if own and o.ip_address:
             ips_24h.add(o.ip_address)
-        if amount is not None:
+        if minor is not None:
             n_amount_24h += 1
-            total_24h += amount
-            if amount > max_24h:
-                max_24h = amount
+            total_24h += minor
+            if minor > max_24h:
+                max_24h = minor
             if direction is inbound:
-                inflow_24h += amount
+                inflow_24h += minor
             elif direction is outbound:
-                outflow_24h += amount
+                outflow_24h += minor
         if at < hour_start:
             continue
         count_1h += 1
-        if amount is not None:
-            total_1h += amount
+        if minor is not None:
+            total_1h += minor
+    unit = float_unit(currency)
     return (
         count_1h,
         count_24h,
         count_7d,
-        total_1h,
-        total_24h,
-        total_7d,
+        total_1h / unit,
+        total_24h / unit,
+        total_7d / unit,
         n_amount_24h,
         n_amount_7d,
-        max_24h,
-        max_7d,
+        max_24h / unit,
+        max_7d / unit,
         same_type_24h,
-        inflow_24h,
-        outflow_24h,
+        inflow_24h / unit,
+        outflow_24h / unit,
         last_at,
         loan_at,
         cps_24h,
@@ -499,7 +510,7 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
         ips_7d,
         devices_7d,
         countries,
-    ) = _summarise(tx, ctx.account)
+    ) = summarise(tx, ctx.account)
     avg_24h = total_24h / n_amount_24h if n_amount_24h else 0.0
     avg_7d = total_7d / n_amount_7d if n_amount_7d else 0.0
     country = tx.country_code
