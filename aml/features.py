@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aml.settings import Settings
+    from aml.summaries import SummaryCache
 
 RATIO_CAP = 50.0
 MINUTES_CAP = MAX_LOOKBACK.total_seconds() / 60.0  # 7 days: "never seen in the look-back"
@@ -304,7 +305,8 @@ def summarise(tx: Transaction, history: Sequence[Transaction]) -> AccountSummary
     """One pass over the history; hot in training (a few dozen items x every row).
 
     Money is summed in minor units, exactly, and divided once: the same totals whatever order
-    they are added or taken away in.
+    they are added or taken away in (:class:`aml.summaries.SummaryCache` keeps them up to date
+    as an account's window moves on and must agree with this to the last bit).
     """
     if not history:
         # What the pass below returns for no history (many new or quiet accounts).
@@ -462,11 +464,19 @@ def compute_features(
     return dict(zip(FEATURE_NAMES, feature_vector(tx, ctx, params=params), strict=True))
 
 
-def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParams) -> list[float]:
+def feature_vector(
+    tx: Transaction,
+    ctx: HistoryContext,
+    *,
+    params: FeatureParams,
+    summaries: SummaryCache | None = None,
+) -> list[float]:
     """The features of one transaction as a list in ``FEATURE_NAMES`` order (model input).
 
     Written out as one list (no dict, no helper calls per value): it runs for every transaction
-    scored. :func:`compute_features` names the same values.
+    scored. :func:`compute_features` names the same values. ``summaries``: where a caller that
+    scores an account's transactions one after another keeps their history summaries (the
+    same values, without reading a busy account's whole history again).
     """
     currency = tx.currency
     minor = tx.amount_minor
@@ -510,7 +520,7 @@ def feature_vector(tx: Transaction, ctx: HistoryContext, *, params: FeatureParam
         ips_7d,
         devices_7d,
         countries,
-    ) = summarise(tx, ctx.account)
+    ) = summarise(tx, ctx.account) if summaries is None else summaries.summarise(tx, ctx.account)
     avg_24h = total_24h / n_amount_24h if n_amount_24h else 0.0
     avg_7d = total_7d / n_amount_7d if n_amount_7d else 0.0
     country = tx.country_code

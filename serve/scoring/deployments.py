@@ -37,6 +37,7 @@ from aml.domain import Decision, PackedList, ScorerResult, Transaction, sealed, 
 from aml.features import FeatureParams
 from aml.gc_tuning import collect_rarely
 from aml.rules.engine import RuleEngine, RuleEvaluation
+from aml.summaries import SummaryCache
 from serve.scoring.metrics import ScoringMetrics
 from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
 from serve.scoring.pipeline import (
@@ -99,6 +100,9 @@ class RuleScorer:
             the defaults.
         """
         self._engine = RuleEngine(rule_config_from({}))
+        # Account summaries kept from batch to batch (features of busy accounts); they do not
+        # depend on the rule configuration, so a reload keeps them.
+        self._summaries = SummaryCache()
         self._state_args = dict(state or {})
         # Looked up on the first batch: by then the pipeline replica has created the actors,
         # so a scaled-down rule replica never takes non-detached shards down with it.
@@ -133,7 +137,9 @@ class RuleScorer:
         started = time.perf_counter()
         contexts = await self._state.observe_and_context(batch, self._engine.graph_search, order)
         state_s = time.perf_counter() - started
-        evaluations, x = rules_and_features(self._engine, batch, contexts, features)
+        evaluations, x = rules_and_features(
+            self._engine, batch, contexts, features, self._summaries
+        )
         return PackedList(evaluations), x, state_s
 
     def info(self) -> dict[str, Any]:

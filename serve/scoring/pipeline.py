@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from aml.history import HistoryContext
 from aml.policy import PolicyConfig, decide
 from aml.rules.config import RuleConfig, default_rule_config
 from aml.rules.engine import RuleEngine, RuleEvaluation
+from aml.summaries import SummaryCache
 from serve.scoring.explain_alerts import explain_alerts
 from serve.scoring.models import ANOMALY, XGBOOST, LoadedModel, Matrix, load_model, no_model
 from storage.store import Store
@@ -85,12 +86,19 @@ class ContextSource(Protocol):
 
 
 def feature_matrix(
-    batch: Sequence[Transaction], contexts: Sequence[HistoryContext], params: FeatureParams
+    batch: Sequence[Transaction],
+    contexts: Sequence[HistoryContext],
+    params: FeatureParams,
+    summaries: SummaryCache | None = None,
 ) -> Matrix:
-    """Features of the batch, one row per transaction in ``FEATURE_NAMES`` order."""
+    """Features of the batch, one row per transaction in ``FEATURE_NAMES`` order
+    (``summaries``: the caller's, kept from batch to batch, see :mod:`aml.summaries`)."""
     if not batch:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
-    rows = [feature_vector(tx, ctx, params=params) for tx, ctx in zip(batch, contexts, strict=True)]
+    rows = [
+        feature_vector(tx, ctx, params=params, summaries=summaries)
+        for tx, ctx in zip(batch, contexts, strict=True)
+    ]
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -99,13 +107,15 @@ def rules_and_features(
     batch: Sequence[Transaction],
     contexts: Sequence[HistoryContext],
     params: FeatureParams,
+    summaries: SummaryCache | None = None,
 ) -> tuple[list[RuleEvaluation], Matrix]:
     """The rule evaluations and the feature matrix of a batch whose contexts are known.
 
     One function for the ``RuleScorer`` replicas and :class:`ScoringCore`, so that the two paths
-    read the contexts the same way.
+    read the contexts the same way. ``summaries``: the caller's account summaries, kept from
+    batch to batch like the engine's movements (the answers are the same without them).
     """
-    x = feature_matrix(batch, contexts, params)
+    x = feature_matrix(batch, contexts, params, summaries)
     evaluations = engine.evaluate_batch(list(zip(batch, contexts, strict=True)))
     return evaluations, x
 
@@ -211,6 +221,7 @@ class ScoringCore:
     xgboost: ModelScorer
     policy: PolicyConfig
     features: FeatureParams
+    summaries: SummaryCache = field(default_factory=SummaryCache)
 
     @classmethod
     def from_user_configs(
@@ -238,7 +249,9 @@ class ScoringCore:
         decided_at: datetime,
     ) -> list[Decision]:
         """Decisions for a batch whose contexts are known."""
-        evaluations, x = rules_and_features(self.rules, batch, contexts, self.features)
+        evaluations, x = rules_and_features(
+            self.rules, batch, contexts, self.features, self.summaries
+        )
         return decide_batch(
             batch,
             evaluations,
