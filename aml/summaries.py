@@ -107,6 +107,7 @@ class _Running:
         "tops",
         "txs",
         "unit",
+        "used",
         "w1",
         "w7",
         "w7_sets",
@@ -146,6 +147,7 @@ class _Running:
         self.own_keys: dict[tuple[Any, ...], int] = {}
         self.cp_keys: dict[tuple[Any, ...], int] = {}
         self.collisions = 0
+        self.used = 0  # the cache's call count when last used
 
     @property
     def size(self) -> int:
@@ -456,21 +458,35 @@ class SummaryCache:
     """:func:`aml.features.summarise` of each account's history, kept from the account's
     previous call (see the module notes).
 
-    Only histories of ``min_items`` or more go through it, for at most ``max_accounts`` accounts
-    and ``max_items`` records in all (least recently used first out): below that one pass costs
-    less than the bookkeeping. The collections in an answer (distinct counterparties, IPs,
-    devices, countries) are the cache's own counts, valid until its next call: read them at once.
+    Only histories of ``min_items`` or more go through it (below that one pass costs less than
+    the bookkeeping), for at most ``max_accounts`` accounts and ``max_items`` records in all.
+    Keeping a history costs a few passes the first time, so a full cache does not make room for
+    a newcomer by evicting a history in use: only one idle for ``idle_calls`` calls goes (least
+    recently used first), else the newcomer is summarised by a pass. With more busy accounts
+    than fit, the ones kept stay kept instead of all of them being built again in turn. The
+    collections in an answer (distinct counterparties, IPs, devices, countries) are the cache's
+    own counts, valid until its next call: read them at once.
     """
 
     def __init__(
-        self, *, min_items: int = 32, max_accounts: int = 8192, max_items: int = 200_000
+        self,
+        *,
+        min_items: int = 32,
+        max_accounts: int = 8192,
+        max_items: int = 200_000,
+        idle_calls: int = 100_000,
     ) -> None:
         self.min_items = min_items
         self.max_accounts = max_accounts
         self.max_items = max_items
+        self.idle_calls = idle_calls
         self.items = 0  # records held, over all accounts
-        self.extended = 0  # answers from a kept history moved on (observability, tests)
-        self.passes = 0  # histories kept but answered by a pass (mirrors, another currency)
+        self.calls = 0
+        # Observability and tests: answers from a kept history moved on; histories kept but
+        # answered by a pass (mirrors, another currency); newcomers left out of a full cache.
+        self.extended = 0
+        self.passes = 0
+        self.declined = 0
         self._last: OrderedDict[tuple[str, str], _Running] = OrderedDict()
 
     def __len__(self) -> int:
@@ -484,6 +500,7 @@ class SummaryCache:
     def summarise(self, tx: Transaction, history: Sequence[Transaction]) -> AccountSummary:
         """Exactly ``summarise(tx, history)``, for ``history`` the point-in-time history of
         ``tx``'s account."""
+        self.calls += 1
         if len(history) < self.min_items:
             return summarise(tx, history)
         slot = (tx.tenant, tx.account_id)
@@ -495,9 +512,13 @@ class SummaryCache:
             else:
                 state = None
         if state is None:
+            if not self._room_for(len(history)):
+                self.declined += 1
+                return summarise(tx, history)
             state = _Running(tx.account_id, tx.currency)
             if not state.follow(history):
                 return summarise(tx, history)
+        state.used = self.calls
         answer = state.answer(tx)
         self._keep(slot, state)
         if answer is None:
@@ -505,9 +526,25 @@ class SummaryCache:
             return summarise(tx, history)
         return answer
 
+    def _room_for(self, size: int) -> bool:
+        """Whether a new history of ``size`` records may be kept, after evicting histories idle
+        for ``idle_calls`` calls or more (least recently used first), never one in use."""
+        last = self._last
+        while len(last) >= self.max_accounts or self.items + size > self.max_items:
+            if not last:
+                return size <= self.max_items
+            slot, oldest = next(iter(last.items()))
+            if self.calls - oldest.used < self.idle_calls:
+                return False
+            del last[slot]
+            self.items -= oldest.size
+        return True
+
     def _keep(self, slot: tuple[str, str], state: _Running) -> None:
         self._last[slot] = state
         self.items += state.size
+        # Kept histories grow: past the bounds, the least recently used go (the one just kept
+        # last of all).
         while self._last and (len(self._last) > self.max_accounts or self.items > self.max_items):
             _, old = self._last.popitem(last=False)
             self.items -= old.size

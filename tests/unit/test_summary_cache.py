@@ -267,20 +267,50 @@ def test_a_history_changed_by_its_caller_afterwards_is_not_trusted() -> None:
 
 def test_short_histories_and_the_bounds() -> None:
     """Histories under ``min_items`` are summarised directly and not kept; the accounts and
-    records kept stay within the bounds, least recently used out first."""
-    cache = SummaryCache(min_items=3, max_accounts=2, max_items=100)
-    short = [make_tx(account_id=ACCOUNT, occurred_at=T0)]
-    cache.summarise(make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(hours=1)), short)
-    assert len(cache) == 0
-    for n, account in enumerate(["savings:a", "savings:b", "savings:c"]):
+    records kept stay within the bounds; a full cache takes a newcomer in only in place of a
+    history idle for ``idle_calls`` calls (least recently used first), and answers it by a pass
+    otherwise; a kept history that grows past the bound pushes the least recently used out."""
+
+    def call(cache: SummaryCache, account: str, n: int) -> None:
         history = [
-            make_tx(account_id=account, occurred_at=T0 + timedelta(minutes=i))
-            for i in range(10 + n)
+            make_tx(account_id=account, occurred_at=T0 + timedelta(seconds=i)) for i in range(n)
         ]
-        cache.summarise(make_tx(account_id=account, occurred_at=T0 + timedelta(hours=1)), history)
-    assert len(cache) == 2 and cache.items == 11 + 12
-    big = [
-        make_tx(account_id="savings:d", occurred_at=T0 + timedelta(seconds=i)) for i in range(90)
-    ]
-    cache.summarise(make_tx(account_id="savings:d", occurred_at=T0 + timedelta(hours=1)), big)
-    assert len(cache) == 1 and cache.items == 90
+        tx = make_tx(account_id=account, occurred_at=T0 + timedelta(hours=1))
+        assert _norm(cache.summarise(tx, history)) == _norm(summarise(tx, history))
+
+    cache = SummaryCache(min_items=3, max_accounts=2, max_items=100, idle_calls=3)
+    call(cache, ACCOUNT, 2)
+    assert len(cache) == 0
+    call(cache, "savings:a", 10)
+    call(cache, "savings:b", 11)
+    call(cache, "savings:c", 12)  # full, and a and b were used within the last 3 calls
+    assert sorted(a for _, a in cache._last) == ["savings:a", "savings:b"]
+    assert cache.declined == 1
+    call(cache, "savings:b", 11)
+    call(cache, "savings:b", 11)
+    call(cache, "savings:c", 12)  # a has been idle for 4 calls: c takes its place
+    assert sorted(a for _, a in cache._last) == ["savings:b", "savings:c"]
+    assert cache.items == 11 + 12
+    call(cache, "savings:d", 101)  # larger than the whole cache: never kept
+    assert cache.declined == 2 and len(cache) == 2
+    cache.idle_calls = 0
+    call(cache, "savings:d", 90)  # room is made for it
+    assert [a for _, a in cache._last] == ["savings:d"] and cache.items == 90
+
+
+def test_a_full_cache_does_not_build_histories_again_in_turn() -> None:
+    """More busy accounts than fit, each scored in turn: the ones kept stay kept and answer
+    from their windows; the others are summarised by a pass (none is built again and again)."""
+    cache = SummaryCache(min_items=1, max_items=100, idle_calls=1_000)
+    histories: dict[str, list[Transaction]] = {f"savings:{i}": [] for i in range(6)}
+    at = T0
+    for _ in range(30):
+        for account, history in histories.items():
+            at += timedelta(seconds=1)
+            history.append(make_tx(account_id=account, occurred_at=at))
+            tx = make_tx(account_id=account, occurred_at=at + timedelta(milliseconds=1))
+            assert _norm(cache.summarise(tx, history)) == _norm(summarise(tx, history))
+    kept = len(cache)
+    assert 0 < kept < 6
+    # Every call of a kept account after its first continued its history.
+    assert cache.extended >= kept * 29 - 6
