@@ -35,8 +35,9 @@ from aml.domain import (
     TransactionType,
 )
 from aml.features import FEATURE_NAMES, FeatureParams, feature_vector
-from aml.history import MAX_LOOKBACK, build_context
+from aml.history import MAX_LOOKBACK, HistoryContext
 from aml.policy import ANOMALY
+from aml.summaries import SummaryCache
 
 MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimator of a normal's standard deviation
 
@@ -270,6 +271,8 @@ MIN_BASELINE_HISTORY = 5
 # History items (the rows' 7-day windows added up) one explanation reads at most: 200 rows of an
 # account with about seven movements a day, a few milliseconds.
 MAX_BASELINE_WORK = 10_000
+# Windows of this many records and more go through a summary cache (shorter: read directly).
+_KEEP_SUMMARIES_FROM = 16
 _DAY = timedelta(days=1)
 _NOT_MONEY = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
 
@@ -344,9 +347,11 @@ def customer_anomaly_explanation(
 
     The baseline is the robust statistics (:class:`Baseline`) of the point-in-time feature
     vectors of the account's own earlier transactions in ``[tx - lookback, tx)``, at most the
-    ``max_history`` most recent. Every vector, the transaction's own included, is computed with
-    :func:`aml.history.build_context` and :func:`aml.features.feature_vector`, as scoring does,
-    over :data:`ACCOUNT_HISTORY_FEATURES`.
+    ``max_history`` most recent. Every vector, the transaction's own included, is computed by
+    :func:`aml.features.feature_vector` over the account history
+    :func:`aml.history.build_context` would give it, as scoring does, over
+    :data:`ACCOUNT_HISTORY_FEATURES` (the rows one after another, their window summaries kept
+    from one to the next: :mod:`aml.summaries`).
 
     Args:
         tx: the alerting transaction.
@@ -406,9 +411,16 @@ def customer_anomaly_explanation(
     if len(rows) < min_history:
         return CustomerExplanation((), history=len(rows), min_history=min_history)
 
+    # The rows are the account's own transactions in time order, each window continuing the
+    # previous one's: their summaries are kept from one to the next, as a rule replica keeps them.
+    summaries = SummaryCache(min_items=_KEEP_SUMMARIES_FROM)
+
     def vector(i: int, item: Transaction) -> list[float]:
-        ctx = build_context(item, pool[starts[i] : i])
-        full = feature_vector(item, ctx, params=params)
+        # What build_context(item, pool[starts[i]:i]) gives the features: the pool holds only
+        # the account's movements, deduplicated, in point-in-time order, and starts[i] is where
+        # the item's 7-day window opens (features read nothing else of a context).
+        ctx = HistoryContext(account=pool[starts[i] : i])
+        full = feature_vector(item, ctx, params=params, summaries=summaries)
         return [full[c] for c in _COLUMNS]
 
     history = [vector(i, pool[i]) for i in rows]
