@@ -7,7 +7,10 @@ only those are explained again here: each alerted account's recent history is re
 transaction against the customer's own earlier transactions.
 
 An explanation must never cost a decision: a failed read or computation leaves the decision as
-the scorers made it and logs a warning.
+the scorers made it and logs a warning. Nor may explanations hold scoring up: at most
+``MAX_EXPLAINED_PER_BATCH`` alerting decisions of a batch, the highest scores first, are explained
+against their customer's baseline; in an alert storm the others keep the population's reasons,
+marked as such.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aml.explain import (
     BASELINE_LOOKBACK,
     MAX_BASELINE_HISTORY,
     MIN_BASELINE_HISTORY,
+    POPULATION_BASELINE,
     CustomerExplanation,
     customer_anomaly_explanation,
 )
@@ -37,6 +41,12 @@ log = logging.getLogger(__name__)
 # account gets a shorter baseline (only transactions whose whole window was read count), as
 # does any account whose windows exceed ``aml.explain.MAX_BASELINE_WORK``.
 PER_ACCOUNT_LIMIT = 1_000
+# Alerting decisions explained against their customer's own baseline per batch at most, the
+# highest scores first; the others keep the population's reasons and say why. Each costs a read
+# of up to PER_ACCOUNT_LIMIT movements and a few milliseconds: in an alert storm (a threshold set
+# too low, a run on many accounts at once) explaining every one of thousands per batch would
+# hold the batch's writes, and every later batch, behind the reads.
+MAX_EXPLAINED_PER_BATCH = 64
 
 Account = tuple[str, str]
 _TICK = timedelta(microseconds=1)
@@ -96,6 +106,12 @@ def _explain_one(
     )
 
 
+def _kept_population(decision: Decision, basis: str) -> Decision:
+    """The decision with its population reasons, ``basis`` saying why they stay."""
+    anomaly = next(s for s in decision.scorers if s.scorer == ANOMALY)
+    return with_anomaly_explanation(decision, anomaly.contributions, basis=basis)
+
+
 def _apply(
     decisions: list[Decision],
     targets: Sequence[tuple[int, Transaction]],
@@ -124,10 +140,7 @@ def _apply(
                     decision, result.contributions, basis=result.basis, usual=result.usual
                 )
             else:
-                anomaly = next(s for s in decision.scorers if s.scorer == ANOMALY)
-                out[i] = with_anomaly_explanation(
-                    decision, anomaly.contributions, basis=result.basis
-                )
+                out[i] = _kept_population(decision, result.basis)
         except Exception:
             log.warning(
                 "anomaly explanation of transaction %s kept against the population: "
@@ -148,6 +161,7 @@ async def explain_alerts(
     max_history: int = MAX_BASELINE_HISTORY,
     min_history: int = MIN_BASELINE_HISTORY,
     per_account: int = PER_ACCOUNT_LIMIT,
+    max_explained: int = MAX_EXPLAINED_PER_BATCH,
 ) -> list[Decision]:
     """The decisions, with alerting ones' anomaly reasons measured against the customer's own
     baseline.
@@ -166,6 +180,9 @@ async def explain_alerts(
         max_history: most recent earlier transactions in a baseline.
         min_history: fewer earlier transactions than this are no baseline.
         per_account: movements read at most per alerted account.
+        max_explained: alerting decisions explained against their customer's baseline at most,
+            the highest scores first (then the earliest in the batch); the others keep the
+            population's reasons, their basis saying the baseline was not computed and why.
 
     Returns:
         The decisions in the same order; a decision whose explanation failed is unchanged.
@@ -179,6 +196,22 @@ async def explain_alerts(
     ]
     if not targets:
         return out
+    if len(targets) > max_explained:
+        ranked = sorted(targets, key=lambda target: (-out[target[0]].score, target[0]))
+        basis = (
+            f"{POPULATION_BASELINE}: this customer's own baseline was not computed "
+            f"({len(targets)} alerts in one scoring batch, the {max_explained} highest were "
+            "explained against theirs)"
+        )
+        for i, _ in ranked[max_explained:]:
+            out[i] = _kept_population(out[i], basis)
+        log.info(
+            "%d alerting decisions in one batch: the %d highest explained against their "
+            "customer's baseline, the rest against the population",
+            len(targets),
+            max_explained,
+        )
+        targets = sorted(ranked[:max_explained])
     try:
         histories = await _histories(
             store, [tx for _, tx in targets], lookback=lookback, per_account=per_account

@@ -186,6 +186,37 @@ async def test_each_alerted_account_reads_its_own_capped_history(store: Store) -
     )
 
 
+async def test_an_alert_storm_explains_the_highest_alerts_and_marks_the_rest(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More alerting decisions in one batch than ``max_explained``: the highest scores get their
+    customer's baseline (ties: the earliest in the batch), the rest keep the population's reasons
+    with a basis that says why; nothing else about them changes."""
+    histories = [deposits(f"savings:{650 + i}", 20) for i in range(5)]
+    batch = [next_deposit(h, 5_000) for h in histories]
+    await store.transactions.insert_many([t for h in histories for t in h] + batch)
+    scores = [0.91, 0.99, 0.95, 0.99, 0.93]
+    decisions = [decided(tx, s) for tx, s in zip(batch, scores, strict=True)]
+
+    with caplog.at_level(logging.INFO, logger="serve.scoring.explain_alerts"):
+        explained = await explain_alerts(store, batch, decisions, PARAMS, max_explained=3)
+
+    own = [(anomaly_of(d).reason or "").startswith(CUSTOMER_BASELINE) for d in explained]
+    assert own == [False, True, True, True, False]
+    for d in (explained[0], explained[4]):
+        anomaly = anomaly_of(d)
+        assert anomaly.contributions == POPULATION
+        assert anomaly.reason == (
+            f"{POPULATION_BASELINE}: this customer's own baseline was not computed "
+            "(5 alerts in one scoring batch, the 3 highest were explained against theirs)"
+        )
+        assert f"anomaly score {d.score:.2f} {anomaly.reason}" in d.explanation
+    assert [(d.score, d.alert, d.risk_level) for d in explained] == [
+        (d.score, d.alert, d.risk_level) for d in decisions
+    ]
+    assert "5 alerting decisions in one batch" in caplog.text
+
+
 async def test_a_failed_history_read_still_persists_the_decision_as_scored(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
