@@ -404,31 +404,61 @@ def summarise(tx: Transaction, history: Sequence[Transaction]) -> AccountSummary
         count_1h += 1
         if minor is not None:
             total_1h += minor
-    unit = float_unit(currency)
+    return in_major_units(
+        (count_1h, count_24h, count_7d, total_1h, total_24h, total_7d, n_amount_24h, n_amount_7d),
+        (max_24h, max_7d, same_type_24h, inflow_24h, outflow_24h, last_at, loan_at),
+        (cps_24h, cps_7d, senders, receivers, ips_24h, ips_7d, devices_7d, countries),
+        float_unit(currency),
+    )
+
+
+def in_major_units(
+    counts: tuple[int, int, int, int, int, int, int, int],
+    flows: tuple[int, int, int, int, int, datetime | None, datetime | None],
+    distinct: tuple[
+        Collection[str],
+        Collection[str],
+        Collection[str],
+        Collection[str],
+        Collection[str],
+        Collection[str],
+        Collection[str],
+        Mapping[str, int],
+    ],
+    unit: float,
+) -> AccountSummary:
+    """The summary from its aggregates with money in minor units (the one place the summary's
+    layout and its unit conversion are written, for :func:`summarise` and
+    :class:`aml.summaries.SummaryCache`).
+
+    Args:
+        counts: records in 1 h, 24 h and 7 d; money sums over them (minor units); records with
+            an amount in the transaction's currency in 24 h and 7 d.
+        flows: maxima in 24 h and 7 d (minor units), records of the transaction's type in 24 h,
+            inflow and outflow in 24 h (minor units), last record and last loan disbursement.
+        distinct: counterparties in 24 h and 7 d, senders, receivers, IPs in 24 h and 7 d,
+            devices, and the countries' record counts.
+        unit: the currency's minor units per major unit.
+    """
+    c1, c24, c7, s1, s24, s7, n24, n7 = counts
+    m24, m7, same_type, inflow, outflow, last_at, loan_at = flows
     return (
-        count_1h,
-        count_24h,
-        count_7d,
-        total_1h / unit,
-        total_24h / unit,
-        total_7d / unit,
-        n_amount_24h,
-        n_amount_7d,
-        max_24h / unit,
-        max_7d / unit,
-        same_type_24h,
-        inflow_24h / unit,
-        outflow_24h / unit,
+        c1,
+        c24,
+        c7,
+        s1 / unit,
+        s24 / unit,
+        s7 / unit,
+        n24,
+        n7,
+        m24 / unit,
+        m7 / unit,
+        same_type,
+        inflow / unit,
+        outflow / unit,
         last_at,
         loan_at,
-        cps_24h,
-        cps_7d,
-        senders,
-        receivers,
-        ips_24h,
-        ips_7d,
-        devices_7d,
-        countries,
+        *distinct,
     )
 
 

@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
-from aml.features import AccountSummary, float_unit, summarise
+from aml.features import AccountSummary, float_unit, in_major_units, summarise
 from aml.history import continuation
 
 _WEEK = timedelta(days=7)
@@ -411,7 +411,6 @@ class _Running:
         i24 = bisect_left(ats, t - _DAY, i7)
         i1 = bisect_left(ats, t - _HOUR, i24)
         self._move(base + i7, base + i24, base + i1)
-        unit = self.unit
         (count_7d, n_7d, total_7d), w24, (count_1h, total_1h) = self.w7, self.w24, self.w1
         count_24h, n_24h, total_24h, inflow, outflow = w24
         tops, top_minor = self.tops, self.top_minor
@@ -427,30 +426,11 @@ class _Running:
         loan_at = ats[loans[-1] - base] if loans and loans[-1] >= base + i7 else None
         cps_7d, senders, receivers, ips_7d, devices_7d, countries = self.w7_sets
         cps_24h, ips_24h = self.w24_sets
-        return (
-            count_1h,
-            count_24h,
-            count_7d,
-            total_1h / unit,
-            total_24h / unit,
-            total_7d / unit,
-            n_24h,
-            n_7d,
-            max_24h / unit,
-            max_7d / unit,
-            self.w24_types.get(tx.type, 0),
-            inflow / unit,
-            outflow / unit,
-            last_at,
-            loan_at,
-            cps_24h,
-            cps_7d,
-            senders,
-            receivers,
-            ips_24h,
-            ips_7d,
-            devices_7d,
-            countries,
+        return in_major_units(
+            (count_1h, count_24h, count_7d, total_1h, total_24h, total_7d, n_24h, n_7d),
+            (max_24h, max_7d, self.w24_types.get(tx.type, 0), inflow, outflow, last_at, loan_at),
+            (cps_24h, cps_7d, senders, receivers, ips_24h, ips_7d, devices_7d, countries),
+            self.unit,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from aml.domain import (
     RuleHit,
     ScorerResult,
     Transaction,
+    TransactionStatus,
     TransactionType,
     User,
     stable_id,
@@ -77,6 +79,77 @@ def make_transfer(src: str, dst: str, at: datetime, **overrides: Any) -> Transac
         direction=Direction.OUT,
         occurred_at=at,
         **overrides,
+    )
+
+
+def busy_account_record(
+    rng: random.Random, at: datetime, account: str = "savings:busy", *, round_amounts: float = 0.1
+) -> Transaction:
+    """A random record of a busy account's week: a transfer recorded on the account or on the
+    other side (to itself now and then), a deposit, withdrawal, loan disbursement or reversal
+    (some in another currency, some with no direction), another account's record, or an attempt
+    that moved no money; IPs, devices and countries drawn from small sets. ``round_amounts`` is
+    the share of amounts drawn from two round values (records with the same key as others)."""
+    kind = rng.random()
+    if rng.random() < round_amounts:
+        amount = rng.choice([5_000, 10_000])
+    else:
+        amount = rng.randrange(1_000, 900_000)
+    cp = f"savings:{rng.randrange(8)}"
+    extra: dict[str, Any] = {
+        "ip_address": rng.choice([None, "10.0.0.1", "10.0.0.2", f"10.1.0.{rng.randrange(9)}"]),
+        "device_id": rng.choice([None, "dev-a", f"dev-{rng.randrange(5)}"]),
+        "country_code": rng.choice([None, "CM", "CM", "GA", "NG"]),
+    }
+    if kind < 0.5:
+        ours = kind < 0.3
+        return make_tx(
+            account_id=account if ours else cp,
+            type=TransactionType.TRANSFER,
+            direction=rng.choice([Direction.OUT, Direction.IN]),
+            counterparty_account_id=rng.choice([cp, cp, account]) if ours else account,
+            amount_minor=amount,
+            occurred_at=at,
+            **extra,
+        )
+    if kind < 0.8:
+        return make_tx(
+            account_id=account,
+            type=rng.choice(
+                [
+                    TransactionType.DEPOSIT,
+                    TransactionType.WITHDRAWAL,
+                    TransactionType.LOAN_DISBURSEMENT,
+                    TransactionType.REVERSAL,
+                ]
+            ),
+            direction=rng.choice([Direction.IN, Direction.OUT, Direction.NONE]),
+            amount_minor=amount,
+            currency="XAF" if rng.random() < 0.9 else "EUR",
+            occurred_at=at,
+            **extra,
+        )
+    if kind < 0.9:
+        return make_tx(account_id="savings:elsewhere", amount_minor=amount, occurred_at=at)
+    return make_tx(
+        account_id=account,
+        amount_minor=amount,
+        occurred_at=at,
+        status=rng.choice([TransactionStatus.REJECTED, TransactionStatus.CORRECTION]),
+    )
+
+
+def mirror_leg(o: Transaction, shift: timedelta = timedelta(0)) -> Transaction:
+    """The other leg of a transfer record: the same movement recorded on the counterparty's
+    account (``shift`` later)."""
+    assert o.counterparty_account_id is not None
+    return make_tx(
+        account_id=o.counterparty_account_id,
+        counterparty_account_id=o.account_id,
+        type=o.type,
+        direction=Direction.IN if o.direction is Direction.OUT else Direction.OUT,
+        amount_minor=o.amount_minor,
+        occurred_at=o.occurred_at + shift,
     )
 
 

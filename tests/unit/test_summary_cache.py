@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
+from aml.domain import Direction, Transaction, TransactionType
 from aml.features import AccountSummary, FeatureParams, feature_vector, summarise
 from aml.history import build_context
 from aml.summaries import SummaryCache
-from tests.factories import make_tx
+from tests.factories import busy_account_record, make_tx, mirror_leg
 
 T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
 ACCOUNT = "savings:busy"
@@ -24,72 +24,6 @@ def _norm(summary: AccountSummary) -> tuple[Any, ...]:
     """The summary with its collections as plain sets and dict (the cache answers counts)."""
     head, sets, countries = summary[:15], summary[15:22], summary[22]
     return (*head, *(frozenset(s) for s in sets), dict(countries))
-
-
-def _record(rng: random.Random, at: datetime, *, round_amounts: float = 0.1) -> Transaction:
-    """A record touching the busy account (either side), another account, or no money."""
-    kind = rng.random()
-    # Now and then a round amount seen before: a record on the other side with the same key as
-    # one of the account's own (a mirrored leg, or one that looks like it).
-    if rng.random() < round_amounts:
-        amount = rng.choice([5_000, 10_000])
-    else:
-        amount = rng.randrange(1_000, 900_000)
-    cp = f"savings:{rng.randrange(8)}"
-    extra: dict[str, Any] = {
-        "ip_address": rng.choice([None, "10.0.0.1", "10.0.0.2", f"10.1.0.{rng.randrange(9)}"]),
-        "device_id": rng.choice([None, "dev-a", f"dev-{rng.randrange(5)}"]),
-        "country_code": rng.choice([None, "CM", "CM", "GA", "NG"]),
-    }
-    if kind < 0.5:  # a transfer, recorded on the busy account or on the other side
-        ours = kind < 0.3
-        return make_tx(
-            account_id=ACCOUNT if ours else cp,
-            type=TransactionType.TRANSFER,
-            direction=rng.choice([Direction.OUT, Direction.IN]),
-            counterparty_account_id=rng.choice([cp, cp, ACCOUNT]) if ours else ACCOUNT,
-            amount_minor=amount,
-            occurred_at=at,
-            **extra,
-        )
-    if kind < 0.8:
-        return make_tx(
-            account_id=ACCOUNT,
-            type=rng.choice(
-                [
-                    TransactionType.DEPOSIT,
-                    TransactionType.WITHDRAWAL,
-                    TransactionType.LOAN_DISBURSEMENT,
-                    TransactionType.REVERSAL,
-                ]
-            ),
-            direction=rng.choice([Direction.IN, Direction.OUT, Direction.NONE]),
-            amount_minor=amount,
-            currency="XAF" if rng.random() < 0.9 else "EUR",
-            occurred_at=at,
-            **extra,
-        )
-    if kind < 0.9:
-        return make_tx(account_id="savings:elsewhere", amount_minor=amount, occurred_at=at)
-    return make_tx(
-        account_id=ACCOUNT,
-        amount_minor=amount,
-        occurred_at=at,
-        status=rng.choice([TransactionStatus.REJECTED, TransactionStatus.CORRECTION]),
-    )
-
-
-def _mirror(o: Transaction, shift: timedelta = timedelta(0)) -> Transaction:
-    """The other leg of a transfer record: the same movement seen from the counterparty."""
-    assert o.counterparty_account_id is not None
-    return make_tx(
-        account_id=o.counterparty_account_id,
-        counterparty_account_id=o.account_id,
-        type=o.type,
-        direction=Direction.IN if o.direction is Direction.OUT else Direction.OUT,
-        amount_minor=o.amount_minor,
-        occurred_at=o.occurred_at + shift,
-    )
 
 
 def _touching(seen: Sequence[Transaction], tx: Transaction, span: timedelta) -> list[Transaction]:
@@ -134,12 +68,12 @@ def test_every_answer_equals_summarise_of_the_history_given() -> None:
         at = T0
         for step in range(150):
             at += _gap(rng)
-            o = _record(rng, at)
+            o = busy_account_record(rng, at)
             seen.append(o)
             if o.counterparty_account_id and rng.random() < 0.03:
-                seen.append(_mirror(o, timedelta(minutes=rng.choice([0, 2, 30]))))
+                seen.append(mirror_leg(o, timedelta(minutes=rng.choice([0, 2, 30]))))
             if rng.random() < 0.03:  # a record arriving days late: inserted far back
-                seen.append(_record(rng, at - timedelta(hours=rng.randrange(2, 150))))
+                seen.append(busy_account_record(rng, at - timedelta(hours=rng.randrange(2, 150))))
             event = rng.random()
             if event < 0.06:  # a late transaction: occurred before records already seen
                 tx = make_tx(
@@ -185,7 +119,7 @@ def test_the_feature_vector_is_the_same_with_the_cache() -> None:
     at = T0
     for _ in range(400):
         at += timedelta(seconds=rng.randrange(1, 400))
-        seen.append(_record(rng, at, round_amounts=0.0))
+        seen.append(busy_account_record(rng, at, round_amounts=0.0))
         tx = make_tx(account_id=ACCOUNT, amount_minor=rng.randrange(1, 10**6), occurred_at=at)
         ctx = build_context(tx, seen)
         assert feature_vector(tx, ctx, params=PARAMS, summaries=cache) == feature_vector(
@@ -214,7 +148,7 @@ def test_a_record_that_may_mirror_one_of_the_accounts_own_is_answered_by_a_pass(
     tx = make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(hours=1))
     assert _norm(cache.summarise(tx, history)) == _norm(summarise(tx, history))
     assert cache.passes == 0
-    history.insert(1, _mirror(legs[0], timedelta(seconds=30)))  # arrives late, in time order
+    history.insert(1, mirror_leg(legs[0], timedelta(seconds=30)))  # arrives late, in time order
     tx = make_tx(account_id=ACCOUNT, occurred_at=T0 + timedelta(hours=2))
     got = cache.summarise(tx, history)
     assert _norm(got) == _norm(summarise(tx, history))
@@ -226,10 +160,10 @@ def test_a_record_that_may_mirror_one_of_the_accounts_own_is_answered_by_a_pass(
     assert _norm(cache.summarise(tx, history)) == _norm(summarise(tx, history))
     assert cache.passes == 1 and cache.extended == 2
     # The transaction itself is the other leg of a counterparty-side record.
-    incoming = _mirror(legs[1])
+    incoming = mirror_leg(legs[1])
     history = [*legs[:1], incoming]
     tx = dataclasses.replace(
-        _mirror(incoming), id="own-leg", occurred_at=incoming.occurred_at + timedelta(minutes=1)
+        mirror_leg(incoming), id="own-leg", occurred_at=incoming.occurred_at + timedelta(minutes=1)
     )
     cache.clear()
     assert _norm(cache.summarise(tx, history)) == _norm(summarise(tx, history))
