@@ -33,22 +33,28 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any, NamedTuple
 
-from aml.domain import Direction, Transaction, TransactionStatus, TransactionType
-from aml.features import AccountSummary, float_unit, in_major_units, summarise
+from aml.domain import Direction, Transaction, TransactionType
+from aml.features import (
+    _DAY,
+    _FLIP,
+    _HOUR,
+    _LOAN,
+    _WEEK,
+    AccountSummary,
+    float_unit,
+    in_major_units,
+    summarise,
+)
+from aml.features import _NOT_MONEY_STATUSES as _NOT_MONEY
 from aml.history import continuation
 
-_WEEK = timedelta(days=7)
-_DAY = timedelta(hours=24)
-_HOUR = timedelta(hours=1)
-_NOT_MONEY = frozenset({TransactionStatus.REJECTED, TransactionStatus.CORRECTION})
+# The windows and readings are summarise's own (imported, never restated).
 _REVERSAL = TransactionType.REVERSAL
-_LOAN = TransactionType.LOAN_DISBURSEMENT
 _IN, _OUT = Direction.IN, Direction.OUT
-_FLIP = {Direction.IN: Direction.OUT, Direction.OUT: Direction.IN, Direction.NONE: Direction.NONE}
 
 
 class _Row(NamedTuple):
