@@ -45,6 +45,7 @@ from aml.history import HistoryContext
 from aml.policy import PolicyConfig, decide, with_anomaly_explanation
 from aml.rules.config import RuleSettings, default_rule_config
 from aml.rules.engine import RuleEngine, RuleEvaluation
+from aml.summaries import SummaryCache
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "scoring_golden.json"
 N_TRANSACTIONS = 4_000
@@ -313,6 +314,9 @@ def score_stream(txs: Sequence[Transaction]) -> Iterator[dict[str, list[str]]]:
     )
     engine = RuleEngine(config)
     params = FeatureParams()
+    # Every account's summaries kept from one transaction to the next, as the rule replicas keep
+    # them (the vectors are checked against computing each afresh).
+    summaries = SummaryCache(min_items=1)
     policy = PolicyConfig()
     state = LocalContextBuilder(
         [ShardState(cold_start_complete=True), ShardState(cold_start_complete=True)],
@@ -333,7 +337,7 @@ def score_stream(txs: Sequence[Transaction]) -> Iterator[dict[str, list[str]]]:
             lines["contexts"].append(_context_line(ctx))
             features = compute_features(tx, ctx, params=params)
             assert tuple(features) == FEATURE_NAMES
-            vector = feature_vector(tx, ctx, params=params)
+            vector = feature_vector(tx, ctx, params=params, summaries=summaries)
             assert vector == list(features.values())
             lines["features"].append(repr(vector))
             lines["rules"].append(_evaluation_line(evaluation))
