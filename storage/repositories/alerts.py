@@ -1,8 +1,10 @@
 """``alerts``: one open alert per customer; later risky transactions are grouped onto it.
 
 Grouping guard: while an alert is open its ``open_key`` is ``tenant|customer_key``; once closed
-it becomes ``closed|<id>``. A unique index on ``open_key`` therefore allows at most one open alert
-per customer, even when two scorer replicas raise one at the same instant.
+it becomes ``closed|<id>``, and once it holds ``MAX_GROUPED_TRANSACTIONS`` transactions
+``full|<id>`` (still open, no longer grouped onto). A unique index on ``open_key`` therefore
+allows at most one alert per customer that is grouped onto, even when two scorer replicas raise
+one at the same instant.
 
 Changes are written as whole-document replacements guarded by a revision number (``rev``):
 standard MongoDB, race-safe, and it keeps datetimes typed on every server we support (update
@@ -42,6 +44,12 @@ _CLOSED_BY = {
 }
 OPEN_STATUSES = tuple(s for s in AlertStatus if s.is_open)
 _MAX_RETRIES = 50
+# Transactions grouped onto one alert before the customer's next ones open another (a batch's
+# own may take it past, once). Every grouping rewrites the alert whole, and a customer alerting
+# on every transaction for months while nobody closed the alert would otherwise grow one
+# document without bound, towards MongoDB's 16 MB, past which every grouping, and so the
+# scoring of that customer's transactions, would fail.
+MAX_GROUPED_TRANSACTIONS = 1_000
 # ``created_at`` in epoch milliseconds, beside it: the per-day counts select on it (a date range
 # makes the embedded store decode every alert in Python).
 CREATED_MS = "created_ms"
@@ -57,10 +65,17 @@ def _rev_guard(doc: Document) -> Any:
 
 
 def open_key(alert: Alert) -> str:
-    """Value of the grouping guard for ``alert`` (unique among all alerts)."""
-    if alert.status.is_open:
-        return f"{alert.tenant}|{alert.customer_key}"
-    return f"closed|{alert.id}"
+    """Value of the grouping guard for ``alert`` (unique among all alerts).
+
+    An open alert holding ``MAX_GROUPED_TRANSACTIONS`` transactions or more gives its customer's
+    key up (``full|<id>``): it stays open in the queue, and the customer's next risky
+    transaction opens a new alert that later ones are grouped onto.
+    """
+    if not alert.status.is_open:
+        return f"closed|{alert.id}"
+    if len(alert.transaction_ids) >= MAX_GROUPED_TRANSACTIONS:
+        return f"full|{alert.id}"
+    return f"{alert.tenant}|{alert.customer_key}"
 
 
 def _merge(ids: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import pytest
 
 from aml.domain import Alert, AlertStatus, AnalystDecision, RiskLevel
 from aml.errors import Conflict, NotFound
+from storage.repositories import alerts as alerts_repository
 from storage.repositories.alerts import OPEN_STATUSES
 from storage.store import Store
 from tests.factories import T0, make_alert
@@ -48,6 +49,39 @@ async def test_second_open_alert_for_a_customer_is_grouped(store: Store) -> None
     assert grouped.updated_at == first.updated_at + timedelta(minutes=5)
     assert await store.alerts.get(first.id) == grouped
     assert await store.alerts.count() == 1
+
+
+async def test_a_full_alert_stays_open_and_the_customers_next_open_another(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an open alert holds ``MAX_GROUPED_TRANSACTIONS``, the customer's next risky
+    transactions open a new alert (one at a time or many at once) instead of growing it."""
+    monkeypatch.setattr(alerts_repository, "MAX_GROUPED_TRANSACTIONS", 3)
+    first = make_alert(account_id="savings:31", transaction_ids=("t1",))
+    await store.alerts.attach_or_create(first)
+    for t in ("t2", "t3"):
+        await store.alerts.attach_or_create(
+            make_alert(account_id="savings:31", transaction_ids=(t,))
+        )
+    full = await store.alerts.get_or_raise(first.id)
+    assert full.transaction_ids == ("t1", "t2", "t3") and full.status is AlertStatus.OPEN
+    assert (
+        await store.alerts.get_open_for_customer(tenant="default", customer_key=first.customer_key)
+        is None
+    )
+
+    second = make_alert(account_id="savings:31", transaction_ids=("t4",))
+    (stored,) = await store.alerts.attach_or_create_many([second])
+    assert stored.id == second.id
+    again = await store.alerts.attach_or_create(
+        make_alert(account_id="savings:31", transaction_ids=("t5",))
+    )
+    assert again.id == second.id and again.transaction_ids == ("t4", "t5")
+    assert (await store.alerts.get_or_raise(first.id)).transaction_ids == ("t1", "t2", "t3")
+    mine, _ = await store.alerts.list_(
+        customer_key=first.customer_key, statuses=[AlertStatus.OPEN], limit=50
+    )
+    assert {a.id for a in mine} == {first.id, second.id}
 
 
 async def test_lower_risk_transaction_never_lowers_the_alert(store: Store) -> None:
