@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
@@ -103,6 +104,12 @@ class RuleScorer:
         # Account summaries kept from batch to batch (features of busy accounts); they do not
         # depend on the rule configuration, so a reload keeps them.
         self._summaries = SummaryCache()
+        # Features and rules run on a thread of their own, one batch at a time (the engine's
+        # movements and the account summaries are not thread-safe). A batch of busy accounts
+        # takes seconds of CPU: run on the replica's event loop, batches back to back kept
+        # Serve's health check (answered on that loop) waiting past its 30 s timeout, and Serve
+        # replaced the replica, its caches and view links with it, in the middle of the load.
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rule-scorer")
         self._state_args = dict(state or {})
         # Looked up on the first batch: by then the pipeline replica has created the actors,
         # so a scaled-down rule replica never takes non-detached shards down with it.
@@ -137,8 +144,14 @@ class RuleScorer:
         started = time.perf_counter()
         contexts = await self._state.observe_and_context(batch, self._engine.graph_search, order)
         state_s = time.perf_counter() - started
-        evaluations, x = rules_and_features(
-            self._engine, batch, contexts, features, self._summaries
+        evaluations, x = await asyncio.get_running_loop().run_in_executor(
+            self._compute,
+            rules_and_features,
+            self._engine,
+            batch,
+            contexts,
+            features,
+            self._summaries,
         )
         return PackedList(evaluations), x, state_s
 
