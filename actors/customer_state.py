@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aml.domain import Direction, PackedList, Transaction, fast_init, fast_pickle
 from aml.graph import EdgeIndex, GraphSearch
@@ -41,6 +41,9 @@ from aml.history import (
     TransferEdge,
 )
 from aml.rules import RuleEngine, default_rule_config
+
+if TYPE_CHECKING:
+    from actors.ordering import BatchOrder
 
 # How late an event may arrive (relative to the newest one a shard has seen) and still find its
 # full look-back in memory; later ones trigger a rebuild of the window from the store.
@@ -756,10 +759,17 @@ class LocalContextBuilder:
         )
 
     async def observe_and_context(
-        self, batch: Sequence[Transaction], search: GraphSearch | None = None
+        self,
+        batch: Sequence[Transaction],
+        search: GraphSearch | None = None,
+        order: BatchOrder | None = None,
     ) -> list[HistoryContext]:
         """Contexts for a batch, rebuilding windows from the store as needed; ``search`` is
-        what the graph rules look for (see :meth:`TransferGraph.observe_and_edges`)."""
+        what the graph rules look for (see :meth:`TransferGraph.observe_and_edges`).
+
+        ``order`` is accepted as :meth:`actors.factory.ShardedState.observe_and_context`
+        accepts it, so that either serves a rule replica: in one process batches are observed
+        in the order they are given, and there is nothing to wait for."""
         plan = route(batch, len(self.shards))
         answers = [
             (items, await observe_with_rebuild(self.shards[s], items, self.source))

@@ -6,39 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 from actors.customer_state import LocalContextBuilder, ShardState, TransferGraph
-from actors.ordering import BatchOrder
-from aml.domain import Transaction
 from aml.features import FeatureParams
-from aml.graph import GraphSearch
-from aml.history import HistoryContext
 from bench.scoring import synthetic_stream
 from serve.scoring.deployments import RuleScorer
 from serve.scoring.pipeline import ScoringCore
 
 
-class _InMemoryState:
+def _in_memory_state() -> LocalContextBuilder:
     """The replica's state actors in this process (the same shard and graph code)."""
-
-    def __init__(self) -> None:
-        self.local = LocalContextBuilder(
-            [ShardState(cold_start_complete=True)], graph=TransferGraph()
-        )
-
-    async def observe_and_context(
-        self,
-        batch: Sequence[Transaction],
-        search: GraphSearch | None = None,
-        order: BatchOrder | None = None,
-    ) -> list[HistoryContext]:
-        return await self.local.observe_and_context(batch, search)
+    return LocalContextBuilder([ShardState(cold_start_complete=True)], graph=TransferGraph())
 
 
 async def test_the_event_loop_keeps_turning_while_a_batch_is_computed() -> None:
     scorer = RuleScorer.func_or_class()  # type: ignore[attr-defined]
-    scorer._state = _InMemoryState()
+    scorer._state = _in_memory_state()
     # A few accounts with long histories: seconds of features and rules in all.
     stream = synthetic_stream(6_000, accounts=40)
     warm, batch = stream[:3_000], stream[3_000:]
@@ -63,7 +46,7 @@ async def test_the_event_loop_keeps_turning_while_a_batch_is_computed() -> None:
     assert ticks >= 5, (ticks, elapsed)
     # And it decides what the in-process core decides for the same stream.
     core = ScoringCore.from_user_configs()
-    local = _InMemoryState()
+    local = _in_memory_state()
     await local.observe_and_context(warm)
     contexts = await local.observe_and_context(batch)
     want = core.rules.evaluate_batch(list(zip(batch, contexts, strict=True)))
