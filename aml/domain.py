@@ -145,23 +145,63 @@ class IngestOutcome(StrEnum):
     INVALID = "invalid"  # bad input, answered with 4xx
 
 
+def _slot_writer(cls: type) -> tuple[dict[str, Any], Callable[[str, str], str], str]:
+    """How generated constructors of the slotted dataclass ``cls`` set its fields.
+
+    A frozen dataclass refuses attribute assignment, and going around it through each slot's
+    descriptor (``__set__``) is a generic call per field: most of the cost of building a
+    transaction. Where CPython allows it, the object is instead built as an instance of a
+    plain twin class with the same slots (ordinary, fast attribute stores) and then given its
+    real class, which ``__class__`` assignment permits between classes of identical layout.
+    Otherwise the descriptors are used.
+
+    Returns the names the generated code needs, a function writing one statement that sets a
+    field (``(field, value expression) -> line``) and the line that finishes the object.
+    """
+    slots = cls.__dict__["__slots__"]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if any(name.startswith("_") for name in names):
+        raise TypeError(f"{cls.__name__}: field names starting with '_' are not supported")
+    twin = None
+    if cls.__bases__ == (object,) and "__dict__" not in cls.__dict__:
+        twin = type(f"_{cls.__name__}Twin", (), {"__slots__": slots})
+        try:
+            probe: Any = object.__new__(twin)
+            probe.__class__ = cls
+        except TypeError:  # pragma: no cover - layouts differ on this interpreter
+            twin = None
+    if twin is not None:
+        namespace: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+        return (
+            namespace,
+            lambda name, value: f"    _o.{name} = {value}\n",
+            "    _o.__class__ = _cls\n",
+        )
+    namespace = {"_new": object.__new__, "_twin": cls}
+    setters = {name: f"_set_{name}" for name in names}
+    for name, alias in setters.items():
+        owner = next(k for k in cls.__mro__ if name in k.__dict__)
+        namespace[alias] = owner.__dict__[name].__set__
+    return namespace, lambda name, value: f"    {setters[name]}(_o, {value})\n", ""
+
+
 def fast_pickle(cls: type[_T]) -> type[_T]:
     """Pickle instances of a slotted dataclass as one tuple of field values.
 
     The hot types cross Ray process boundaries several times per batch. The default for a
     slotted dataclass walks ``dataclasses.fields`` on both sides and sets fields one generic
     call at a time; this stores the values with one ``attrgetter`` call and rebuilds with
-    straight-line slot assignments, two to three times faster, with every field kept. The
-    rebuild function is registered under a module-level name so pickle finds it by reference.
-    Apply it after the ``@dataclass`` decorator (``slots=True`` replaces the class).
+    straight-line field stores (see :func:`_slot_writer`), several times faster, with every
+    field kept. The rebuild function is registered under a module-level name so pickle finds
+    it by reference. Apply it after the ``@dataclass`` decorator (``slots=True`` replaces the
+    class).
     """
     names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     getter = operator.attrgetter(*names)
-    setters = {f"_s{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)}
-    body = "".join(f"    _s{i}(o, v[{i}])\n" for i in range(len(names)))
+    namespace, write, finish = _slot_writer(cls)
+    body = "".join(write(name, f"v[{i}]") for i, name in enumerate(names))
     fn_name = f"_rebuild_{cls.__name__}"
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, **setters}
-    exec(f"def {fn_name}(v):\n    o = _new(_cls)\n{body}    return o\n", namespace)
+    exec(f"def {fn_name}(v):\n    _o = _new(_twin)\n{body}{finish}    return _o\n", namespace)
     rebuild: Callable[[tuple[Any, ...]], _T] = namespace[fn_name]
     rebuild.__module__ = cls.__module__
     rebuild.__qualname__ = fn_name
@@ -188,16 +228,17 @@ def fast_init(cls: type[_T]) -> Callable[..., _T]:
     A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__``; on the
     scoring hot path (a decision, its rule hits, contexts for every transaction) that was a
     noticeable part of the CPU per transaction. The returned function takes the same keyword
-    arguments with the same defaults (factories are called per instance) and sets the slots
-    directly. Only for classes without ``__post_init__`` (nothing to skip).
+    arguments with the same defaults (factories are called per instance) and sets the fields
+    with straight-line stores (see :func:`_slot_writer`). Only for classes without
+    ``__post_init__`` (nothing to skip).
     """
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has __post_init__: use the class itself")
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_MISSING": _MISSING}
+    namespace, write, finish = _slot_writer(cls)
+    namespace["_MISSING"] = _MISSING
     params, body = [], []
     for i, f in enumerate(fields):
-        namespace[f"_s{i}"] = cls.__dict__[f.name].__set__
         if f.default is not dataclasses.MISSING:
             namespace[f"_d{i}"] = f.default
             params.append(f"{f.name}=_d{i}")
@@ -207,10 +248,10 @@ def fast_init(cls: type[_T]) -> Callable[..., _T]:
             body.append(f"    if {f.name} is _MISSING:\n        {f.name} = _f{i}()\n")
         else:
             params.append(f.name)
-        body.append(f"    _s{i}(o, {f.name})\n")
+        body.append(write(f.name, f.name))
     fn_name = f"_init_{cls.__name__}"
-    source = f"def {fn_name}(*, {', '.join(params)}):\n    o = _new(_cls)\n"
-    exec(source + "".join(body) + "    return o\n", namespace)
+    source = f"def {fn_name}(*, {', '.join(params)}):\n    _o = _new(_twin)\n"
+    exec(source + "".join(body) + finish + "    return _o\n", namespace)
     init: Callable[..., _T] = namespace[fn_name]
     init.__qualname__ = fn_name
     return init

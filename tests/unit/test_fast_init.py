@@ -14,6 +14,7 @@ from aml.domain import (
     RuleHit,
     ScorerResult,
     fast_init,
+    fast_pickle,
 )
 from aml.history import HistoryContext, TransferEdge
 from tests.factories import T0, make_tx
@@ -89,3 +90,41 @@ def test_classes_with_post_init_are_refused() -> None:
 
     with pytest.raises(TypeError, match="__post_init__"):
         fast_init(Checked)
+
+
+def test_rebuilt_transactions_are_transactions_frozen_and_equal() -> None:
+    tx = make_tx(counterparty_account_id="savings:9", attributes={"k": "v"})
+    back = pickle.loads(pickle.dumps(tx))
+    _same(back, tx)
+    with pytest.raises(AttributeError):
+        back.amount_minor = 1  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Base:
+    a: int
+
+
+@fast_pickle
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Derived(_Base):
+    b: str = "x"
+    c: tuple[int, ...] = ()
+
+
+def test_classes_with_a_slotted_base_are_built_through_the_slots() -> None:
+    # No twin class of the same layout here: the fields are set through their descriptors.
+    built = fast_init(_Derived)(a=1, c=(2,))
+    _same(built, _Derived(a=1, c=(2,)))
+    _same(pickle.loads(pickle.dumps(built)), built)
+    with pytest.raises(AttributeError):
+        built.a = 2  # type: ignore[misc]
+
+
+def test_private_field_names_are_refused() -> None:
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Private:
+        _o: int
+
+    with pytest.raises(TypeError, match="starting with '_'"):
+        fast_init(Private)
