@@ -138,24 +138,66 @@ class ShardItem:
 _new_item = fast_init(ShardItem)
 
 
+# crc32 of each window key's shard token, by (kind, tenant, name): a batch's keys come back
+# batch after batch (an account, its agent, its client), and the token's formatting, encoding
+# and hashing cost more than one lookup. Cleared when it reaches _TOKEN_CACHE_MAX keys.
+_TOKEN_CRC: dict[tuple[str, str, str], int] = {}
+_TOKEN_CACHE_MAX = 500_000
+
+
+def _token_crc(kind: str, tenant: str, name: str) -> int:
+    """``crc32`` of the key's shard token (see :func:`shard_of`), cached."""
+    ident = (kind, tenant, name)
+    crc = _TOKEN_CRC.get(ident)
+    if crc is None:
+        if len(_TOKEN_CRC) >= _TOKEN_CACHE_MAX:
+            _TOKEN_CRC.clear()
+        crc = _TOKEN_CRC[ident] = zlib.crc32(f"{kind}\x1f{tenant}\x1f{name}".encode())
+    return crc
+
+
 def route(
     batch: Sequence[Transaction], n_shards: int, only: int | None = None
 ) -> dict[int, list[ShardItem]]:
     """Split a batch into one list of items per shard (one call per shard per batch);
-    ``only``: that shard's items alone."""
+    ``only``: that shard's items alone.
+
+    The items are those of :func:`keys_for`, in its order, each on the shard :func:`shard_of`
+    gives its key (both inlined here: every shard routes every batch it is sent).
+    """
     plan: dict[int, list[ShardItem]] = {}
-    crc32 = zlib.crc32
+    crcs = _TOKEN_CRC
+    crc_of = _token_crc
+    new_item = _new_item
+    new_key = _new_key
+    account_role, counterparty_role = Role.ACCOUNT, Role.COUNTERPARTY
+    agent_role, client_role = Role.AGENT, Role.CLIENT
     for i, tx in enumerate(batch):
-        for role, key in keys_for(tx):
-            # shard_of, inlined (same token, same hash).
-            shard = crc32(f"{key.kind}\x1f{key.tenant}\x1f{key.name}".encode()) % n_shards
+        tenant = tx.tenant
+        account = tx.account_id
+        cp = tx.counterparty_account_id
+        agent = tx.agent_id
+        client = tx.client_id
+        wanted = [("account", account, account_role)]
+        if cp and cp != account:
+            wanted.append(("account", cp, counterparty_role))
+        if agent:
+            wanted.append(("agent", agent, agent_role))
+        if client:
+            wanted.append(("client", client, client_role))
+        for kind, name, role in wanted:
+            crc = crcs.get((kind, tenant, name))
+            if crc is None:
+                crc = crc_of(kind, tenant, name)
+            shard = crc % n_shards
             if only is not None and shard != only:
                 continue
             items = plan.get(shard)
             if items is None:
                 # Packed: each list is one shard actor's argument (see PackedList).
                 items = plan[shard] = PackedList()
-            items.append(_new_item(index=i, role=role, key=key, tx=tx))
+            key = new_key(kind=kind, tenant=tenant, name=name)
+            items.append(new_item(index=i, role=role, key=key, tx=tx))
     return plan
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from actors import customer_state
 from actors.customer_state import (
     ClientWindow,
     CustomerState,
@@ -160,6 +161,34 @@ def test_shard_assignment_is_stable_and_spreads_keys() -> None:
     shards = [shard_of(k, 4) for k in keys]
     assert shards == [shard_of(k, 4) for k in keys]
     assert all(150 < shards.count(s) < 350 for s in range(4))
+
+
+@pytest.mark.parametrize("cache_max", [500_000, 7])
+def test_route_gives_every_key_of_every_transaction_on_its_shard(
+    cache_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``route`` inlines ``keys_for`` and ``shard_of`` (with a cache of the keys' hashes, here
+    # also one cleared every few keys): the same items, in the same order, on the same shards.
+    monkeypatch.setattr(customer_state, "_TOKEN_CACHE_MAX", cache_max)
+    customer_state._TOKEN_CRC.clear()
+    txs = _random_stream(12, 300) + _client_stream(13, 200)
+    for n_shards in (1, 2, 3):
+        expected: dict[int, list[tuple[int, Role, WindowKey]]] = {}
+        for i, tx in enumerate(txs):
+            for role, key in keys_for(tx):
+                expected.setdefault(shard_of(key, n_shards), []).append((i, role, key))
+        for _ in range(2):  # hashes computed, then cached
+            plan = route(txs, n_shards)
+            got = {s: [(it.index, it.role, it.key) for it in items] for s, items in plan.items()}
+            assert got == expected
+            assert all(it.tx is txs[it.index] for items in plan.values() for it in items)
+            for s in range(n_shards):
+                only = route(txs, n_shards, only=s)
+                assert list(only) == ([s] if s in expected else [])
+                assert [(it.index, it.role, it.key) for it in only.get(s, [])] == expected.get(
+                    s, []
+                )
+    assert len(customer_state._TOKEN_CRC) <= cache_max
 
 
 def test_graph_gives_point_in_time_neighbourhood_across_accounts() -> None:
