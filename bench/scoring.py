@@ -264,7 +264,7 @@ def run_serve(
     batch: int,
     in_flight: int,
     model: str,
-    shards: int,
+    shards: int | None,
     pipeline_replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """Deploy the YAML on a local Ray and push every batch of each round through the pipeline
@@ -278,12 +278,11 @@ def run_serve(
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(proxy_location="Disabled")
+        cfg = load_serve_config(CONFIG)
+        if shards is None:
+            shards = int(cfg["applications"][0]["args"]["state_shards"])
         cfg = with_args(
-            load_serve_config(CONFIG),
-            mongodb_uri=None,
-            state_group="bench",
-            state_shards=shards,
-            detached_state=False,
+            cfg, mongodb_uri=None, state_group="bench", state_shards=shards, detached_state=False
         )
         cfg = with_user_config(cfg, "AnomalyScorer", {"model": model})
         if pipeline_replicas is not None:
@@ -386,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--accounts", type=int, default=5_000)
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="the hand-off's default")
     p.add_argument("--in-flight", type=int, default=4)
-    p.add_argument("--shards", type=int, default=2)
+    p.add_argument(
+        "--shards", type=int, default=None, help="state shards (default: the YAML's state_shards)"
+    )
     p.add_argument("--train", type=int, default=5_000, help="head of the stream used to fit")
     p.add_argument("--pipeline-replicas", type=int, default=None, help="override the YAML")
     p.add_argument("--label", default="", help="suffix of the results file name")

@@ -43,7 +43,7 @@ class ScoringAppArgs(BaseModel):
 
     mongodb_uri: str | None = None
     mongodb_db: str = "fineract_aml"
-    state_shards: int = Field(default=2, ge=1, le=1024)
+    state_shards: int = Field(default=1, ge=1, le=1024)
     state_group: str = Field(default="default", min_length=1)
     state_max_keys: int = Field(default=200_000, ge=100)
     state_link_capacity: int = Field(default=DEFAULT_LINK_CAPACITY, ge=0)

@@ -72,7 +72,7 @@ def _sharded_state(state: Mapping[str, Any]) -> ShardedState:
     detached = bool(state.get("detached", True))
     group = str(state.get("group", "default"))
     shards = create_state_shards(
-        int(state.get("shards", 2)),
+        int(state.get("shards", 1)),
         mongo_uri=state.get("mongodb_uri"),
         db_name=str(state.get("mongodb_db", "fineract_aml")),
         group=group,
