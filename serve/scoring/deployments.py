@@ -40,7 +40,7 @@ from aml.gc_tuning import collect_rarely
 from aml.rules.engine import RuleEngine, RuleEvaluation
 from aml.summaries import SummaryCache
 from serve.scoring.metrics import ScoringMetrics
-from serve.scoring.models import ANOMALY, XGBOOST, Matrix, no_model
+from serve.scoring.models import ANOMALY, XGBOOST, Matrix, ResultBlock, no_model
 from serve.scoring.pipeline import (
     DecisionSummary,
     ModelScorer,
@@ -51,6 +51,7 @@ from serve.scoring.pipeline import (
     model_from,
     persist,
     policy_config_from,
+    results_of,
     rule_config_from,
     rules_and_features,
     shadow_from,
@@ -58,6 +59,10 @@ from serve.scoring.pipeline import (
 from storage.store import Store, open_store
 
 log = logging.getLogger(__name__)
+
+# What a model scorer replica sends back for a request: arrays when a model scored it, else the
+# shared "no model" results.
+ModelOutput = ResultBlock | list[ScorerResult]
 
 DEFAULT_SCORER_TIMEOUT_S = 30.0
 DEFAULT_SCORER_RETRIES = 2
@@ -182,20 +187,27 @@ class _ModelDeployment:
         log.info("%s model %s active", self.scorer_name, version or "(none)")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
-    async def _score_many(self, xs: list[Matrix]) -> list[list[ScorerResult]]:
+    async def _score_many(self, xs: list[Matrix]) -> list[ModelOutput]:
         # Concurrent pipeline requests are stacked into one model call.
         import numpy as np
 
         if self._scorer.model is None:
             return [no_model(self.scorer_name, len(x)) for x in xs]
-        results = self._scorer.score(np.vstack(xs))
-        out, start = [], 0
+        block = self._scorer.score_block(np.vstack(xs))
+        out: list[ModelOutput] = []
+        start = 0
         for x in xs:
-            out.append(results[start : start + len(x)])
+            out.append(
+                block[start : start + len(x)]
+                if isinstance(block, list)
+                else block.slice(start, start + len(x))
+            )
             start += len(x)
         return out
 
-    async def score(self, x: Matrix) -> list[ScorerResult]:
+    async def score(self, x: Matrix) -> ModelOutput:
+        """The results for the rows of ``x``: arrays (:class:`ResultBlock`) when a model scored
+        them, which the pipeline turns into results (:func:`results_of`)."""
         if len(x) == 0:
             return []
         return await self._score_many(x)
@@ -204,9 +216,7 @@ class _ModelDeployment:
         """The challenger's scores (``[]`` without one)."""
         return self._scorer.shadow_scores(x)
 
-    async def score_with_shadow(
-        self, x: Matrix
-    ) -> tuple[list[ScorerResult], list[dict[str, float]]]:
+    async def score_with_shadow(self, x: Matrix) -> tuple[ModelOutput, list[dict[str, float]]]:
         """:meth:`score` and :meth:`shadow` in one request.
 
         Every request costs the caller and this replica milliseconds of CPU whatever its size,
@@ -219,7 +229,7 @@ class _ModelDeployment:
         except Exception:
             log.warning("shadow scoring failed", exc_info=True)
             shadow = []
-        return PackedList(results), shadow
+        return (results if isinstance(results, ResultBlock) else PackedList(results)), shadow
 
     def info(self) -> dict[str, Any]:
         model, shadow = self._scorer.model, self._scorer.shadow
@@ -310,9 +320,8 @@ class ScoringPipeline:
         if not breaker.allow():
             return no_model(name, len(x), reason="scorer unavailable"), []
         try:
-            result: tuple[list[ScorerResult], list[dict[str, float]]] = await self._call(
-                handle, x, method="score_with_shadow"
-            )
+            output, shadow = await self._call(handle, x, method="score_with_shadow")
+            results = list(results_of(output))
         except Exception:
             # A model scorer that stays down makes the decision record it as absent; the
             # rules and the other model still decide.
@@ -320,7 +329,7 @@ class ScoringPipeline:
             breaker.failure()
             return no_model(name, len(x), reason="scorer unavailable"), []
         breaker.success()
-        return result
+        return results, shadow
 
     async def score(
         self, batch: Sequence[Transaction], order: BatchOrder | None = None

@@ -79,30 +79,95 @@ def check_features(features: Sequence[str], *, source: str) -> tuple[str, ...]:
     )
 
 
-def _top_contributions(
-    names: Sequence[str], values: Matrix, weights: Matrix, k: int = TOP_K
-) -> list[tuple[FeatureContribution, ...]]:
-    """Per row, the ``k`` features with the largest ``|weight|`` (zero weights left out)."""
-    if values.shape[0] == 0:
-        return []
-    k = min(k, weights.shape[1])
-    # argpartition then a small sort: linear in the feature count, vectorised over the batch.
-    top = np.argpartition(-np.abs(weights), k - 1, axis=1)[:, :k]
-    rows = np.arange(weights.shape[0])[:, None]
-    order = np.argsort(-np.abs(weights[rows, top]), axis=1)
-    top = top[rows, order]
-    # Gather the chosen cells with numpy and convert once: indexing numpy scalars cell by cell
-    # cost more than the ranking itself.
-    top_values = values[rows, top].tolist()
-    top_weights = weights[rows, top].tolist()
-    return [
-        tuple(
-            _new_contribution(feature=names[i], value=v, contribution=w)
-            for i, v, w in zip(idx, vs, ws, strict=True)
-            if w != 0.0
+@dataclass(frozen=True)
+class ResultBlock:
+    """A model's results for a batch in arrays: scores and, per row, the ``k`` features with the
+    largest ``|weight|``.
+
+    What a model scorer replica sends back: its results as objects (one result and three
+    contributions a transaction) cost the replica their construction and pickling and the
+    pipeline their unpickling, more than the model itself; arrays cross as buffers, and
+    :meth:`results` builds the objects once, where the policy reads them.
+
+    Attributes:
+        scorer, model_version: as on every result.
+        features: the model's feature names (``top`` indexes them).
+        scores: one score per row, in ``[0, 1]``.
+        top, values, weights: ``(rows, k)``: feature index, its value and its weight, by
+            decreasing ``|weight|``.
+    """
+
+    scorer: str
+    model_version: str
+    features: tuple[str, ...]
+    scores: Matrix
+    top: npt.NDArray[np.intp]
+    values: Matrix
+    weights: Matrix
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def of(
+        cls,
+        scorer: str,
+        model_version: str,
+        features: tuple[str, ...],
+        scores: Matrix,
+        values: Matrix,
+        weights: Matrix,
+    ) -> ResultBlock:
+        """The block of ``scores`` explained by the ``k`` largest ``|weights|`` of each row."""
+        k = min(TOP_K, weights.shape[1]) if len(weights) else 0
+        if k == 0:
+            empty = np.zeros((len(scores), 0))
+            return cls(scorer, model_version, features, scores, empty.astype(np.intp), empty, empty)
+        # argpartition then a small sort: linear in the feature count, vectorised over the batch.
+        top = np.argpartition(-np.abs(weights), k - 1, axis=1)[:, :k]
+        rows = np.arange(weights.shape[0])[:, None]
+        order = np.argsort(-np.abs(weights[rows, top]), axis=1)
+        top = top[rows, order]
+        return cls(
+            scorer, model_version, features, scores, top, values[rows, top], weights[rows, top]
         )
-        for idx, vs, ws in zip(top.tolist(), top_values, top_weights, strict=True)
-    ]
+
+    def slice(self, start: int, stop: int) -> ResultBlock:
+        """Rows ``start:stop`` (the results of one of several stacked requests)."""
+        return ResultBlock(
+            self.scorer,
+            self.model_version,
+            self.features,
+            self.scores[start:stop],
+            self.top[start:stop],
+            self.values[start:stop],
+            self.weights[start:stop],
+        )
+
+    def results(self) -> list[ScorerResult]:
+        """One result per row; contributions with a zero weight are left out."""
+        names, scorer, version = self.features, self.scorer, self.model_version
+        # Converted once: indexing numpy scalars cell by cell cost more than the ranking.
+        explained = [
+            tuple(
+                _new_contribution(feature=names[i], value=v, contribution=w)
+                for i, v, w in zip(idx, vs, ws, strict=True)
+                if w != 0.0
+            )
+            for idx, vs, ws in zip(
+                self.top.tolist(), self.values.tolist(), self.weights.tolist(), strict=True
+            )
+        ]
+        return [
+            _new_result(
+                scorer=scorer,
+                available=True,
+                score=s,
+                model_version=version,
+                contributions=c,
+            )
+            for s, c in zip(self.scores.tolist(), explained, strict=True)
+        ]
 
 
 @dataclass(frozen=True)
@@ -145,19 +210,15 @@ class AnomalyModel:
         """
         if len(x) == 0:
             return []
-        calibrated = self.calibrator.transform(self.raw_scores(x))
+        return self.score_block(x).results()
+
+    def score_block(self, x: Matrix) -> ResultBlock:
+        """:meth:`score` as arrays (see :class:`ResultBlock`)."""
+        calibrated = np.asarray(self.calibrator.transform(self.raw_scores(x)), dtype=np.float64)
         z = (x - np.asarray(self.center)) / np.asarray(self.scale)
-        explained = _top_contributions(self.features, x, z)
-        return [
-            _new_result(
-                scorer=ANOMALY,
-                available=True,
-                score=s,
-                model_version=self.version,
-                contributions=c,
-            )
-            for s, c in zip(np.clip(calibrated, 0.0, 1.0).tolist(), explained, strict=True)
-        ]
+        return ResultBlock.of(
+            ANOMALY, self.version, self.features, np.clip(calibrated, 0.0, 1.0), x, z
+        )
 
 
 @dataclass(frozen=True)
@@ -171,25 +232,21 @@ class XGBoostModel:
 
     def score(self, x: Matrix) -> list[ScorerResult]:
         """Probabilities with ``pred_contribs`` (SHAP values) as explanation."""
-        import xgboost as xgb
-
         if len(x) == 0:
             return []
+        return self.score_block(x).results()
+
+    def score_block(self, x: Matrix) -> ResultBlock:
+        """:meth:`score` as arrays (see :class:`ResultBlock`)."""
+        import xgboost as xgb
+
         dm = xgb.DMatrix(x, feature_names=list(self.features))
-        probs = self.booster.predict(dm)
+        probs = np.asarray(self.booster.predict(dm), dtype=np.float64)
         # Last column of pred_contribs is the bias term, not a feature.
         contribs = np.asarray(self.booster.predict(dm, pred_contribs=True))[:, :-1]
-        explained = _top_contributions(self.features, x, contribs)
-        return [
-            _new_result(
-                scorer=XGBOOST,
-                available=True,
-                score=p,
-                model_version=self.version,
-                contributions=c,
-            )
-            for p, c in zip(np.clip(probs, 0.0, 1.0).tolist(), explained, strict=True)
-        ]
+        return ResultBlock.of(
+            XGBOOST, self.version, self.features, np.clip(probs, 0.0, 1.0), x, contribs
+        )
 
 
 LoadedModel = AnomalyModel | XGBoostModel

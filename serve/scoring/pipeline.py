@@ -37,7 +37,15 @@ from aml.rules.config import RuleConfig, default_rule_config
 from aml.rules.engine import RuleEngine, RuleEvaluation
 from aml.summaries import SummaryCache
 from serve.scoring.explain_alerts import explain_alerts
-from serve.scoring.models import ANOMALY, XGBOOST, LoadedModel, Matrix, load_model, no_model
+from serve.scoring.models import (
+    ANOMALY,
+    XGBOOST,
+    LoadedModel,
+    Matrix,
+    ResultBlock,
+    load_model,
+    no_model,
+)
 from storage.store import Store
 
 # Transactions that are money movements awaiting (or re-awaiting) a decision.
@@ -178,12 +186,24 @@ class ModelScorer:
             return no_model(self.scorer, len(x))
         return self.model.score(x)
 
+    def score_block(self, x: Matrix) -> ResultBlock | list[ScorerResult]:
+        """:meth:`score` as arrays when a model scores (see :class:`ResultBlock`); the shared
+        "no model" results otherwise. :func:`results_of` turns either into results."""
+        if self.model is None or len(x) == 0:
+            return self.score(x)
+        return self.model.score_block(x)
+
     def shadow_scores(self, x: Matrix) -> list[dict[str, float]]:
         """``{shadow_key: score}`` per row, or ``[]`` when no challenger is loaded."""
         if self.shadow is None or len(x) == 0:
             return []
         key = shadow_key(self.scorer, self.shadow.version)
         return [{key: float(r.score)} for r in self.shadow.score(x) if r.score is not None]
+
+
+def results_of(output: ResultBlock | Sequence[ScorerResult]) -> Sequence[ScorerResult]:
+    """A model scorer's results, from the arrays it sent back or as they came."""
+    return output.results() if isinstance(output, ResultBlock) else output
 
 
 def decide_batch(
