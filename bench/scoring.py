@@ -270,10 +270,18 @@ def run_serve(
     """Deploy the YAML on a local Ray and push every batch of each round through the pipeline
     handle, one round after the other (each its own tenant: fresh state); one result per
     round."""
+    from serve.scoring.deploy import (
+        apply,
+        load_serve_config,
+        use_grpc_transport,
+        with_args,
+        with_user_config,
+    )
+
+    # This process calls the pipeline as the ingress does.
+    use_grpc_transport()
     import ray
     from ray import serve
-
-    from serve.scoring.deploy import apply, load_serve_config, with_args, with_user_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -293,14 +301,26 @@ def run_serve(
         handle = serve.get_app_handle("scoring")
         # Warm-up: replicas import, first calls compile paths.
         warm = [t.replace(id="warm" + t.id, tenant="warm") for t in rounds[0][:batch]]
-        handle.score.remote(warm).result()
-        return [_serve_round(handle, _batches(txs, batch), in_flight, shards) for txs in rounds]
+
+        async def run_all() -> list[dict[str, Any]]:
+            # One event loop for every call, as in the ingress: a handle's router may be bound
+            # to the loop it first ran on (Serve's throughput-optimised mode).
+            assert shards is not None
+            try:
+                await handle.score.remote(warm)
+                return [
+                    await _serve_round(handle, _batches(txs, batch), in_flight, shards)
+                    for txs in rounds
+                ]
+            finally:
+                await serve.shutdown_async()  # type: ignore[no-untyped-call]
+
+        return asyncio.run(run_all())
     finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 
-def _serve_round(
+async def _serve_round(
     handle: Any, batches: list[list[Transaction]], in_flight: int, shards: int
 ) -> dict[str, Any]:
     """One round through the deployed pipeline, measured on its own."""
@@ -327,7 +347,7 @@ def _serve_round(
     with _PeakSampler() as sampler:
         cpu_start = _cpu_by_process()
         start = time.perf_counter()
-        outcome = asyncio.run(drive())
+        outcome = await drive()
         n = outcome.decided
         elapsed = time.perf_counter() - start
         cpu_end = _cpu_by_process()

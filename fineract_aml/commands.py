@@ -55,6 +55,9 @@ def _cmd_serve_ingress(settings: Settings, args: argparse.Namespace) -> int:
     if args.in_process:
         handoff = in_process_scoring(store, pipeline={"features": {"timezone": settings.timezone}})
     else:
+        from serve.scoring.deploy import use_grpc_transport
+
+        use_grpc_transport(settings.ray_address)
         from serve.scoring.metrics import ServeStatusProbe
 
         _join_ray(settings)

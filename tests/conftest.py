@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from serve.scoring.deploy import use_grpc_transport
 from storage import embedded
 from storage.store import Store, open_store
+
+# Every Serve handle of the test session calls its replicas as the product's processes do
+# (before any test module imports Ray Serve, which reads the setting once).
+use_grpc_transport()
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ Nothing here can be applied to a cluster on a developer machine, so these checks
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from pydantic import SecretStr
 
 from aml.settings import Settings
 from fineract_aml.cli import build_parser
+from serve.scoring.deploy import GRPC_TRANSPORT_ENV, use_grpc_transport
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -239,7 +242,7 @@ def serve_v2() -> dict[str, Any]:
 def test_serve_config_v2_is_the_shipped_application_with_its_user_configs() -> None:
     (shipped,) = SERVE_CONFIG["applications"]
     (k8s,) = serve_v2()["applications"]
-    for key in ("name", "import_path", "route_prefix", "logging_config"):
+    for key in ("name", "import_path", "route_prefix", "logging_config", "runtime_env"):
         assert k8s.get(key) == shipped.get(key), key
     assert set(k8s["args"]) == set(shipped["args"])
     assert "mongodb_uri" not in k8s["args"]  # from the Secret, never in a manifest
@@ -372,3 +375,24 @@ def test_rayservice_scores_in_the_time_zone_the_ingress_explains_alerts_in() -> 
     pipeline = next(d for d in app["deployments"] if d["name"] == "ScoringPipeline")
     [configmap] = [doc for doc in kind("ConfigMap") if "AML_TIMEZONE" in doc.get("data", {})]
     assert pipeline["user_config"]["features"]["timezone"] == configmap["data"]["AML_TIMEZONE"]
+
+
+def test_the_replicas_call_each_other_as_the_ingress_calls_them() -> None:
+    # The application's replicas get Serve's gRPC transport from the config; the ingress and the
+    # benchmarks set the same values in their own process (use_grpc_transport).
+    (shipped,) = SERVE_CONFIG["applications"]
+    assert shipped["runtime_env"]["env_vars"] == dict(GRPC_TRANSPORT_ENV)
+
+
+def test_grpc_transport_is_not_set_through_ray_client_nor_over_the_operators_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in GRPC_TRANSPORT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delitem(sys.modules, "ray.serve._private.constants", raising=False)
+    assert not use_grpc_transport("ray://head:10001")
+    assert not any(key in os.environ for key in GRPC_TRANSPORT_ENV)
+    monkeypatch.setenv("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", "1024")
+    assert use_grpc_transport("auto")
+    assert os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
+    assert os.environ["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] == "1024"
