@@ -97,9 +97,27 @@ class RebuildRequest:
     since: datetime
 
 
+# crc32 of each window key's shard token, by (kind, tenant, name): a batch's keys come back
+# batch after batch (an account, its agent, its client), and the token's formatting, encoding
+# and hashing cost more than one lookup. Cleared when it reaches _TOKEN_CACHE_MAX keys.
+_TOKEN_CRC: dict[tuple[str, str, str], int] = {}
+_TOKEN_CACHE_MAX = 500_000
+
+
+def _token_crc(kind: str, tenant: str, name: str) -> int:
+    """``crc32`` of the window key's shard token (``WindowKey.shard_token``), cached."""
+    ident = (kind, tenant, name)
+    crc = _TOKEN_CRC.get(ident)
+    if crc is None:
+        if len(_TOKEN_CRC) >= _TOKEN_CACHE_MAX:
+            _TOKEN_CRC.clear()
+        crc = _TOKEN_CRC[ident] = zlib.crc32(f"{kind}\x1f{tenant}\x1f{name}".encode())
+    return crc
+
+
 def shard_of(key: WindowKey, n_shards: int) -> int:
     """Stable shard index for a window key (the same in every process, unlike ``hash``)."""
-    return zlib.crc32(key.shard_token.encode()) % n_shards
+    return _token_crc(key.kind, key.tenant, key.name) % n_shards
 
 
 # Several keys and items are built for every transaction: the fast constructors build the same
@@ -107,21 +125,35 @@ def shard_of(key: WindowKey, n_shards: int) -> int:
 _new_key = fast_init(WindowKey)
 
 
+def window_names(tx: Transaction) -> list[tuple[Role, str, str]]:
+    """``(role, kind, name)`` of each window a transaction belongs to, in a fixed order (the
+    window's tenant is the transaction's): its account, its counterparty account, its agent,
+    its client."""
+    account = tx.account_id
+    out = [(_ACCOUNT, "account", account)]
+    cp = tx.counterparty_account_id
+    if cp and cp != account:
+        out.append((_COUNTERPARTY, "account", cp))
+    agent = tx.agent_id
+    if agent:
+        out.append((_AGENT, "agent", agent))
+    client = tx.client_id
+    if client:
+        out.append((_CLIENT, "client", client))
+    return out
+
+
+# Read for every transaction: module names, not enum attribute look-ups.
+_ACCOUNT, _COUNTERPARTY, _AGENT, _CLIENT = Role.ACCOUNT, Role.COUNTERPARTY, Role.AGENT, Role.CLIENT
+
+
 def keys_for(tx: Transaction) -> list[tuple[Role, WindowKey]]:
     """The windows a transaction belongs to, with the role each answers for it."""
     tenant = tx.tenant
-    account = tx.account_id
-    out = [(Role.ACCOUNT, _new_key(kind="account", tenant=tenant, name=account))]
-    cp = tx.counterparty_account_id
-    if cp and cp != account:
-        out.append((Role.COUNTERPARTY, _new_key(kind="account", tenant=tenant, name=cp)))
-    agent = tx.agent_id
-    if agent:
-        out.append((Role.AGENT, _new_key(kind="agent", tenant=tenant, name=agent)))
-    client = tx.client_id
-    if client:
-        out.append((Role.CLIENT, _new_key(kind="client", tenant=tenant, name=client)))
-    return out
+    return [
+        (role, _new_key(kind=kind, tenant=tenant, name=name))
+        for role, kind, name in window_names(tx)
+    ]
 
 
 @fast_pickle
@@ -138,24 +170,6 @@ class ShardItem:
 _new_item = fast_init(ShardItem)
 
 
-# crc32 of each window key's shard token, by (kind, tenant, name): a batch's keys come back
-# batch after batch (an account, its agent, its client), and the token's formatting, encoding
-# and hashing cost more than one lookup. Cleared when it reaches _TOKEN_CACHE_MAX keys.
-_TOKEN_CRC: dict[tuple[str, str, str], int] = {}
-_TOKEN_CACHE_MAX = 500_000
-
-
-def _token_crc(kind: str, tenant: str, name: str) -> int:
-    """``crc32`` of the key's shard token (see :func:`shard_of`), cached."""
-    ident = (kind, tenant, name)
-    crc = _TOKEN_CRC.get(ident)
-    if crc is None:
-        if len(_TOKEN_CRC) >= _TOKEN_CACHE_MAX:
-            _TOKEN_CRC.clear()
-        crc = _TOKEN_CRC[ident] = zlib.crc32(f"{kind}\x1f{tenant}\x1f{name}".encode())
-    return crc
-
-
 def route(
     batch: Sequence[Transaction], n_shards: int, only: int | None = None
 ) -> dict[int, list[ShardItem]]:
@@ -163,32 +177,19 @@ def route(
     ``only``: that shard's items alone.
 
     The items are those of :func:`keys_for`, in its order, each on the shard :func:`shard_of`
-    gives its key (both inlined here: every shard routes every batch it is sent).
+    gives its key; keys and items are built only for the shard asked (every shard routes every
+    batch it is sent).
     """
     plan: dict[int, list[ShardItem]] = {}
     crcs = _TOKEN_CRC
-    crc_of = _token_crc
     new_item = _new_item
     new_key = _new_key
-    account_role, counterparty_role = Role.ACCOUNT, Role.COUNTERPARTY
-    agent_role, client_role = Role.AGENT, Role.CLIENT
     for i, tx in enumerate(batch):
         tenant = tx.tenant
-        account = tx.account_id
-        cp = tx.counterparty_account_id
-        agent = tx.agent_id
-        client = tx.client_id
-        wanted = [("account", account, account_role)]
-        if cp and cp != account:
-            wanted.append(("account", cp, counterparty_role))
-        if agent:
-            wanted.append(("agent", agent, agent_role))
-        if client:
-            wanted.append(("client", client, client_role))
-        for kind, name, role in wanted:
+        for role, kind, name in window_names(tx):
             crc = crcs.get((kind, tenant, name))
             if crc is None:
-                crc = crc_of(kind, tenant, name)
+                crc = _token_crc(kind, tenant, name)
             shard = crc % n_shards
             if only is not None and shard != only:
                 continue
@@ -751,31 +752,12 @@ class LocalContextBuilder:
         transaction and role: the shards are in this process.
         """
         n_shards = len(self.shards)
-        crc32 = zlib.crc32
         plan: dict[int, list[tuple[Role, str, str, str, Transaction]]] = {}
         slots: dict[int, list[int]] = {}
-        account_role, cp_role, agent_role, client_role = (
-            Role.ACCOUNT,
-            Role.COUNTERPARTY,
-            Role.AGENT,
-            Role.CLIENT,
-        )
         for i, tx in enumerate(batch):
             tenant = tx.tenant
-            account = tx.account_id
-            # The windows of keys_for(tx), in its order.
-            wanted = [(account_role, "account", account)]
-            cp = tx.counterparty_account_id
-            if cp and cp != account:
-                wanted.append((cp_role, "account", cp))
-            agent = tx.agent_id
-            if agent:
-                wanted.append((agent_role, "agent", agent))
-            client = tx.client_id
-            if client:
-                wanted.append((client_role, "client", client))
-            for role, kind, name in wanted:
-                shard = crc32(f"{kind}\x1f{tenant}\x1f{name}".encode()) % n_shards
+            for role, kind, name in window_names(tx):
+                shard = _token_crc(kind, tenant, name) % n_shards
                 entries = plan.get(shard)
                 if entries is None:
                     entries = plan[shard] = []
@@ -793,10 +775,10 @@ class LocalContextBuilder:
             edges = self.graph.observe_and_edges(batch, search)
         return _contexts(
             batch,
-            views_of[account_role],
-            views_of[cp_role],
-            views_of[agent_role],
-            views_of[client_role],
+            views_of[Role.ACCOUNT],
+            views_of[Role.COUNTERPARTY],
+            views_of[Role.AGENT],
+            views_of[Role.CLIENT],
             edges,
         )
 
