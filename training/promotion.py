@@ -64,7 +64,9 @@ class GateResult:
 def model_scores(artifact: str | Mapping[str, Any], x: npt.NDArray[np.float64]) -> Any:
     """Scores in [0, 1] of a model artifact on a feature matrix (``FEATURE_NAMES`` columns)."""
     model = load_model(artifact)
-    return np.asarray([r.score for r in model.score(x)], dtype=np.float64)
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return np.asarray(model.score_block(x).scores, dtype=np.float64)
 
 
 def gate(

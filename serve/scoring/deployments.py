@@ -191,17 +191,14 @@ class _ModelDeployment:
         # Concurrent pipeline requests are stacked into one model call.
         import numpy as np
 
-        if self._scorer.model is None:
+        model = self._scorer.model  # once: a reconfigure may swap the scorer meanwhile
+        if model is None:
             return [no_model(self.scorer_name, len(x)) for x in xs]
-        block = self._scorer.score_block(np.vstack(xs))
+        block = model.score_block(np.vstack(xs))
         out: list[ModelOutput] = []
         start = 0
         for x in xs:
-            out.append(
-                block[start : start + len(x)]
-                if isinstance(block, list)
-                else block.slice(start, start + len(x))
-            )
+            out.append(block.slice(start, start + len(x)))
             start += len(x)
         return out
 

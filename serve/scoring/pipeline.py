@@ -186,19 +186,13 @@ class ModelScorer:
             return no_model(self.scorer, len(x))
         return self.model.score(x)
 
-    def score_block(self, x: Matrix) -> ResultBlock | list[ScorerResult]:
-        """:meth:`score` as arrays when a model scores (see :class:`ResultBlock`); the shared
-        "no model" results otherwise. :func:`results_of` turns either into results."""
-        if self.model is None or len(x) == 0:
-            return self.score(x)
-        return self.model.score_block(x)
-
     def shadow_scores(self, x: Matrix) -> list[dict[str, float]]:
         """``{shadow_key: score}`` per row, or ``[]`` when no challenger is loaded."""
         if self.shadow is None or len(x) == 0:
             return []
         key = shadow_key(self.scorer, self.shadow.version)
-        return [{key: float(r.score)} for r in self.shadow.score(x) if r.score is not None]
+        # The scores alone: no result or explanation objects for a model that decides nothing.
+        return [{key: score} for score in self.shadow.score_block(x).scores.tolist()]
 
 
 def results_of(output: ResultBlock | Sequence[ScorerResult]) -> Sequence[ScorerResult]:

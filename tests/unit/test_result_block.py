@@ -1,15 +1,21 @@
-"""A model's results as arrays (``ResultBlock``): the same results as built one by one."""
+"""A model's results as arrays (``ResultBlock``): the same results as built one by one, and the
+scores read from them alone."""
 
 from __future__ import annotations
 
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+import xgboost as xgb
 
 from aml.domain import FeatureContribution, ScorerResult
-from serve.scoring.models import TOP_K, ResultBlock
-from serve.scoring.pipeline import results_of
+from aml.features import FEATURE_NAMES
+from serve.scoring.models import TOP_K, XGBOOST, ResultBlock, XGBoostModel, load_model
+from serve.scoring.pipeline import ModelScorer, results_of, shadow_key
+from training.promotion import model_scores
 
 NAMES = tuple(f"f{i}" for i in range(9))
 
@@ -91,3 +97,30 @@ def test_fewer_features_than_top_k(n_features: int) -> None:
 def test_results_of_passes_results_through() -> None:
     shared = [ScorerResult(scorer="xgboost", available=False, reason="no model")] * 3
     assert results_of(shared) is shared
+
+
+def _booster_model(tmp_path: Path) -> tuple[XGBoostModel, Path, np.ndarray]:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(300, len(FEATURE_NAMES)))
+    y = (x[:, 2] > 0.3).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 2},
+        xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES)),
+        num_boost_round=5,
+    )
+    booster.save_model(str(tmp_path / "m.ubj"))
+    manifest = {"kind": "xgboost", "version": "c1", "features": list(FEATURE_NAMES)}
+    (tmp_path / "m.json").write_text(json.dumps({**manifest, "path": "m.ubj"}))
+    model = load_model(tmp_path / "m.json")
+    assert isinstance(model, XGBoostModel)
+    return model, tmp_path / "m.json", x[:40]
+
+
+def test_challenger_and_promotion_scores_are_the_models_scores(tmp_path: Path) -> None:
+    # Both read the scores alone (no result objects): the same numbers the model's results carry.
+    model, artifact, x = _booster_model(tmp_path)
+    scores = [r.score for r in model.score(x)]
+    scorer = ModelScorer(XGBOOST, shadow=model)
+    assert scorer.shadow_scores(x) == [{shadow_key(XGBOOST, "c1"): s} for s in scores]
+    assert model_scores(str(artifact), x).tolist() == scores
+    assert model_scores(str(artifact), x[:0]).tolist() == []
