@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aml.domain import (
@@ -318,3 +319,32 @@ def make_model(**overrides: Any) -> ModelRecord:
     }
     fields.update(overrides)
     return ModelRecord(**fields)
+
+
+def external_xgboost_artifact(
+    directory: Path, x: Any, y: Any, *, version: str, rounds: int = 10
+) -> Path:
+    """An XGBoost model trained on ``(x, y)`` over ``FEATURE_NAMES`` and saved as an externally
+    trained artifact (the native model file and its manifest) in ``directory``; returns the
+    manifest's path."""
+    import json
+
+    import xgboost as xgb
+
+    from aml.features import FEATURE_NAMES
+
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 2},
+        xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES)),
+        num_boost_round=rounds,
+    )
+    booster.save_model(str(directory / "model.ubj"))
+    manifest = {
+        "kind": "xgboost",
+        "version": version,
+        "features": list(FEATURE_NAMES),
+        "path": "model.ubj",
+    }
+    path = directory / "model.json"
+    path.write_text(json.dumps(manifest))
+    return path

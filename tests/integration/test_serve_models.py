@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from serve.scoring.models import (
     load_model,
     save_anomaly_artifact,
 )
+from tests.factories import external_xgboost_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -54,21 +54,9 @@ def test_anomaly_bundle_round_trip_scores_outliers_higher(tmp_path: Path) -> Non
 def test_externally_trained_xgboost_with_its_feature_list_is_accepted(tmp_path: Path) -> None:
     x = _normal(400)
     y = (x[:, 1] > 0.5).astype(int)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 2},
-        xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES)),
-        num_boost_round=10,
-    )
-    booster.save_model(str(tmp_path / "model.ubj"))
-    manifest = {
-        "kind": "xgboost",
-        "version": "ext-7",
-        "features": list(FEATURE_NAMES),
-        "path": "model.ubj",
-    }
-    (tmp_path / "model.json").write_text(json.dumps(manifest))
+    manifest = external_xgboost_artifact(tmp_path, x, y, version="ext-7")
 
-    model = load_model(tmp_path / "model.json")
+    model = load_model(manifest)
 
     assert isinstance(model, XGBoostModel)
     (res,) = model.score(x[:1])

@@ -3,18 +3,17 @@ scores read from them alone."""
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
 from aml.domain import FeatureContribution, ScorerResult
 from aml.features import FEATURE_NAMES
 from serve.scoring.models import TOP_K, XGBOOST, ResultBlock, XGBoostModel, load_model
 from serve.scoring.pipeline import ModelScorer, results_of, shadow_key
+from tests.factories import external_xgboost_artifact
 from training.promotion import model_scores
 
 NAMES = tuple(f"f{i}" for i in range(9))
@@ -102,18 +101,12 @@ def test_results_of_passes_results_through() -> None:
 def _booster_model(tmp_path: Path) -> tuple[XGBoostModel, Path, np.ndarray]:
     rng = np.random.default_rng(9)
     x = rng.normal(size=(300, len(FEATURE_NAMES)))
-    y = (x[:, 2] > 0.3).astype(int)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 2},
-        xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES)),
-        num_boost_round=5,
+    artifact = external_xgboost_artifact(
+        tmp_path, x, (x[:, 2] > 0.3).astype(int), version="c1", rounds=5
     )
-    booster.save_model(str(tmp_path / "m.ubj"))
-    manifest = {"kind": "xgboost", "version": "c1", "features": list(FEATURE_NAMES)}
-    (tmp_path / "m.json").write_text(json.dumps({**manifest, "path": "m.ubj"}))
-    model = load_model(tmp_path / "m.json")
+    model = load_model(artifact)
     assert isinstance(model, XGBoostModel)
-    return model, tmp_path / "m.json", x[:40]
+    return model, artifact, x[:40]
 
 
 def test_challenger_and_promotion_scores_are_the_models_scores(tmp_path: Path) -> None:
